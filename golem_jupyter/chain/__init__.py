@@ -1,0 +1,42 @@
+"""The chain layer: connection, contracts, wallets and EIP-712 vouchers.
+
+>>> chain = Chain.connect()                      # the running devnet
+>>> chain.escrow.session(session_id).remaining
+"""
+
+from __future__ import annotations
+
+from web3 import Web3
+
+from .escrow import Escrow, SessionState
+from .network import Network, connect, resolve
+from .registry import Offer, Registry
+from .vouchers import EscrowDomain, Voucher, sign_voucher
+from .wallet import Wallet
+
+__all__ = [
+    "Chain", "Escrow", "EscrowDomain", "Network", "Offer", "Registry", "SessionState", "Voucher", "Wallet",
+    "sign_voucher",
+]
+
+
+class Chain:
+    """A checked connection to a network, with escrow and registry clients for one wallet."""
+
+    def __init__(self, w3: Web3, network: Network, wallet: Wallet | None = None) -> None:
+        self.w3 = w3
+        self.network = network
+        self.wallet = wallet
+        account = wallet.account if wallet else None
+        self.escrow = Escrow(w3, network.escrow, account)
+        self.registry = Registry(w3, network.registry, account)
+
+    @classmethod
+    def connect(cls, network: Network | str | None = None, wallet: Wallet | None = None) -> Chain:
+        """Connect to ``network`` (default: the running devnet), checking it first."""
+        network = resolve(network)
+        return cls(connect(network), network, wallet)
+
+    def __repr__(self) -> str:
+        who = f", {self.wallet.address}" if self.wallet else ""
+        return f"Chain({self.network.name} chain {self.network.chain_id} at {self.network.rpc_url}{who})"

@@ -1,0 +1,178 @@
+"""The ``golem`` command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import ConfigurationError, GolemError
+
+WEI_PER_ETH = 10**18
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except GolemError as error:
+        print(f"golem: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="golem", description="Notebook cells as work for a decentralized market.")
+    commands = parser.add_subparsers(title="commands")
+
+    devnet = commands.add_parser("devnet", help="run a local chain with the contracts deployed",
+                                 description="Run the embedded chain on 127.0.0.1 with both contracts deployed "
+                                             "and dev accounts funded, until Ctrl-C or `golem devnet stop`.")
+    devnet.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start",
+                        help="start (default, runs in the foreground), stop a running one, or show its status")
+    devnet.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    devnet.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545; 0 picks a free one)")
+    devnet.add_argument("--claim-window", type=int, default=None, metavar="SECONDS",
+                        help="seconds after a session's deadline during which providers may claim (default 1 day)")
+    devnet.set_defaults(run=_devnet)
+
+    deploy = commands.add_parser("deploy", help="deploy the contracts to a JSON-RPC node and record them",
+                                 description="Deploy GolemEscrow and ProviderRegistry with your wallet and record "
+                                             "them for the node's chain id in $GOLEM_HOME/deployments.json.")
+    deploy.add_argument("--rpc-url", required=True, help="JSON-RPC URL of the node")
+    deploy.add_argument("--claim-window", type=int, default=None, metavar="SECONDS")
+    _wallet_options(deploy)
+    deploy.set_defaults(run=_deploy)
+
+    wallet = commands.add_parser("wallet", help="create or inspect a wallet")
+    wallet_commands = wallet.add_subparsers(title="wallet commands")
+    create = wallet_commands.add_parser("create", help="create a new key in an encrypted keystore file")
+    create.add_argument("--path", help="where to write the keystore (default $GOLEM_HOME/keystore/ADDRESS.json)")
+    create.set_defaults(run=_wallet_create)
+    show = wallet_commands.add_parser("show", help="show a wallet's address and balances")
+    _wallet_options(show)
+    show.add_argument("--network", help="JSON-RPC URL or connection file (default: the running devnet)")
+    show.set_defaults(run=_wallet_show)
+
+    demo = commands.add_parser("demo", help="a sample settlement on a fresh embedded chain, printed step by step")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _wallet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keystore", help="keystore file (password from $GOLEM_WALLET_PASSWORD or a prompt)")
+    parser.add_argument("--dev-account", type=int, metavar="N",
+                        help="use development account N (devnet and anvil only)")
+
+
+def _load_wallet(args: argparse.Namespace):
+    from .chain.wallet import KEY_ENV, PASSWORD_ENV, Wallet
+
+    if args.keystore:
+        password = os.environ.get(PASSWORD_ENV)
+        if password is None:
+            password = getpass.getpass(f"Password for {args.keystore}: ")
+        return Wallet.load(args.keystore, password)
+    if args.dev_account is not None:
+        return Wallet.dev(args.dev_account)
+    if os.environ.get(KEY_ENV):
+        return Wallet.from_env()
+    raise ConfigurationError(f"No wallet given: pass --keystore PATH, --dev-account N, or set {KEY_ENV}.")
+
+
+def _devnet(args: argparse.Namespace) -> int:
+    from .devnet import Devnet, running_devnet, serve_until_signalled, stop_devnet
+
+    if args.action == "stop":
+        stopped = stop_devnet()
+        print(f"Stopped the devnet at {stopped.rpc_url}." if stopped else "No devnet is running.")
+        return 0
+    if args.action == "status":
+        network = running_devnet()
+        if network is None:
+            print("No devnet is running. Start one with `golem devnet`.")
+            return 3
+        _print_network(network)
+        return 0
+
+    from .chain.deploy import DEFAULT_CLAIM_WINDOW
+    from .home import devnet_file
+
+    devnet = Devnet(args.host, args.port, claim_window=args.claim_window or DEFAULT_CLAIM_WINDOW)
+
+    def ready(network) -> None:
+        _print_network(network)
+        print(f"Connection file: {devnet_file()}")
+        print("Press Ctrl-C or run `golem devnet stop` to stop.", flush=True)
+
+    serve_until_signalled(devnet, ready)
+    print("Devnet stopped.")
+    return 0
+
+
+def _print_network(network) -> None:
+    print(f"Devnet running at {network.rpc_url} (chain id {network.chain_id}, pid {network.pid})")
+    print(f"  GolemEscrow       {network.escrow}")
+    print(f"  ProviderRegistry  {network.registry}")
+    print(f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}"
+          if network.accounts else "")
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from .chain.deploy import DEFAULT_CLAIM_WINDOW, deploy
+    from .chain.network import chain_id_at, web3_for, record_deployment
+
+    wallet = _load_wallet(args)
+    w3 = web3_for(args.rpc_url)
+    chain_id_at(w3, args.rpc_url)  # a clear error if nothing answers
+    network = deploy(w3, wallet.account, args.rpc_url, claim_window=args.claim_window or DEFAULT_CLAIM_WINDOW)
+    record_deployment(network)
+    print(f"Deployed on chain {network.chain_id}:")
+    print(f"  GolemEscrow       {network.escrow}")
+    print(f"  ProviderRegistry  {network.registry}")
+    return 0
+
+
+def _wallet_create(args: argparse.Namespace) -> int:
+    from .chain.wallet import PASSWORD_ENV, Wallet
+
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        password = getpass.getpass("Password for the new keystore: ")
+        if password != getpass.getpass("Repeat the password: "):
+            raise ConfigurationError("The passwords differ; nothing was written.")
+    wallet = Wallet.create(password, args.path)
+    print(f"Created {wallet.address}")
+    print(f"Keystore: {wallet.source.removeprefix('keystore ')}")
+    return 0
+
+
+def _wallet_show(args: argparse.Namespace) -> int:
+    from .chain import Chain
+
+    wallet = _load_wallet(args)
+    print(f"Address: {wallet.address}")
+    chain = Chain.connect(args.network, wallet)
+    balance = chain.w3.eth.get_balance(wallet.address)
+    credited = chain.escrow.balance_of(wallet.address)
+    print(f"Balance on chain {chain.network.chain_id}: {balance / WEI_PER_ETH:.6f} ETH")
+    print(f"Credited in escrow, not withdrawn: {credited} wei")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
