@@ -25,6 +25,8 @@ from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_tester.exceptions import TransactionFailed
+from eth_tester.exceptions import ValidationError as TesterValidationError
+from eth_utils import ValidationError as EVMValidationError
 from web3 import EthereumTesterProvider
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
@@ -115,6 +117,9 @@ class EmbeddedProvider(EthereumTesterProvider):
             result = delegator(self.ethereum_tester, params)
         except NotImplementedError:
             return _error(request_id, -32601, f"method not implemented by the embedded chain: {method}")
+        except (EVMValidationError, TesterValidationError) as error:
+            # What a node answers for an unaffordable or malformed transaction.
+            return _error(request_id, -32000, str(error))
         except (ValueError, TypeError) as error:
             return _error(request_id, -32602, f"invalid params for {method}: {error}")
         return {"jsonrpc": "2.0", "id": request_id, "result": result}

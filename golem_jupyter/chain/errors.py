@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
 
 from ..errors import GolemError
 
@@ -71,6 +71,10 @@ class ContractPanic(ContractError):
 
 class TransactionFailed(GolemError):
     """A mined transaction failed and the node gave no reason."""
+
+
+class TransactionRejected(GolemError):
+    """The node refused a transaction before running it (funds for gas, nonce, fees)."""
 
 
 # Arguments that are Unix times; shown as dates, kept as integers in ``.fields``.
@@ -236,4 +240,9 @@ def translate(error: Exception) -> Exception:
     if isinstance(error, ContractLogicError):
         reason = (error.message or str(error)).removeprefix("execution reverted: ")
         return ContractReverted(reason=reason)
+    if isinstance(error, Web3RPCError):
+        return TransactionRejected(
+            f"The node refused the transaction: {error.message or error}. Nothing was sent; "
+            "check the account's balance for value and gas."
+        )
     return error
