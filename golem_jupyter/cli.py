@@ -32,20 +32,36 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="golem", description="Notebook cells as work for a decentralized market.")
     commands = parser.add_subparsers(title="commands")
 
-    devnet = commands.add_parser("devnet", help="run a local chain with the contracts deployed",
-                                 description="Run the embedded chain on 127.0.0.1 with both contracts deployed "
-                                             "and dev accounts funded, until Ctrl-C or `golem devnet stop`.")
-    devnet.add_argument("action", nargs="?", choices=["start", "stop", "status"], default="start",
-                        help="start (default, runs in the foreground), stop a running one, or show its status")
+    devnet = commands.add_parser(
+        "devnet",
+        help="run a local chain with the contracts deployed",
+        description="Run the embedded chain on 127.0.0.1 with both contracts deployed "
+        "and dev accounts funded, until Ctrl-C or `golem devnet stop`.",
+    )
+    devnet.add_argument(
+        "action",
+        nargs="?",
+        choices=["start", "stop", "status"],
+        default="start",
+        help="start (default, runs in the foreground), stop a running one, or show its status",
+    )
     devnet.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     devnet.add_argument("--port", type=int, default=8545, help="JSON-RPC port (default 8545; 0 picks a free one)")
-    devnet.add_argument("--claim-window", type=int, default=None, metavar="SECONDS",
-                        help="seconds after a session's deadline during which providers may claim (default 1 day)")
+    devnet.add_argument(
+        "--claim-window",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds after a session's deadline during which providers may claim (default 1 day)",
+    )
     devnet.set_defaults(run=_devnet)
 
-    deploy = commands.add_parser("deploy", help="deploy the contracts to a JSON-RPC node and record them",
-                                 description="Deploy GolemEscrow and ProviderRegistry with your wallet and record "
-                                             "them for the node's chain id in $GOLEM_HOME/deployments.json.")
+    deploy = commands.add_parser(
+        "deploy",
+        help="deploy the contracts to a JSON-RPC node and record them",
+        description="Deploy GolemEscrow and ProviderRegistry with your wallet and record "
+        "them for the node's chain id in $GOLEM_HOME/deployments.json.",
+    )
     deploy.add_argument("--rpc-url", required=True, help="JSON-RPC URL of the node")
     deploy.add_argument("--claim-window", type=int, default=None, metavar="SECONDS")
     _wallet_options(deploy)
@@ -68,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _wallet_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keystore", help="keystore file (password from $GOLEM_WALLET_PASSWORD or a prompt)")
-    parser.add_argument("--dev-account", type=int, metavar="N",
-                        help="use development account N (devnet and anvil only)")
+    parser.add_argument(
+        "--dev-account", type=int, metavar="N", help="use development account N (devnet and anvil only)"
+    )
 
 
 def _load_wallet(args: argparse.Namespace):
@@ -121,13 +138,16 @@ def _print_network(network) -> None:
     print(f"Devnet running at {network.rpc_url} (chain id {network.chain_id}, pid {network.pid})")
     print(f"  GolemEscrow       {network.escrow}")
     print(f"  ProviderRegistry  {network.registry}")
-    print(f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}"
-          if network.accounts else "")
+    print(
+        f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}"
+        if network.accounts
+        else ""
+    )
 
 
 def _deploy(args: argparse.Namespace) -> int:
     from .chain.deploy import DEFAULT_CLAIM_WINDOW, deploy
-    from .chain.network import chain_id_at, web3_for, record_deployment
+    from .chain.network import chain_id_at, record_deployment, web3_for
 
     wallet = _load_wallet(args)
     w3 = web3_for(args.rpc_url)

@@ -19,17 +19,18 @@ ETH = 10**18
 
 
 def run_demo(out=print) -> None:
-    with tempfile.TemporaryDirectory() as tmp, Devnet(port=0, claim_window=3600,
-                                                     connection_file=Path(tmp) / "devnet.json") as network:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Devnet(port=0, claim_window=3600, connection_file=Path(tmp) / "devnet.json") as network,
+    ):
         out(f"Embedded chain {network.chain_id} at {network.rpc_url}")
         out(f"  GolemEscrow       {network.escrow}")
         out(f"  ProviderRegistry  {network.registry}")
         requestor = Chain.connect(network, Wallet.dev(0))
         providers = [Chain.connect(network, Wallet.dev(i)) for i in (1, 2)]
 
-        for port, (chain, price) in enumerate(zip(providers, (2 * 10**12, 3 * 10**12)), start=7001):
-            chain.registry.publish(Offer(f"127.0.0.1:{port}", price_per_cpu_second=price, cpus=4,
-                                         memory_bytes=8 << 30))
+        for port, (chain, price) in enumerate(zip(providers, (2 * 10**12, 3 * 10**12), strict=True), start=7001):
+            chain.registry.publish(Offer(f"127.0.0.1:{port}", price_per_cpu_second=price, cpus=4, memory_bytes=8 << 30))
         out("\nOffers on the market:")
         for offer in requestor.registry.active_offers():
             out(f"  {offer.provider}  {offer.endpoint}  {offer.price_per_cpu_second} wei/CPU-s  {offer.cpus} CPUs")

@@ -29,9 +29,15 @@ DEFAULT_PORT = 8545
 class Devnet:
     """The embedded chain, served and deployed. Use as a context manager, or start/stop."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 claim_window: int = DEFAULT_CLAIM_WINDOW, accounts: int = DEV_ACCOUNT_COUNT,
-                 connection_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        claim_window: int = DEFAULT_CLAIM_WINDOW,
+        accounts: int = DEV_ACCOUNT_COUNT,
+        connection_file: Path | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.claim_window = claim_window
@@ -56,13 +62,19 @@ class Devnet:
             ) from None
         deployer = Wallet.dev(0)
         # Deploy in-process (no HTTP round trips); the server shares the same chain.
-        deployed = deploy(Web3(provider), deployer.account, self._server.url, claim_window=self.claim_window,
-                          name="devnet")
+        deployed = deploy(
+            Web3(provider), deployer.account, self._server.url, claim_window=self.claim_window, name="devnet"
+        )
         keys = dev_keys(self.accounts)
         self.network = Network(
-            rpc_url=deployed.rpc_url, chain_id=deployed.chain_id, escrow=deployed.escrow,
-            registry=deployed.registry, name="devnet", deployed_at_block=deployed.deployed_at_block,
-            accounts=tuple(DevAccount(Wallet.from_key(k).address, k) for k in keys), pid=os.getpid(),
+            rpc_url=deployed.rpc_url,
+            chain_id=deployed.chain_id,
+            escrow=deployed.escrow,
+            registry=deployed.registry,
+            name="devnet",
+            deployed_at_block=deployed.deployed_at_block,
+            accounts=tuple(DevAccount(Wallet.from_key(k).address, k) for k in keys),
+            pid=os.getpid(),
         )
         self.network.save(self.connection_file)
         return self.network

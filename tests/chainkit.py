@@ -82,9 +82,24 @@ def embedded_chain() -> TestChain:
 def anvil_chain(binary: str) -> TestChain:
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--host", "127.0.0.1", "--port", str(port), "--mnemonic", DEV_MNEMONIC,
-         "--accounts", str(DEV_ACCOUNT_COUNT), "--balance", "10000", "--hardfork", "prague", "--silent"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--mnemonic",
+            DEV_MNEMONIC,
+            "--accounts",
+            str(DEV_ACCOUNT_COUNT),
+            "--balance",
+            "10000",
+            "--hardfork",
+            "prague",
+            "--silent",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 30}))
     deadline = time.monotonic() + 20
@@ -92,7 +107,7 @@ def anvil_chain(binary: str) -> TestChain:
         if process.poll() is not None:
             raise RuntimeError(f"anvil exited: {process.stderr.read().decode(errors='replace')}")
         try:
-            w3.eth.chain_id
+            _ = w3.eth.chain_id
             return TestChain("anvil", w3, process)
         except Exception:  # noqa: BLE001 - not listening yet
             time.sleep(0.05)

@@ -37,8 +37,9 @@ DEPOSIT = 10**18
 HOUR = 3600
 
 
-def open_session(contracts: Deployed, requestor: Wallet, amount: int = DEPOSIT, token: str | None = None,
-                 duration: int = HOUR) -> tuple[bytes, int]:
+def open_session(
+    contracts: Deployed, requestor: Wallet, amount: int = DEPOSIT, token: str | None = None, duration: int = HOUR
+) -> tuple[bytes, int]:
     session = new_id()
     deadline = contracts.chain.now() + duration
     contracts.escrow(requestor).open_session(session, amount, deadline, token=token)
@@ -57,8 +58,9 @@ def send_unestimated(chain, wallet: Wallet, call, gas: int = 300_000):
     Lets a test mine a transaction at an exact timestamp and see the contract reject it there.
     """
     w3 = chain.w3
-    tx = call.build_transaction({"from": wallet.address, "gas": gas,
-                                 "nonce": w3.eth.get_transaction_count(wallet.address)})
+    tx = call.build_transaction(
+        {"from": wallet.address, "gas": gas, "nonce": w3.eth.get_transaction_count(wallet.address)}
+    )
     tx_hash = w3.eth.send_raw_transaction(wallet.account.sign_transaction(tx).raw_transaction)
     return w3.eth.wait_for_transaction_receipt(tx_hash)
 
@@ -75,7 +77,13 @@ def test_open_session_records_the_deposit_and_holds_it(contracts, requestor):
     session, deadline = open_session(contracts, requestor)
     state = contracts.escrow().session(session)
     assert (state.requestor, state.token, state.deposited, state.paid_out, state.deadline, state.closed) == (
-        requestor.address, NATIVE, DEPOSIT, 0, deadline, False)
+        requestor.address,
+        NATIVE,
+        DEPOSIT,
+        0,
+        deadline,
+        False,
+    )
     assert contract_balance(contracts) == before + DEPOSIT
     [event] = contracts.escrow().events("SessionOpened", sessionId=session)
     assert (event["requestor"], event["amount"], event["deadline"]) == (requestor.address, DEPOSIT, deadline)
@@ -172,7 +180,9 @@ def test_settle_credits_each_provider_and_records_the_result_root(contracts, req
     assert (settled["graphId"], settled["total"], settled["resultRoot"]) == (graph, 500, root)
     paid_events = escrow.events("Paid", sessionId=session)
     assert {(e["provider"], e["amount"]) for e in paid_events} == {
-        (providers[0].address, 300), (providers[1].address, 200)}
+        (providers[0].address, 300),
+        (providers[1].address, 200),
+    }
 
 
 def test_settle_above_the_deposit_reverts_and_changes_nothing(contracts, requestor, providers):
@@ -243,6 +253,7 @@ def test_python_vouchers_hash_and_recover_like_the_contract(contracts, requestor
     from eth_account.messages import _hash_eip191_message, encode_typed_data
 
     from golem_jupyter.chain.vouchers import VOUCHER_TYPES
+
     signable = encode_typed_data(escrow.domain.as_dict(), VOUCHER_TYPES, voucher.message())
     assert escrow.voucher_digest(voucher) == _hash_eip191_message(signable)
 
@@ -299,8 +310,9 @@ def test_vouchers_for_another_session_chain_contract_or_provider_are_rejected(co
     domain = contracts.escrow().domain
     f = contracts.escrow().contract.functions
 
-    def claim_with(signer_domain: EscrowDomain, signed_session: bytes, claim_session: bytes, caller: Wallet,
-                   signed_for: Wallet):
+    def claim_with(
+        signer_domain: EscrowDomain, signed_session: bytes, claim_session: bytes, caller: Wallet, signed_for: Wallet
+    ):
         voucher = sign_voucher(requestor.account, signer_domain, signed_session, signed_for.address, 100)
         send(contracts.chain, caller, f.claim(claim_session, 100, voucher.signature))
 
@@ -477,8 +489,12 @@ def test_a_requestor_refusing_its_refund_loses_nothing(contracts, stranger):
     attacker = contracts.deploy_receiver(owner)
     session = new_id()
     deadline = contracts.chain.now() + HOUR
-    send(contracts.chain, owner, attacker.functions.relay(
-        _selector_call(contracts, "openSession", session, NATIVE, 1000, deadline)), value=1000)
+    send(
+        contracts.chain,
+        owner,
+        attacker.functions.relay(_selector_call(contracts, "openSession", session, NATIVE, 1000, deadline)),
+        value=1000,
+    )
     send(contracts.chain, owner, attacker.functions.setRejectPayments(True))
     contracts.chain.travel_to(deadline + CLAIM_WINDOW + 1)
     with pytest.raises(NativeTransferFailed):

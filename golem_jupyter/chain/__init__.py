@@ -15,7 +15,15 @@ from .vouchers import EscrowDomain, Voucher, sign_voucher
 from .wallet import Wallet
 
 __all__ = [
-    "Chain", "Escrow", "EscrowDomain", "Network", "Offer", "Registry", "SessionState", "Voucher", "Wallet",
+    "Chain",
+    "Escrow",
+    "EscrowDomain",
+    "Network",
+    "Offer",
+    "Registry",
+    "SessionState",
+    "Voucher",
+    "Wallet",
     "sign_voucher",
 ]
 

@@ -22,12 +22,14 @@ def deploy_contract(w3: Web3, account: LocalAccount, name: str, *args: object) -
     return receipt.raw.contractAddress, receipt.block_number
 
 
-def deploy(w3: Web3, account: LocalAccount, rpc_url: str, *, claim_window: int = DEFAULT_CLAIM_WINDOW,
-           name: str = "custom") -> Network:
+def deploy(
+    w3: Web3, account: LocalAccount, rpc_url: str, *, claim_window: int = DEFAULT_CLAIM_WINDOW, name: str = "custom"
+) -> Network:
     """Deploy both contracts and describe the result as a :class:`Network`."""
     if isinstance(claim_window, bool) or not isinstance(claim_window, int) or not 0 < claim_window < 2**64:
         raise InvalidInput(f"The claim window must be a positive number of seconds, got {claim_window!r}.")
     escrow, block = deploy_contract(w3, account, "GolemEscrow", claim_window)
     registry, _ = deploy_contract(w3, account, "ProviderRegistry")
-    return Network(rpc_url=rpc_url, chain_id=w3.eth.chain_id, escrow=escrow, registry=registry, name=name,
-                   deployed_at_block=block)
+    return Network(
+        rpc_url=rpc_url, chain_id=w3.eth.chain_id, escrow=escrow, registry=registry, name=name, deployed_at_block=block
+    )

@@ -17,10 +17,13 @@ addresses are funded on both.
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import threading
 from typing import Any
 
+from eth.estimators.gas import binary_gas_search_intrinsic_tolerance
+from eth.vm.spoof import SpoofTransaction
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
@@ -40,12 +43,42 @@ _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 Account.enable_unaudited_hdwallet_features()
 
 
+@functools.cache
+def dev_key(index: int) -> str:
+    """Private key (hex) of development account ``index``, derived from :data:`DEV_MNEMONIC`."""
+    return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"{_HD_PATH}/{index}").key.to_0x_hex()
+
+
 def dev_keys(count: int = DEV_ACCOUNT_COUNT) -> list[str]:
-    """Private keys (hex) of the development accounts, derived from :data:`DEV_MNEMONIC`."""
-    return [
-        Account.from_mnemonic(DEV_MNEMONIC, account_path=f"{_HD_PATH}/{i}").key.to_0x_hex()
-        for i in range(count)
-    ]
+    """Private keys (hex) of the first ``count`` development accounts."""
+    return [dev_key(i) for i in range(count)]
+
+
+def _estimate_gas(state, transaction) -> int:
+    """Gas estimate from one run at the block gas limit, checked by a second run.
+
+    py-evm's default bisects the gas limit (about a dozen EVM runs per estimate); one run and
+    a check keep the embedded chain quick. The estimate covers the intrinsic gas, the execution
+    gas before refunds and the 1/64 that calls must leave behind; if the check still runs out of
+    gas, fall back to bisection.
+    """
+    snapshot = state.snapshot()
+    try:
+        computation = state.apply_transaction(SpoofTransaction(transaction, gas=state.gas_limit, gas_price=0))
+    finally:
+        state.revert(snapshot)
+    if computation.is_error:
+        raise computation.error
+    used = computation.get_gas_used()  # execution gas before refunds, without the intrinsic part
+    estimate = min(state.gas_limit, transaction.intrinsic_gas + used + used // 63 + 2300)
+    snapshot = state.snapshot()
+    try:
+        check = state.apply_transaction(SpoofTransaction(transaction, gas=estimate, gas_price=0))
+    finally:
+        state.revert(snapshot)
+    if check.is_error:
+        return binary_gas_search_intrinsic_tolerance(state, transaction)
+    return estimate
 
 
 def revert_data(error: TransactionFailed) -> bytes:
@@ -80,7 +113,10 @@ class EmbeddedProvider(EthereumTesterProvider):
             num_accounts=accounts,
             hd_path=_HD_PATH,
         )
+        backend.chain.gas_estimator = _estimate_gas
         super().__init__(EthereumTester(backend))
+        # eth-tester derives every address from its key on each eth_accounts; ask once.
+        self._accounts = list(self.ethereum_tester.get_accounts())
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._extra = {
@@ -89,6 +125,7 @@ class EmbeddedProvider(EthereumTesterProvider):
             "evm_mine": self._mine,
             "evm_increaseTime": self._increase_time,
             "evm_setNextBlockTimestamp": self._set_next_timestamp,
+            "eth_accounts": lambda: list(self._accounts),
         }
 
     def make_request(self, method: str, params: Any) -> dict[str, Any]:

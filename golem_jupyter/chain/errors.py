@@ -226,7 +226,10 @@ def decode_revert(data: bytes | str) -> ContractError:
     cls = _BY_SELECTOR.get(raw[:4])
     if cls is None:
         return UnknownContractError(data=raw)
-    values = abi_decode(cls.argument_types(), raw[4:])
+    types = cls.argument_types()
+    values = abi_decode(types, raw[4:])
+    # eth-abi decodes addresses in lower case; the rest of the package uses checksummed ones.
+    values = [to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)]
     return cls(**dict(zip(cls.argument_names(), values, strict=True)))
 
 

@@ -116,8 +116,9 @@ class Escrow:
         call = self.contract.functions.settleGraph(session_id, graph_id, providers, amounts, result_root)
         return self._send(call)
 
-    def report_fault(self, session_id: bytes | str, graph_id: bytes | str, provider: str,
-                     evidence: bytes | str = b"\0" * 32) -> Receipt:
+    def report_fault(
+        self, session_id: bytes | str, graph_id: bytes | str, provider: str, evidence: bytes | str = b"\0" * 32
+    ) -> Receipt:
         """Record on-chain that ``provider`` returned a wrong result in ``graph_id``."""
         call = self.contract.functions.reportFault(
             as_bytes32(session_id, "session_id"),
@@ -130,7 +131,10 @@ class Escrow:
     def sign_voucher(self, session_id: bytes | str, provider: str, cumulative_amount: int) -> Voucher:
         """Sign, as requestor, that ``provider`` is owed ``cumulative_amount`` in the session so far."""
         return sign_voucher(
-            self.account, self.domain, session_id, as_address(provider, "provider"),
+            self.account,
+            self.domain,
+            session_id,
+            as_address(provider, "provider"),
             as_amount(cumulative_amount, "cumulative amount", allow_zero=True),
         )
 
@@ -187,8 +191,9 @@ class Escrow:
         """The digest the contract computes for ``voucher`` (to cross-check local signing)."""
         return self._view("hashVoucher", voucher.session_id, voucher.provider, voucher.cumulative_amount)
 
-    def events(self, name: str, from_block: int = 0, to_block: int | str = "latest",
-               **filters: Any) -> list[dict[str, Any]]:
+    def events(
+        self, name: str, from_block: int = 0, to_block: int | str = "latest", **filters: Any
+    ) -> list[dict[str, Any]]:
         """Decoded events ``name`` (e.g. ``"Paid"``), oldest first, with block and tx hash.
 
         Keyword filters select indexed arguments by their Solidity names, e.g. ``sessionId=...``.
@@ -196,8 +201,13 @@ class Escrow:
         event = getattr(self.contract.events, name)
         logs = event.get_logs(from_block=from_block, to_block=to_block, argument_filters=filters or None)
         return [
-            {**dict(log.args), "event": name, "block_number": log.blockNumber,
-             "tx_hash": log.transactionHash.to_0x_hex(), "log_index": log.logIndex}
+            {
+                **dict(log.args),
+                "event": name,
+                "block_number": log.blockNumber,
+                "tx_hash": log.transactionHash.to_0x_hex(),
+                "log_index": log.logIndex,
+            }
             for log in logs
         ]
 

@@ -40,6 +40,10 @@ class Offer:
             raise InvalidInput("An offer needs an endpoint, e.g. '127.0.0.1:7001'.")
         for name in ("price_per_cpu_second", "price_per_gpu_second", "start_fee", "memory_bytes"):
             as_amount(getattr(self, name), name, allow_zero=True)
+        if self.memory_bytes >= 2**64:  # uint64 in the contract
+            raise InvalidInput(f"memory_bytes must be below 2^64, got {self.memory_bytes}.")
+        if not isinstance(self.gpu_model, str):
+            raise InvalidInput(f"gpu_model must be a string, got {self.gpu_model!r}.")
         for name in ("cpus", "gpus"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
@@ -54,8 +58,15 @@ class Offer:
         except (TypeError, ValueError) as error:
             raise InvalidInput(f"capabilities cannot be written as JSON: {error}") from None
         return (
-            self.endpoint, self.price_per_cpu_second, self.price_per_gpu_second, self.start_fee,
-            self.cpus, self.gpus, self.gpu_model, self.memory_bytes, capabilities,
+            self.endpoint,
+            self.price_per_cpu_second,
+            self.price_per_gpu_second,
+            self.start_fee,
+            self.cpus,
+            self.gpus,
+            self.gpu_model,
+            self.memory_bytes,
+            capabilities,
         )
 
     @classmethod

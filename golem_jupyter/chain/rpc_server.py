@@ -87,7 +87,7 @@ class RPCServer:
             return _error(request_id, -32602, "invalid params: expected a list")
         try:
             response = self._request(request["method"], params)
-        except Exception as error:  # noqa: BLE001 - a bad request must not kill the server
+        except Exception as error:
             log.debug("rpc %s failed", request["method"], exc_info=True)
             return _error(request_id, -32603, f"{type(error).__name__}: {error}")
         response = dict(response)
@@ -105,7 +105,7 @@ def _handler_for(server: RPCServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_REQUEST_BYTES:
                 self._reply(_error(None, -32600, "request too large"), status=413)

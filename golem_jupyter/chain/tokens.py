@@ -8,15 +8,27 @@ from web3.contract import Contract
 from .types import as_address
 
 _ERC20_ABI = [
-    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
-     "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
-     "outputs": [{"name": "", "type": "bool"}]},
-    {"type": "function", "name": "allowance", "stateMutability": "view",
-     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
-     "outputs": [{"name": "", "type": "uint256"}]},
-    {"type": "function", "name": "balanceOf", "stateMutability": "view",
-     "inputs": [{"name": "account", "type": "address"}],
-     "outputs": [{"name": "", "type": "uint256"}]},
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "allowance",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
 ]
 
 

@@ -48,8 +48,9 @@ class Transactor:
     def address(self) -> str:
         return self.account.address
 
-    def send(self, call: ContractFunction | None = None, *, value: int = 0, to: str | None = None,
-             data: bytes = b"") -> Receipt:
+    def send(
+        self, call: ContractFunction | None = None, *, value: int = 0, to: str | None = None, data: bytes = b""
+    ) -> Receipt:
         """Send ``call`` (a bound contract function), or a plain transfer to ``to``, and wait."""
         with self._lock:
             try:

@@ -94,7 +94,6 @@ class Wallet:
     @classmethod
     def dev(cls, index: int = 0) -> Wallet:
         """Development account ``index``: funded on the devnet and on anvil."""
-        from .embedded import dev_keys
+        from .embedded import dev_key
 
-        keys = dev_keys(index + 1)
-        return cls.from_key(keys[index], f"devnet account {index}")
+        return cls.from_key(dev_key(index), f"devnet account {index}")
