@@ -21,13 +21,11 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from golem_jupyter.chain import Escrow, Wallet  # noqa: E402
-from golem_jupyter.chain.deploy import deploy_contract  # noqa: E402
-from golem_jupyter.chain.embedded import EmbeddedProvider  # noqa: E402
-from golem_jupyter.chain.transactions import Transactor  # noqa: E402
-from golem_jupyter.chain.types import new_id  # noqa: E402
+from golem_jupyter.chain import Escrow, Wallet
+from golem_jupyter.chain.deploy import deploy_contract
+from golem_jupyter.chain.embedded import EmbeddedProvider
+from golem_jupyter.chain.transactions import Transactor
+from golem_jupyter.chain.types import new_id
 
 CLAIM_WINDOW = 3600
 SIZES = (1, 4, 16)
@@ -90,6 +88,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.anvil:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         from chainkit import anvil_binary, anvil_chain
 
         binary = anvil_binary()

@@ -43,6 +43,7 @@ class Transactor:
         self.account = account
         self.receipt_timeout = receipt_timeout
         self._lock = threading.Lock()
+        self._cached_chain_id: int | None = None
 
     @property
     def address(self) -> str:
@@ -79,7 +80,7 @@ class Transactor:
             "from": self.address,
             "value": value,
             "nonce": self.w3.eth.get_transaction_count(self.address, "pending"),
-            "chainId": self.w3.eth.chain_id,
+            "chainId": self._chain_id(),
         }
         if call is not None:
             estimate = call.estimate_gas(params)
@@ -88,6 +89,11 @@ class Transactor:
         params["gas"] = int(self.w3.eth.estimate_gas(params) * GAS_MARGIN)
         params.update(_fees(self.w3))
         return params
+
+    def _chain_id(self) -> int:
+        if self._cached_chain_id is None:
+            self._cached_chain_id = self.w3.eth.chain_id
+        return self._cached_chain_id
 
     def _explain_failure(self, call: ContractFunction | None, value: int, receipt: Any) -> None:
         """Replay a failed transaction as a call on its block's parent state to get its reason."""

@@ -73,6 +73,8 @@ class Wallet:
             if "MAC mismatch" in str(error):
                 raise WrongPassword(f"Wrong password for the keystore {path}; nothing was unlocked.") from None
             raise ConfigurationError(f"{path} is not a valid keystore file: {error}") from None
+        except (KeyError, TypeError):  # JSON, but not a keystore (e.g. {}, a list, another golem file)
+            raise ConfigurationError(f"{path} is not a keystore file (it is JSON, but holds no key).") from None
         return cls(Account.from_key(key), f"keystore {path}")
 
     @classmethod
