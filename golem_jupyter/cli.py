@@ -138,11 +138,8 @@ def _print_network(network) -> None:
     print(f"Devnet running at {network.rpc_url} (chain id {network.chain_id}, pid {network.pid})")
     print(f"  GolemEscrow       {network.escrow}")
     print(f"  ProviderRegistry  {network.registry}")
-    print(
-        f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}"
-        if network.accounts
-        else ""
-    )
+    if network.accounts:
+        print(f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}")
 
 
 def _deploy(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ agents, kernels, ``golem`` commands) find the chain. The file is removed when th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -66,16 +67,8 @@ class Devnet:
             Web3(provider), deployer.account, self._server.url, claim_window=self.claim_window, name="devnet"
         )
         keys = dev_keys(self.accounts)
-        self.network = Network(
-            rpc_url=deployed.rpc_url,
-            chain_id=deployed.chain_id,
-            escrow=deployed.escrow,
-            registry=deployed.registry,
-            name="devnet",
-            deployed_at_block=deployed.deployed_at_block,
-            accounts=tuple(DevAccount(Wallet.from_key(k).address, k) for k in keys),
-            pid=os.getpid(),
-        )
+        accounts = tuple(DevAccount(Wallet.from_key(k).address, k) for k in keys)
+        self.network = dataclasses.replace(deployed, accounts=accounts, pid=os.getpid())
         self.network.save(self.connection_file)
         return self.network
 

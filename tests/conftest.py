@@ -73,10 +73,8 @@ class Deployed:
 
     def deploy_receiver(self, wallet: Wallet):
         """A hostile ReentrantReceiver that targets the escrow, deployed by ``wallet``."""
-        art = test_artifact("ReentrantReceiver")
-        factory = self.chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-        receipt = Transactor(self.chain.w3, wallet.account).send(factory.constructor(self.escrow_address))
-        return self.chain.w3.eth.contract(address=receipt.raw.contractAddress, abi=art["abi"])
+        address = deploy_test_contract(self.chain, wallet, "ReentrantReceiver", self.escrow_address)
+        return self.chain.w3.eth.contract(address=address, abi=test_artifact("ReentrantReceiver")["abi"])
 
 
 def test_artifact(name: str) -> dict:
@@ -88,9 +86,8 @@ def send(chain: TestChain, wallet: Wallet, call, value: int = 0):
 
 
 def deploy_test_contract(chain: TestChain, wallet: Wallet, name: str, *args) -> str:
-    art = test_artifact(name)
-    factory = chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    return Transactor(chain.w3, wallet.account).send(factory.constructor(*args)).raw.contractAddress
+    address, _ = deploy_contract(chain.w3, wallet.account, name, *args, directory=ARTIFACTS)
+    return address
 
 
 @pytest.fixture(scope="session")

@@ -114,6 +114,17 @@ class EscrowMachine(RuleBasedStateMachine):
         assert expected is None, f"expected {expected}, but it succeeded"
         return True
 
+    def _within_claim_window(self, s: SessionModel) -> tuple[str | None, str | None]:
+        """(expected, near) for an operation allowed while ``s`` is open and its claim window runs."""
+        window_end = s.deadline + CLAIM_WINDOW
+        if s.closed:
+            return "SessionAlreadyClosed", None
+        if self._near(window_end):
+            return None, "ClaimWindowOver"
+        if self._now() > window_end:
+            return "ClaimWindowOver", None
+        return None, None
+
     def _session(self, index: int) -> SessionModel:
         return self.sessions[index % len(self.sessions)]
 
@@ -169,16 +180,10 @@ class EscrowMachine(RuleBasedStateMachine):
         s = self._session(index)
         graph = s.graphs[index % len(s.graphs)] if reuse_graph and s.graphs else new_id()
         total = sum(a for _, a in payouts)
-        window_end = s.deadline + CLAIM_WINDOW
-        expected = near = None
         if actor.address != s.requestor:
-            expected = "NotRequestor"
-        elif s.closed:
-            expected = "SessionAlreadyClosed"
-        elif self._near(window_end):
-            near = "ClaimWindowOver"
-        elif self._now() > window_end:
-            expected = "ClaimWindowOver"
+            expected, near = "NotRequestor", None
+        else:
+            expected, near = self._within_claim_window(s)
         if expected is None and graph in s.graphs:
             expected = "GraphAlreadySettled"
         elif expected is None and total > s.remaining:
@@ -209,14 +214,7 @@ class EscrowMachine(RuleBasedStateMachine):
         voucher = sign_voucher(signer.account, self.domain, s.sid, provider.address, cumulative)
         if not forged:
             self.owed[s.sid, provider.address] = max(self.owed[s.sid, provider.address], cumulative)
-        window_end = s.deadline + CLAIM_WINDOW
-        expected = near = None
-        if s.closed:
-            expected = "SessionAlreadyClosed"
-        elif self._near(window_end):
-            near = "ClaimWindowOver"
-        elif self._now() > window_end:
-            expected = "ClaimWindowOver"
+        expected, near = self._within_claim_window(s)
         if expected is None:
             if forged:
                 expected = "InvalidVoucherSignature"

@@ -31,6 +31,15 @@ from golem_jupyter.chain.transactions import Transactor
 from golem_jupyter.errors import InvalidInput
 
 GIB = 1 << 30
+# Nested, typed and non-ASCII values, to prove the JSON round trip through the chain.
+CAPABILITIES = {
+    "cuda": "12.4",
+    "features": ["fp16", "tf32"],
+    "limits": {"disk_gb": 200},
+    "spot": True,
+    "ratio": 0.5,
+    "note": "Grüße",
+}
 
 
 def gpu_offer(endpoint: str = "10.0.0.7:7001") -> Offer:
@@ -43,14 +52,7 @@ def gpu_offer(endpoint: str = "10.0.0.7:7001") -> Offer:
         gpus=2,
         gpu_model="NVIDIA H100 80GB",
         memory_bytes=128 * GIB,
-        capabilities={
-            "cuda": "12.4",
-            "features": ["fp16", "tf32"],
-            "limits": {"disk_gb": 200},
-            "spot": True,
-            "ratio": 0.5,
-            "note": "Grüße",
-        },
+        capabilities=CAPABILITIES,
     )
 
 
@@ -102,14 +104,7 @@ def test_publish_then_offer_of_returns_every_field_and_the_capabilities_round_tr
     read = contracts.registry().offer_of(provider.address)
 
     assert read == dataclasses.replace(offer, provider=provider.address)
-    assert read.capabilities == {
-        "cuda": "12.4",
-        "features": ["fp16", "tf32"],
-        "limits": {"disk_gb": 200},
-        "spot": True,
-        "ratio": 0.5,
-        "note": "Grüße",
-    }
+    assert read.capabilities == CAPABILITIES
     assert contracts.registry().is_active(provider.address)
     assert contracts.registry().active_count() == 1
 

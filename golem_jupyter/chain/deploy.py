@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from ..errors import InvalidInput
-from .artifacts import load_artifact
+from .artifacts import ARTIFACTS_DIR, load_artifact
 from .network import Network
 from .transactions import Transactor
 
@@ -14,9 +16,11 @@ DEFAULT_CLAIM_WINDOW = 24 * 3600
 """Seconds after a session's deadline during which providers may still claim (one day)."""
 
 
-def deploy_contract(w3: Web3, account: LocalAccount, name: str, *args: object) -> tuple[str, int]:
-    """Deploy artifact ``name`` with constructor ``args``; returns (address, block number)."""
-    artifact = load_artifact(name)
+def deploy_contract(
+    w3: Web3, account: LocalAccount, name: str, *args: object, directory: Path = ARTIFACTS_DIR
+) -> tuple[str, int]:
+    """Deploy artifact ``name`` (from ``directory``) with constructor ``args``; returns (address, block)."""
+    artifact = load_artifact(name, directory)
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     receipt = Transactor(w3, account).send(factory.constructor(*args))
     return receipt.raw.contractAddress, receipt.block_number

@@ -84,6 +84,7 @@ class Escrow:
         now = self.w3.eth.get_block("latest").timestamp
         if not isinstance(deadline, int) or deadline <= now:
             raise InvalidInput(f"The deadline {deadline!r} must be a Unix time after the chain's current time {now}.")
+        # The contract checks this too, but only after an ERC-20 approve would have been sent.
         if self.session(session_id).exists:
             raise InvalidInput(f"Session 0x{session_id.hex()} already exists; open the new one under a fresh id.")
         self._approve(token, amount)

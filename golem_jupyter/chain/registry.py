@@ -93,10 +93,13 @@ class Registry:
     def __repr__(self) -> str:
         return f"Registry({self.address})"
 
-    def _send(self, call: Any) -> Receipt:
+    def _sender(self) -> Transactor:
         if self._tx is None:
             raise InvalidInput("This Registry client was made without an account; pass one to send transactions.")
-        return self._tx.send(call)
+        return self._tx
+
+    def _send(self, call: Any) -> Receipt:
+        return self._sender().send(call)
 
     def publish(self, offer: Offer) -> Receipt:
         """Publish this account's offer; fails with ``OfferAlreadyActive`` if there is one."""
@@ -108,7 +111,7 @@ class Registry:
 
     def publish_or_update(self, offer: Offer) -> Receipt:
         """Make ``offer`` this account's active offer, whether or not it had one."""
-        if self.is_active(self._tx.address if self._tx else ""):
+        if self.is_active(self._sender().address):
             return self.update(offer)
         return self.publish(offer)
 
@@ -117,8 +120,6 @@ class Registry:
         return self._send(self.contract.functions.withdraw())
 
     def is_active(self, provider: str) -> bool:
-        if not provider:
-            return False
         return self._view("isActive", as_address(provider, "provider"))
 
     def offer_of(self, provider: str) -> Offer:
