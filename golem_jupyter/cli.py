@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds after a session's deadline during which providers may claim (default 1 day)",
     )
+    devnet.add_argument("--providers", type=int, default=0, metavar="N", help="also start N provider agents")
+    devnet.add_argument(
+        "--gpu-providers", type=int, default=0, metavar="M", help="of those, M offer a GPU (needs one here)"
+    )
     devnet.set_defaults(run=_devnet)
 
     deploy = commands.add_parser(
@@ -76,6 +81,32 @@ def _parser() -> argparse.ArgumentParser:
     _wallet_options(show)
     show.add_argument("--network", help="JSON-RPC URL or connection file (default: the running devnet)")
     show.set_defaults(run=_wallet_show)
+
+    provider = commands.add_parser("provider", help="rent this machine out on the market")
+    provider_commands = provider.add_subparsers(title="provider commands")
+    run = provider_commands.add_parser(
+        "run",
+        help="publish an offer and serve workers until Ctrl-C",
+        description="Publish (or update) this provider's offer in the ProviderRegistry, answer "
+        "negotiation requests, and start one Dask worker per agreement. Prices are in wei.",
+    )
+    _wallet_options(run)
+    run.add_argument("--network", help="JSON-RPC URL or connection file (default: the running devnet)")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=0, help="negotiation port (default 0: a free one)")
+    run.add_argument("--price-cpu", type=int, default=10**9, metavar="WEI", help="price per CPU-second")
+    run.add_argument("--price-gpu", type=int, default=10**10, metavar="WEI", help="price per GPU-second")
+    run.add_argument("--start-fee", type=int, default=0, metavar="WEI", help="fee per agreement")
+    run.add_argument("--cpus", type=int, default=1, help="threads per worker (default 1)")
+    run.add_argument("--gpus", type=int, default=None, help="GPUs to offer (default: what CuPy finds)")
+    run.add_argument("--memory", type=int, default=None, metavar="BYTES", help="memory limit per worker")
+    run.add_argument("--max-agreements", type=int, default=4, help="sessions served at once (default 4)")
+    run.add_argument("--tolerance", type=float, default=0.02, help="underpayment tolerated (fraction, default 0.02)")
+    run.add_argument("--max-unpaid", type=int, default=10**16, metavar="WEI", help="unpaid work at which serving stops")
+    run.add_argument("--claim-grace", type=float, default=3.0, metavar="SECONDS")
+    run.add_argument("--withdraw-offer", action="store_true", help="take the offer off the market on exit")
+    run.add_argument("--ready-file", help=argparse.SUPPRESS)
+    run.set_defaults(run=_provider_run)
 
     demo = commands.add_parser("demo", help="a sample settlement on a fresh embedded chain, printed step by step")
     demo.set_defaults(run=_demo)
@@ -105,7 +136,7 @@ def _load_wallet(args: argparse.Namespace):
 
 
 def _devnet(args: argparse.Namespace) -> int:
-    from .devnet import Devnet, running_devnet, serve_until_signalled, stop_devnet
+    from .devnet import Devnet, running_devnet, running_providers, serve_until_signalled, stop_devnet
 
     if args.action == "stop":
         stopped = stop_devnet()
@@ -117,15 +148,23 @@ def _devnet(args: argparse.Namespace) -> int:
             print("No devnet is running. Start one with `golem devnet`.")
             return 3
         _print_network(network)
+        _print_providers(running_providers())
         return 0
 
     from .chain.deploy import DEFAULT_CLAIM_WINDOW
     from .home import devnet_file
 
-    devnet = Devnet(args.host, args.port, claim_window=args.claim_window or DEFAULT_CLAIM_WINDOW)
+    devnet = Devnet(
+        args.host,
+        args.port,
+        claim_window=args.claim_window or DEFAULT_CLAIM_WINDOW,
+        providers=args.providers,
+        gpu_providers=args.gpu_providers,
+    )
 
     def ready(network) -> None:
         _print_network(network)
+        _print_providers(devnet.provider_agents)
         print(f"Connection file: {devnet_file()}")
         print("Press Ctrl-C or run `golem devnet stop` to stop.", flush=True)
 
@@ -140,6 +179,15 @@ def _print_network(network) -> None:
     print(f"  ProviderRegistry  {network.registry}")
     if network.accounts:
         print(f"  Dev accounts      {len(network.accounts)} funded, e.g. {network.accounts[0].address}")
+
+
+def _print_providers(providers) -> None:
+    if not providers:
+        return
+    print(f"  Providers         {len(providers)}")
+    for p in providers:
+        gpu = f", {p.gpus} GPU at {p.price_per_gpu_second} wei/s" if p.gpus else ""
+        print(f"    {p.address} at {p.endpoint} (pid {p.pid}): {p.price_per_cpu_second} wei per CPU-second{gpu}")
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -181,6 +229,49 @@ def _wallet_show(args: argparse.Namespace) -> int:
     credited = chain.escrow.balance_of(wallet.address)
     print(f"Balance on chain {chain.network.chain_id}: {balance / WEI_PER_ETH:.6f} ETH")
     print(f"Credited in escrow, not withdrawn: {credited} wei")
+    return 0
+
+
+def _provider_run(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    import trio
+
+    from .provider.agent import ProviderAgent, ProviderConfig
+    from .provider.agreements import PaymentPolicy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    config = ProviderConfig(
+        wallet=_load_wallet(args),
+        network=args.network,
+        host=args.host,
+        port=args.port,
+        price_per_cpu_second=args.price_cpu,
+        price_per_gpu_second=args.price_gpu,
+        start_fee=args.start_fee,
+        cpus=args.cpus,
+        gpus=args.gpus,
+        memory_bytes=args.memory,
+        max_agreements=args.max_agreements,
+        policy=PaymentPolicy(tolerance=args.tolerance, max_unpaid=args.max_unpaid),
+        claim_grace=args.claim_grace,
+        withdraw_offer_on_exit=args.withdraw_offer,
+        ready_file=Path(args.ready_file) if args.ready_file else None,
+    )
+    agent = ProviderAgent(config)
+
+    async def serve() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(agent.run)
+                print(f"Provider {agent.address} serving at {agent.endpoint}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(serve)
+    print("Provider stopped.")
     return 0
 
 

@@ -1,30 +1,59 @@
-"""``golem devnet``: a whole local market's chain in one command.
+"""``golem devnet``: a whole local market in one command.
 
 It starts the embedded EVM, serves it over JSON-RPC on 127.0.0.1, deploys GolemEscrow and
 ProviderRegistry, and writes ``$GOLEM_HOME/devnet.json`` so that other processes (provider
-agents, kernels, ``golem`` commands) find the chain. The file is removed when the devnet stops.
+agents, kernels, ``golem`` commands) find the chain. With ``providers=N`` it also starts N
+provider agents as separate processes, each with its own dev key (accounts 1..N; account 0 is
+the requestor's) and its own prices, and lists them in ``$GOLEM_HOME/devnet-providers.json``.
+Both files are removed when the devnet stops.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from web3 import Web3
 
 from .chain.deploy import DEFAULT_CLAIM_WINDOW, deploy
 from .chain.embedded import DEV_ACCOUNT_COUNT, EmbeddedProvider, dev_keys
-from .chain.network import DevAccount, Network
+from .chain.network import DevAccount, Network, write_json_atomic
 from .chain.rpc_server import RPCServer
 from .chain.wallet import Wallet
 from .errors import ConfigurationError
-from .home import devnet_file
+from .home import devnet_file, golem_home
 
 DEFAULT_PORT = 8545
+BASE_CPU_PRICE = 10**9
+"""Devnet provider i asks (1 + i/2) times this per CPU-second: distinct prices, a clear ranking."""
+BASE_GPU_PRICE = 10**10
+PROVIDER_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class DevnetProvider:
+    """A provider agent the devnet started."""
+
+    address: str
+    endpoint: str
+    pid: int
+    price_per_cpu_second: int
+    price_per_gpu_second: int
+    gpus: int
+    log: str
+
+
+def providers_file() -> Path:
+    return golem_home() / "devnet-providers.json"
 
 
 class Devnet:
@@ -38,14 +67,27 @@ class Devnet:
         claim_window: int = DEFAULT_CLAIM_WINDOW,
         accounts: int = DEV_ACCOUNT_COUNT,
         connection_file: Path | None = None,
+        providers: int = 0,
+        gpu_providers: int = 0,
+        provider_options: tuple[str, ...] = (),
     ) -> None:
+        if not 0 <= providers < accounts:
+            raise ConfigurationError(f"A devnet with {accounts} dev accounts can start 0 to {accounts - 1} providers.")
+        if not 0 <= gpu_providers <= providers:
+            raise ConfigurationError("--gpu-providers cannot exceed --providers.")
         self.host = host
         self.port = port
         self.claim_window = claim_window
         self.accounts = accounts
         self.connection_file = connection_file or devnet_file()
+        self.providers = providers
+        self.gpu_providers = gpu_providers
+        self.provider_options = provider_options
         self.network: Network | None = None
+        self.provider_agents: list[DevnetProvider] = []
         self._server: RPCServer | None = None
+        self._processes: list[subprocess.Popen] = []
+        self._logdir: Path | None = None
 
     def start(self) -> Network:
         running = running_devnet(self.connection_file)
@@ -70,9 +112,70 @@ class Devnet:
         accounts = tuple(DevAccount(Wallet.from_key(k).address, k) for k in keys)
         self.network = dataclasses.replace(deployed, accounts=accounts, pid=os.getpid())
         self.network.save(self.connection_file)
+        if self.providers:
+            try:
+                self._start_providers()
+            except BaseException:
+                self.stop()
+                raise
         return self.network
 
+    def _start_providers(self) -> None:
+        """Start the provider agents in parallel and wait until each has published its offer."""
+        self._logdir = Path(tempfile.mkdtemp(prefix="golem-devnet-"))
+        pending = []
+        for i in range(1, self.providers + 1):
+            gpus = 1 if i > self.providers - self.gpu_providers else 0
+            cpu_price = BASE_CPU_PRICE * (2 + i - 1) // 2
+            gpu_price = BASE_GPU_PRICE * (2 + i - 1) // 2
+            ready = self._logdir / f"provider-{i}.ready"
+            log = self._logdir / f"provider-{i}.log"
+            command = [
+                sys.executable, "-m", "golem_jupyter.cli", "provider", "run",
+                "--network", str(self.connection_file),
+                "--dev-account", str(i),
+                "--price-cpu", str(cpu_price),
+                "--price-gpu", str(gpu_price),
+                "--gpus", str(gpus),
+                "--ready-file", str(ready),
+                *self.provider_options,
+            ]  # fmt: skip
+            with open(log, "ab") as out:
+                process = subprocess.Popen(
+                    command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            self._processes.append(process)
+            pending.append((process, ready, log, cpu_price, gpu_price, gpus))
+        deadline = time.monotonic() + PROVIDER_START_TIMEOUT
+        for process, ready, log, cpu_price, gpu_price, gpus in pending:
+            while not ready.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text()[-2000:] if log.exists() else ""
+                    raise ConfigurationError(f"Provider agent (pid {process.pid}) did not start:\n{tail}")
+                time.sleep(0.05)
+            info = json.loads(ready.read_text())
+            self.provider_agents.append(
+                DevnetProvider(info["address"], info["endpoint"], process.pid, cpu_price, gpu_price, gpus, str(log))
+            )
+        write_json_atomic(providers_file(), [dataclasses.asdict(p) for p in self.provider_agents])
+
+    def _stop_providers(self) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self._processes = []
+        self.provider_agents = []
+        providers_file().unlink(missing_ok=True)
+
     def stop(self) -> None:
+        if self._processes:
+            self._stop_providers()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -111,6 +214,14 @@ def running_devnet(connection_file: Path | None = None) -> Network | None:
     if network.pid is None or not _alive(network.pid):
         return None
     return network
+
+
+def running_providers() -> list[DevnetProvider]:
+    """The provider agents the running devnet started, those still alive."""
+    path = providers_file()
+    if not path.exists() or running_devnet() is None:
+        return []
+    return [p for p in (DevnetProvider(**d) for d in json.loads(path.read_text())) if _alive(p.pid)]
 
 
 def stop_devnet(connection_file: Path | None = None, timeout: float = 15.0) -> Network | None:

@@ -29,3 +29,11 @@ class InvalidInput(GolemError, ValueError):
 
 class WrongPassword(GolemError):
     """A keystore file could not be decrypted with the password given."""
+
+
+class BudgetExceeded(GolemError):
+    """Metered work reached the budget: what was left was cancelled, what ran is settled."""
+
+
+class MarketError(GolemError):
+    """The market could not provide what was asked (no matching offers, every provider refused)."""

@@ -1,0 +1,486 @@
+"""The provider agent: an offer on-chain, a negotiation server, one Dask worker per agreement.
+
+``golem provider run`` builds a :class:`ProviderConfig` and runs :class:`ProviderAgent` under
+trio. The agent
+
+1. publishes (or updates) its offer in the ProviderRegistry, with the endpoint it listens on;
+2. answers signed negotiation messages on TCP (:mod:`golem_jupyter.market.messages`): a
+   ``propose`` is accepted only if the session exists on-chain, belongs to the sender, holds
+   enough deposit and offers at least the provider's prices; the accept carries a CSR, the
+   requestor's ``confirm`` returns a certificate from its per-session CA, and the agent starts a
+   ``dask worker`` that joins the requestor's TLS scheduler under the provider's address;
+3. checks every voucher against its own meter (:mod:`.meter`) and stops serving a session that
+   underpays or whose unpaid exposure passes its limit (:class:`.agreements.PaymentPolicy`);
+4. when an agreement ends unpaid (the requestor vanished, or was cut off), claims on-chain with
+   the last voucher, then withdraws what it earned.
+
+Every request gets a signed answer; a bad one gets a ``reject`` with a reason code and a
+sentence and changes nothing. One bad peer never stops the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..chain import Chain
+from ..chain.network import Network
+from ..chain.registry import Offer
+from ..chain.types import as_address
+from ..chain.vouchers import Voucher
+from ..chain.wallet import Wallet
+from ..errors import GolemError
+from ..home import golem_home
+from ..market.certificates import CertificateError, certificate_common_name, make_key_and_csr, verify_issued_by
+from ..market.messages import (
+    MAX_MESSAGE_BYTES,
+    TO_PROVIDER,
+    Message,
+    Reason,
+    Rejection,
+    ReplayGuard,
+    decode_line,
+    encode,
+    sign_message,
+    verify_message,
+)
+from .agreements import Agreement, PaymentPolicy, State
+from .gpu import detect_gpus
+from .meter import read_meter
+from .workers import run_worker, worker_command
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0
+CONFIRM_TIMEOUT = 60.0
+"""How long an accepted proposal waits for the requestor's certificate."""
+WATCH_INTERVAL = 0.25
+DEADLINE_MARGIN = 60
+"""A session must run at least this many seconds more for a new agreement."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything a provider agent needs; prices in wei per second of compute."""
+
+    wallet: Wallet
+    network: Network | str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    price_per_cpu_second: int = 10**9
+    price_per_gpu_second: int = 10**10
+    start_fee: int = 0
+    cpus: int = 1
+    """Threads per worker."""
+    gpus: int | None = None
+    """GPUs offered; ``None`` offers what CuPy finds."""
+    memory_bytes: int | None = None
+    """Memory limit per worker; ``None`` splits the machine's memory over ``max_agreements``."""
+    max_agreements: int = 4
+    min_deposit_seconds: float = 10.0
+    """A session's remaining deposit must cover the start fee plus this much compute."""
+    policy: PaymentPolicy = field(default_factory=PaymentPolicy)
+    claim_grace: float = 3.0
+    """Seconds an ended agreement waits for the requestor's settlement before claiming."""
+    work_dir: Path | None = None
+    withdraw_offer_on_exit: bool = False
+    ready_file: Path | None = None
+    """Written (JSON: address, endpoint, pid) once the offer is published and the port is open."""
+
+
+class ProviderAgent:
+    """A running provider: see the module docstring."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.account = config.wallet.account
+        self.address = config.wallet.address
+        self.replay = ReplayGuard()
+        self.agreements: dict[bytes, Agreement] = {}
+        self.earned_claims: list[str] = []
+        self.chain: Chain | None = None
+        self.offer: Offer | None = None
+        self.endpoint = ""
+        self._nursery: trio.Nursery | None = None
+        self._scopes: dict[bytes, trio.CancelScope] = {}
+        self._shutting_down = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Publish the offer and serve until cancelled; then stop every worker cleanly."""
+        self.chain = await trio.to_thread.run_sync(Chain.connect, self.config.network, self.config.wallet)
+        self.chain_id = self.chain.network.chain_id
+        self.work_dir = self.config.work_dir or golem_home() / "provider" / self.address
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        gpu = await trio.to_thread.run_sync(detect_gpus)
+        self.gpus = gpu.count if self.config.gpus is None else self.config.gpus
+        if self.gpus > gpu.count:
+            raise GolemError(
+                f"This machine has {gpu.count} GPU(s) that CuPy can use; it cannot offer {self.gpus}. "
+                "Offer at most what it has."
+            )
+        self.gpu_model = gpu.model
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                listeners = await nursery.start(
+                    partial(trio.serve_tcp, self._serve_connection, self.config.port, host=self.config.host)
+                )
+                port = listeners[0].socket.getsockname()[1]
+                self.endpoint = f"{self.config.host}:{port}"
+                self.offer = self._make_offer()
+                await trio.to_thread.run_sync(self.chain.registry.publish_or_update, self.offer)
+                logger.info("Offer published for %s at %s", self.address, self.endpoint)
+                self._write_ready_file()
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._on_exit()
+
+    def _make_offer(self) -> Offer:
+        memory = self._memory_per_worker()
+        return Offer(
+            endpoint=self.endpoint,
+            price_per_cpu_second=self.config.price_per_cpu_second,
+            price_per_gpu_second=self.config.price_per_gpu_second if self.gpus else 0,
+            start_fee=self.config.start_fee,
+            cpus=self.config.cpus,
+            gpus=self.gpus,
+            gpu_model=self.gpu_model if self.gpus else "",
+            memory_bytes=memory,
+            capabilities={"numpy": True, "cupy": bool(self.gpus), "max_agreements": self.config.max_agreements},
+        )
+
+    def _memory_per_worker(self) -> int:
+        if self.config.memory_bytes is not None:
+            return self.config.memory_bytes
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return total // max(1, self.config.max_agreements)
+
+    def _write_ready_file(self) -> None:
+        if self.config.ready_file is None:
+            return
+        path = Path(self.config.ready_file)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"address": self.address, "endpoint": self.endpoint, "pid": os.getpid()}))
+        os.replace(tmp, path)
+
+    async def _on_exit(self) -> None:
+        self._shutting_down = True
+        if self.config.withdraw_offer_on_exit and self.chain is not None and self.offer is not None:
+            try:
+                await trio.to_thread.run_sync(self.chain.registry.withdraw)
+                logger.info("Offer withdrawn.")
+            except GolemError as error:
+                logger.warning("Could not withdraw the offer: %s", error)
+
+    # ------------------------------------------------------------------ the negotiation server
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                line = await _read_line(stream, MAX_MESSAGE_BYTES)
+                if line is None:
+                    return
+                reply = await self.respond(line)
+                await stream.send_all(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await stream.aclose()
+
+    async def respond(self, line: bytes) -> bytes:
+        """The encoded, signed answer to one request line. Never raises for bad input."""
+        claimed_sender = None
+        try:
+            wire = decode_line(line)
+            claimed_sender = wire.get("sender")
+            message = verify_message(
+                wire, chain_id=self.chain_id, recipient=self.address, kinds=TO_PROVIDER, replay=self.replay
+            )
+            kind, body = await self._handle(message)
+        except Rejection as rejection:
+            logger.info("Rejected a message from %s: %s %s", claimed_sender, rejection.code, rejection.sentence)
+            kind, body = "reject", rejection.to_body()
+        except Exception:  # a bug must not take the server down; the peer hears INTERNAL
+            logger.exception("Failed to handle a message from %s", claimed_sender)
+            kind, body = "reject", Rejection(Reason.INTERNAL, "The provider failed to handle this message.").to_body()
+        try:
+            recipient = as_address(claimed_sender, "sender")
+        except GolemError:
+            # Nobody to sign for: an unsigned rejection, which carries no authority anyway.
+            return encode({"kind": kind, "body": body})
+        return encode(sign_message(self.account, chain_id=self.chain_id, kind=kind, recipient=recipient, body=body))
+
+    async def _handle(self, message: Message) -> tuple[str, dict[str, Any]]:
+        handler = {
+            "propose": self._on_propose,
+            "confirm": self._on_confirm,
+            "voucher": self._on_voucher,
+            "terminate": self._on_terminate,
+            "status": self._on_status,
+            "ping": self._on_ping,
+        }.get(message.kind)
+        if handler is None:
+            raise Rejection(Reason.UNEXPECTED_KIND, f"A provider does not act on {message.kind} messages.")
+        return await handler(message)
+
+    async def _on_ping(self, message: Message) -> tuple[str, dict[str, Any]]:
+        return "pong", {"endpoint": self.endpoint}
+
+    async def _on_propose(self, message: Message) -> tuple[str, dict[str, Any]]:
+        body = message.body
+        if self._shutting_down:
+            raise Rejection(Reason.SHUTTING_DOWN, "This provider is shutting down.")
+        if body["chainId"] != self.chain_id or body["escrow"] != self.chain.escrow.address:
+            raise Rejection(
+                Reason.WRONG_CHAIN,
+                f"This provider is paid by the escrow {self.chain.escrow.address} on chain {self.chain_id}.",
+            )
+        active = [a for a in self.agreements.values() if a.state != State.ENDED]
+        if len(active) >= self.config.max_agreements:
+            raise Rejection(Reason.NO_CAPACITY, f"All {self.config.max_agreements} worker slots are taken.")
+        if body["gpus"] > self.gpus:
+            raise Rejection(Reason.NO_GPU, f"This provider offers {self.gpus} GPU(s), not {body['gpus']}.")
+        self._check_prices(body)
+        await self._check_session(message.sender, body)
+        agreement_id = os.urandom(32)
+        directory = self.work_dir / "agreements" / agreement_id.hex()[:16]
+        directory.mkdir(parents=True, exist_ok=True)
+        key_pem, csr_pem = make_key_and_csr(self.address)
+        agreement = Agreement(
+            agreement_id=agreement_id,
+            session_id=body["sessionId"],
+            requestor=message.sender,
+            price_per_cpu_second=body["pricePerCpuSecond"],
+            price_per_gpu_second=body["pricePerGpuSecond"],
+            start_fee=body["startFee"],
+            gpus=body["gpus"],
+            scheduler_address=body["schedulerAddress"],
+            ca_certificate=body["caCertificate"],
+            directory=directory,
+            key_pem=key_pem,
+        )
+        self.agreements[agreement_id] = agreement
+        self._nursery.start_soon(self._expire_proposal, agreement)
+        logger.info("Accepted a proposal for session 0x%s from %s", body["sessionId"].hex(), message.sender)
+        return "accept", {"agreementId": agreement_id, "csr": csr_pem}
+
+    def _check_prices(self, body: dict[str, Any]) -> None:
+        wanted = (
+            ("pricePerCpuSecond", self.config.price_per_cpu_second, "CPU-second"),
+            ("pricePerGpuSecond", self.config.price_per_gpu_second if body["gpus"] else 0, "GPU-second"),
+            ("startFee", self.config.start_fee, "start fee"),
+        )
+        for name, minimum, what in wanted:
+            if body[name] < minimum:
+                raise Rejection(
+                    Reason.PRICE_TOO_LOW, f"The price per {what} offered, {body[name]} wei, is below {minimum} wei."
+                )
+
+    async def _check_session(self, requestor: str, body: dict[str, Any]) -> None:
+        session = await trio.to_thread.run_sync(self.chain.escrow.session, body["sessionId"])
+        session_hex = "0x" + body["sessionId"].hex()
+        if not session.exists:
+            raise Rejection(Reason.SESSION_NOT_FOUND, f"Session {session_hex} does not exist on chain {self.chain_id}.")
+        if session.closed:
+            raise Rejection(Reason.SESSION_CLOSED, f"Session {session_hex} is closed.")
+        if session.requestor != requestor:
+            raise Rejection(Reason.WRONG_REQUESTOR, f"Session {session_hex} belongs to {session.requestor}.")
+        if session.deadline < time.time() + DEADLINE_MARGIN:
+            raise Rejection(Reason.SESSION_ENDING, f"Session {session_hex} ends too soon to start work.")
+        price = body["pricePerGpuSecond"] if body["gpus"] else body["pricePerCpuSecond"]
+        needed = body["startFee"] + math.ceil(price * self.config.min_deposit_seconds)
+        if session.remaining < needed:
+            raise Rejection(
+                Reason.INSUFFICIENT_DEPOSIT,
+                f"Session {session_hex} holds {session.remaining} wei; this provider needs at least {needed} wei "
+                f"(start fee plus {self.config.min_deposit_seconds:g} s of compute).",
+            )
+
+    async def _expire_proposal(self, agreement: Agreement) -> None:
+        await trio.sleep(CONFIRM_TIMEOUT)
+        if agreement.state == State.PROPOSED:
+            agreement.state = State.ENDED
+            agreement.end_reason = "never confirmed"
+            shutil.rmtree(agreement.directory, ignore_errors=True)
+
+    def _agreement_of(self, message: Message) -> Agreement:
+        agreement = self.agreements.get(message.body["agreementId"])
+        if agreement is None or agreement.requestor != message.sender:
+            raise Rejection(Reason.UNKNOWN_AGREEMENT, "No agreement with this id was made with you.")
+        return agreement
+
+    async def _on_confirm(self, message: Message) -> tuple[str, dict[str, Any]]:
+        agreement = self._agreement_of(message)
+        if agreement.state != State.PROPOSED:
+            raise Rejection(Reason.BAD_VALUE, f"This agreement is {agreement.state}; it can be confirmed only once.")
+        certificate = message.body["certificate"]
+        try:
+            issued_right = verify_issued_by(certificate, agreement.ca_certificate)
+            name = certificate_common_name(certificate)
+        except (CertificateError, ValueError):
+            raise Rejection(Reason.BAD_CERTIFICATE, "The certificate does not parse.") from None
+        if not issued_right or name != self.address:
+            raise Rejection(
+                Reason.BAD_CERTIFICATE,
+                f"The certificate must be issued by the session's CA to {self.address}, not to {name}.",
+            )
+        _write_private(agreement.directory / "worker.key", agreement.key_pem)
+        (agreement.directory / "worker.pem").write_text(certificate)
+        (agreement.directory / "ca.pem").write_text(agreement.ca_certificate)
+        (agreement.directory / "scratch").mkdir(exist_ok=True)
+        agreement.state = State.RUNNING
+        self._nursery.start_soon(self._serve_agreement, agreement)
+        return "started", {"agreementId": agreement.agreement_id, "workerName": self.address}
+
+    async def _on_voucher(self, message: Message) -> tuple[str, dict[str, Any]]:
+        agreement = self._agreement_of(message)
+        body = message.body
+        voucher = Voucher(agreement.session_id, self.address, body["cumulativeAmount"], body["signature"])
+        signer = voucher.signer(self.chain.escrow.domain)
+        if signer != agreement.requestor:
+            raise Rejection(Reason.BAD_SIGNATURE, "The voucher is not signed by the session's requestor.")
+        newer = agreement.accept_voucher(voucher)
+        meter = read_meter(agreement.meter_file)
+        detail = (
+            f"voucher for {voucher.cumulative_amount} wei {'kept' if newer else 'older than the one held'}; "
+            f"meter says {agreement.owed(meter)} wei"
+        )
+        return "ack", {"agreementId": agreement.agreement_id, "detail": detail}
+
+    async def _on_terminate(self, message: Message) -> tuple[str, dict[str, Any]]:
+        agreement = self._agreement_of(message)
+        self._end(agreement, f"terminated by the requestor: {message.body['reason']}")
+        return "ack", {"agreementId": agreement.agreement_id, "detail": "terminating"}
+
+    async def _on_status(self, message: Message) -> tuple[str, dict[str, Any]]:
+        agreement = self._agreement_of(message)
+        meter = read_meter(agreement.meter_file)
+        detail = f"{agreement.state}; owed {agreement.owed(meter)} wei; voucher {agreement.paid} wei"
+        if agreement.end_reason:
+            detail += f"; {agreement.end_reason}"
+        return "ack", {"agreementId": agreement.agreement_id, "detail": detail[:500]}
+
+    # ------------------------------------------------------------------ serving one agreement
+
+    def _end(self, agreement: Agreement, reason: str) -> None:
+        if agreement.state == State.PROPOSED:
+            agreement.state = State.ENDED
+        if not agreement.end_reason:
+            agreement.end_reason = reason
+        scope = self._scopes.get(agreement.agreement_id)
+        if scope is not None:
+            scope.cancel()
+
+    async def _serve_agreement(self, agreement: Agreement) -> None:
+        command = worker_command(
+            scheduler=agreement.scheduler_address,
+            name=self.address,
+            directory=agreement.directory,
+            nthreads=self.config.cpus,
+            gpus=agreement.gpus,
+            memory_limit=self._memory_per_worker(),
+        )
+        with trio.CancelScope() as scope:
+            self._scopes[agreement.agreement_id] = scope
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_payment, agreement)
+                code = await run_worker(command, agreement.directory)
+                agreement.end_reason = agreement.end_reason or f"worker exited with code {code}"
+                nursery.cancel_scope.cancel()
+        del self._scopes[agreement.agreement_id]
+        agreement.state = State.ENDED
+        logger.info("Agreement %s ended: %s", agreement.agreement_id.hex()[:16], agreement.end_reason)
+        with trio.CancelScope(shield=True):
+            await self._collect(agreement)
+
+    async def _watch_payment(self, agreement: Agreement) -> None:
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            meter = read_meter(agreement.meter_file)
+            verdict = self.config.policy.verdict(agreement.owed(meter), agreement.paid, meter)
+            if verdict is not None:
+                owed = agreement.owed(meter)
+                self._end(agreement, f"stopped serving: {verdict} (owed {owed}, paid {agreement.paid})")
+                return
+
+    async def _collect(self, agreement: Agreement) -> None:
+        """Claim what the last voucher promises beyond what was settled, then withdraw."""
+        if agreement.voucher is None:
+            return
+        if not self._shutting_down:
+            await trio.sleep(self.config.claim_grace)
+        with trio.move_on_after(60):
+            try:
+                receipt = await trio.to_thread.run_sync(self._claim_and_withdraw, agreement)
+            except GolemError as error:
+                logger.warning("Could not claim for agreement %s: %s", agreement.agreement_id.hex()[:16], error)
+                return
+            if receipt:
+                self.earned_claims.append(receipt)
+
+    def _claim_and_withdraw(self, agreement: Agreement) -> str | None:
+        escrow = self.chain.escrow
+        settled = escrow.paid(agreement.session_id, self.address)
+        claimed = None
+        if agreement.voucher.cumulative_amount > settled:
+            claimed = escrow.claim(agreement.voucher).tx_hash
+            logger.info(
+                "Claimed %d wei with the last voucher of session 0x%s (tx %s)",
+                agreement.voucher.cumulative_amount - settled,
+                agreement.session_id.hex(),
+                claimed,
+            )
+        session = escrow.session(agreement.session_id)
+        if escrow.balance_of(self.address, session.token) > 0:
+            escrow.withdraw(session.token)
+        return claimed
+
+    def status(self) -> dict[str, Any]:
+        """A summary for ``golem provider status`` and tests."""
+        return {
+            "address": self.address,
+            "endpoint": self.endpoint,
+            "agreements": [
+                {
+                    "agreement": a.agreement_id.hex(),
+                    "session": "0x" + a.session_id.hex(),
+                    "state": str(a.state),
+                    "owed": a.owed(read_meter(a.meter_file)),
+                    "voucher": a.paid,
+                    "reason": a.end_reason,
+                }
+                for a in self.agreements.values()
+            ],
+        }
+
+
+async def _read_line(stream: trio.SocketStream, limit: int) -> bytes | None:
+    buffer = bytearray()
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return bytes(buffer) if buffer else None
+        buffer += chunk
+        if len(buffer) > limit + 1:
+            return bytes(buffer)  # decode_line refuses it as TOO_LARGE
+    return bytes(buffer[: buffer.index(b"\n")])
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -1,0 +1,96 @@
+"""One agreement between a provider and a requestor's session, and the provider's payment rules.
+
+The provider trusts its own meter, not the requestor. Two rules decide whether it keeps serving:
+
+* **Exposure**: work done but not yet covered by a voucher (``owed - paid``) must stay within
+  ``max_unpaid``; in-flight graphs are unpaid until they finish, so this is the hard cap.
+* **Underpayment**: once the worker has been idle for ``grace`` seconds (every graph it worked
+  on is finished, so the requestor has had time to send its voucher), the last voucher must
+  cover what the meter says within ``tolerance`` (relative) plus ``slack`` (absolute, for
+  rounding).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..chain.vouchers import Voucher
+
+
+class State(enum.StrEnum):
+    PROPOSED = "proposed"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class PaymentPolicy:
+    tolerance: float = 0.02
+    slack: int = 1_000
+    max_unpaid: int = 10**16
+    grace: float = 2.0
+
+    def verdict(self, owed: int, paid: int, meter: dict[str, Any], now: float | None = None) -> str | None:
+        """``None`` while serving is fine; otherwise the reason code to stop (UNDERPAID, EXPOSURE_LIMIT)."""
+        unpaid = owed - paid
+        if unpaid > self.max_unpaid:
+            return "EXPOSURE_LIMIT"
+        now = time.time() if now is None else now
+        idle = meter.get("executing", 0) <= 0 and now - float(meter.get("last_change", 0)) >= self.grace
+        if idle and unpaid > owed * self.tolerance + self.slack:
+            return "UNDERPAID"
+        return None
+
+
+@dataclass
+class Agreement:
+    """What was agreed, the worker serving it, and the best voucher received."""
+
+    agreement_id: bytes
+    session_id: bytes
+    requestor: str
+    price_per_cpu_second: int
+    price_per_gpu_second: int
+    start_fee: int
+    gpus: int
+    scheduler_address: str
+    ca_certificate: str
+    directory: Path
+    key_pem: str = field(repr=False, default="")
+    state: State = State.PROPOSED
+    voucher: Voucher | None = None
+    end_reason: str = ""
+    created: float = field(default_factory=time.time)
+
+    @property
+    def meter_file(self) -> Path:
+        return self.directory / "meter.json"
+
+    @property
+    def paid(self) -> int:
+        """The cumulative amount the best voucher promises."""
+        return self.voucher.cumulative_amount if self.voucher else 0
+
+    def owed(self, meter: dict[str, Any]) -> int:
+        """What the meter says this session owes, start fee included."""
+        compute = meter.get("cpu_seconds", 0.0) * self.price_per_cpu_second
+        compute += meter.get("gpu_seconds", 0.0) * self.price_per_gpu_second
+        return self.start_fee + round(compute)
+
+    def accept_voucher(self, voucher: Voucher) -> bool:
+        """Keep ``voucher`` if it promises more than the one held; older ones change nothing."""
+        if self.voucher is not None and voucher.cumulative_amount <= self.voucher.cumulative_amount:
+            return False
+        self.voucher = voucher
+        (self.directory / "voucher.json").write_text(_json(voucher.to_json()))
+        return True
+
+
+def _json(data: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(data, indent=2)

@@ -1,0 +1,116 @@
+"""The provider's own meter, loaded into each worker it starts (``--preload``).
+
+A ``WorkerPlugin`` adds up the seconds this worker spent computing tasks (from the worker's
+``startstops``: the same numbers the requestor's scheduler meters), split into CPU and GPU time
+(tasks holding a ``GPU`` resource), and writes the totals to the file named by
+``GOLEM_METER_FILE`` so the provider agent can check each voucher against them. The file is
+rewritten atomically, at most every ``FLUSH_SECONDS`` and when the worker stops.
+
+It also attaches a digest of every result to the task's metadata, which the requestor folds
+into the graph's ``resultRoot``: the provider's commitment to what it delivered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+from dask.base import tokenize
+from distributed.diagnostics.plugin import WorkerPlugin
+from tornado.ioloop import PeriodicCallback
+
+METER_ENV = "GOLEM_METER_FILE"
+DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.requestor.metering
+FLUSH_SECONDS = 0.2
+
+
+class ComputeMeter(WorkerPlugin):
+    """Counts compute-seconds per kind of resource and stamps result digests."""
+
+    name = "golem-compute-meter"
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.cpu_seconds = 0.0
+        self.gpu_seconds = 0.0
+        self.tasks = 0
+        self.executing = 0
+        self.last_change = time.time()
+        self._flushed = 0.0
+        self.worker: Any = None
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+        self.flush(force=True)
+        # A burst of tasks ends without a later task to flush it: flush on a timer too.
+        callback = PeriodicCallback(self.flush, FLUSH_SECONDS * 1000)
+        worker.periodic_callbacks[self.name] = callback
+        callback.start()
+
+    def teardown(self, worker: Any) -> None:
+        self.flush(force=True)
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish == "executing":
+            self.executing += 1
+            self.last_change = time.time()
+        if start != "executing":
+            return
+        self.executing -= 1
+        self.last_change = time.time()
+        if finish not in ("memory", "error"):
+            return
+        ts = self.worker.state.tasks.get(key)
+        if ts is None:
+            return
+        seconds = sum(s["stop"] - s["start"] for s in ts.startstops if s.get("action") == "compute")
+        if ts.resource_restrictions and ts.resource_restrictions.get("GPU"):
+            self.gpu_seconds += seconds
+        else:
+            self.cpu_seconds += seconds
+        self.tasks += 1
+        if finish == "memory":
+            # The finished-task message to the scheduler shares this dict and is sent after
+            # the transition hooks have run.
+            ts.metadata[DIGEST_METADATA] = result_digest(key, self.worker.data.get(key))
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.path or (not force and now - self._flushed < FLUSH_SECONDS):
+            return
+        self._flushed = now
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(
+                {
+                    "cpu_seconds": self.cpu_seconds,
+                    "gpu_seconds": self.gpu_seconds,
+                    "tasks": self.tasks,
+                    "executing": self.executing,
+                    "last_change": self.last_change,
+                },
+                f,
+            )
+        os.replace(tmp, self.path)
+
+
+def result_digest(key: Any, value: Any) -> str:
+    return hashlib.sha256(f"{key}\0{tokenize(value)}".encode()).hexdigest()
+
+
+def read_meter(path: str | os.PathLike) -> dict[str, Any]:
+    """The totals a worker last wrote (zeros before it wrote any)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "tasks": 0, "executing": 0, "last_change": 0.0}
+    return data
+
+
+async def dask_setup(worker: Any) -> None:
+    await worker.plugin_add(ComputeMeter(os.environ.get(METER_ENV)), name=ComputeMeter.name)

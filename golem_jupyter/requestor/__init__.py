@@ -1,0 +1,18 @@
+"""The requestor side: :class:`GolemCluster`, per-graph metering and on-chain settlement.
+
+Imports are lazy so that the scheduler process (which loads :mod:`.metering`) stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GolemCluster"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GolemCluster":
+        from .cluster import GolemCluster
+
+        return GolemCluster
+    raise AttributeError(name)

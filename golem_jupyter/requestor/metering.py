@@ -1,0 +1,294 @@
+"""Per-graph metering inside the requestor's scheduler process.
+
+:class:`GraphMeter` is a Dask ``SchedulerPlugin``. Each ``update_graph`` (a cell, a
+``compute``, a batch of ``submit``\\ s) opens one *graph execution*: the tasks it brings that are
+not computed yet belong to it. When a task finishes on a worker, the seconds the worker spent
+computing it (the worker's own ``startstops``, the same numbers the provider's meter reads) are
+charged to the provider the worker is named after, at its GPU rate when the task holds GPU
+resources and its CPU rate otherwise. When the last task of a graph is done, the graph is
+priced and queued for the requestor, which signs vouchers and settles it on-chain.
+
+The requestor talks to the plugin through two scheduler handlers:
+``golem_configure`` (prices per provider, the budget) and ``golem_finished_graphs`` (a long
+poll that hands over finished graphs). Nothing here touches the chain or any key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed.core import error_message
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from ..errors import BudgetExceeded
+
+logger = logging.getLogger(__name__)
+
+DONE = ("memory", "erred", "forgotten")
+"""States in which a task no longer needs compute from its graph."""
+
+DIGEST_METADATA = "golem-digest"
+"""Task metadata key under which the provider's worker reports a digest of the result."""
+
+NO_DIGEST = "0" * 64
+
+
+@dataclass
+class Usage:
+    """Compute one provider delivered within one graph."""
+
+    cpu_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    tasks: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds, "tasks": self.tasks}
+
+
+@dataclass(frozen=True)
+class Price:
+    """A provider's agreed rates, in wei per second of compute."""
+
+    cpu: int
+    gpu: int
+
+    def cost(self, seconds: float, gpu: bool) -> float:
+        return seconds * (self.gpu if gpu else self.cpu)
+
+
+@dataclass
+class GraphRun:
+    """One graph execution being metered."""
+
+    graph_id: str
+    client: str
+    outputs: list[Any]
+    pending: set[Any]
+    n_tasks: int
+    started: float = field(default_factory=time.time)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    erred: int = 0
+    budget_exceeded: bool = False
+
+
+class GraphMeter(SchedulerPlugin):
+    """Meters each graph execution and prices it per provider."""
+
+    name = "golem-graph-meter"
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+        self.prices: dict[str, Price] = {}
+        self.limit: float | None = None
+        """Metered cost at which the budget guard stops work (budget minus start fees)."""
+        self.spent = 0.0
+        self.exhausted = False
+        self.graphs: dict[str, GraphRun] = {}
+        self.key_graph: dict[Any, str] = {}
+        self.carry_over: dict[str, Usage] = {}
+        """Compute finished for a graph that had already been priced (e.g. a lost result
+        recomputed); it is charged with the next graph."""
+        self.finished: deque[dict[str, Any]] = deque()
+        self.finished_total = 0
+        self._finished_event: asyncio.Event | None = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self._finished_event = asyncio.Event()
+        scheduler.handlers["golem_configure"] = self.configure
+        scheduler.handlers["golem_finished_graphs"] = self.finished_graphs
+        scheduler.handlers["golem_meter_state"] = self.state
+        scheduler.handlers["golem_flush"] = self.flush
+
+    # ------------------------------------------------------------------ handlers
+
+    def configure(self, prices: dict[str, list[int]] | None = None, limit: float | None = None) -> dict[str, Any]:
+        """Set or update prices (``{worker name: [cpu, gpu]}``) and the budget limit."""
+        for name, (cpu, gpu) in (prices or {}).items():
+            self.prices[name] = Price(int(cpu), int(gpu))
+        if limit is not None:
+            self.limit = float(limit)
+            self.exhausted = self.spent >= self.limit
+        return self.state()
+
+    async def finished_graphs(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Hand over graphs that finished; wait up to ``timeout`` seconds for one."""
+        assert self._finished_event is not None
+        if not self.finished:
+            self._finished_event.clear()
+            try:
+                await asyncio.wait_for(self._finished_event.wait(), timeout)
+            except TimeoutError:
+                pass
+        out = list(self.finished)
+        self.finished.clear()
+        return out
+
+    def flush(self) -> int:
+        """Price every open graph now, with what ran so far (the session is closing)."""
+        runs = list(self.graphs.values())
+        for run in runs:
+            run.pending.clear()
+            self._finish(run)
+        return len(runs)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "finished_total": self.finished_total,
+            "spent": self.spent,
+            "limit": self.limit,
+            "exhausted": self.exhausted,
+            "open_graphs": len(self.graphs),
+            "pending_tasks": sum(len(g.pending) for g in self.graphs.values()),
+        }
+
+    # ------------------------------------------------------------------ plugin hooks
+
+    def update_graph(self, scheduler: Any, *, client: str, keys: set, tasks: list, stimulus_id: str, **kw: Any) -> None:
+        new = {k for k in tasks if k not in self.key_graph and _state(scheduler, k) not in ("memory", "erred")}
+        if not new:
+            return
+        run = GraphRun(os.urandom(32).hex(), client, sorted(keys, key=str), set(new), len(new))
+        self.graphs[run.graph_id] = run
+        for key in new:
+            self.key_graph[key] = run.graph_id
+        if self.exhausted:
+            # The budget is spent: nothing more runs, and the user hears why at once.
+            asyncio.get_running_loop().call_soon(self._stop_work)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
+        graph_id = self.key_graph.get(key)
+        if start == "processing" and finish in ("memory", "erred") and "startstops" in kwargs:
+            self._charge(key, graph_id, kwargs)
+        if finish == "forgotten":
+            self.key_graph.pop(key, None)
+        if graph_id is None or finish not in DONE:
+            return
+        run = self.graphs.get(graph_id)
+        if run is None or key not in run.pending:
+            return
+        run.pending.discard(key)
+        if finish == "erred":
+            run.erred += 1
+        if not run.pending:
+            self._finish(run)
+
+    # ------------------------------------------------------------------ metering
+
+    def _charge(self, key: Any, graph_id: str | None, info: dict[str, Any]) -> None:
+        seconds = sum(s["stop"] - s["start"] for s in info["startstops"] if s.get("action") == "compute")
+        if seconds <= 0:
+            return
+        ws = self.scheduler.workers.get(info.get("worker"))
+        provider = str(ws.name) if ws is not None else None
+        if provider is None or provider not in self.prices:
+            logger.warning("Task %s ran on %s, which has no agreement; it is not paid.", key, info.get("worker"))
+            return
+        ts = self.scheduler.tasks.get(key)
+        gpu = bool(ts is not None and ts.resource_restrictions and ts.resource_restrictions.get("GPU"))
+        run = self.graphs.get(graph_id) if graph_id else None
+        usage = (run.usage if run is not None else self.carry_over).setdefault(provider, Usage())
+        if gpu:
+            usage.gpu_seconds += seconds
+        else:
+            usage.cpu_seconds += seconds
+        usage.tasks += 1
+        self.spent += self.prices[provider].cost(seconds, gpu)
+        if self.limit is not None and not self.exhausted and self.spent >= self.limit:
+            self.exhausted = True
+            # Never start transitions from inside a transition hook.
+            asyncio.get_running_loop().call_soon(self._stop_work)
+
+    def _finish(self, run: GraphRun) -> None:
+        del self.graphs[run.graph_id]
+        usage = run.usage
+        for provider, extra in self.carry_over.items():
+            merged = usage.setdefault(provider, Usage())
+            merged.cpu_seconds += extra.cpu_seconds
+            merged.gpu_seconds += extra.gpu_seconds
+            merged.tasks += extra.tasks
+        self.carry_over = {}
+        payouts = {}
+        for provider, u in usage.items():
+            price = self.prices[provider]
+            amount = round(u.cpu_seconds * price.cpu + u.gpu_seconds * price.gpu)
+            payouts[provider] = {**u.as_dict(), "amount": amount}
+        self.finished.append(
+            {
+                "graph_id": run.graph_id,
+                "n_tasks": run.n_tasks,
+                "erred": run.erred,
+                "started": run.started,
+                "finished": time.time(),
+                "payouts": payouts,
+                "result_root": self._result_root(run),
+                "budget_exceeded": run.budget_exceeded,
+            }
+        )
+        self.finished_total += 1
+        if self._finished_event is not None:
+            self._finished_event.set()
+
+    def _result_root(self, run: GraphRun) -> str:
+        """Merkle root over (output key, digest of its result as the provider reported it)."""
+        leaves = []
+        for key in run.outputs:
+            ts = self.scheduler.tasks.get(key)
+            digest = (ts.metadata or {}).get(DIGEST_METADATA, NO_DIGEST) if ts is not None else NO_DIGEST
+            leaves.append(hashlib.sha256(f"{key}\0{digest}".encode()).digest())
+        return "0x" + merkle_root(leaves).hex()
+
+    # ------------------------------------------------------------------ budget guard
+
+    def _stop_work(self) -> None:
+        """Fail every task still to run with :class:`BudgetExceeded`; what ran stays metered."""
+        error = BudgetExceeded(
+            f"The budget is spent: tasks worth {self.spent:.0f} wei ran against a limit of {self.limit:.0f} wei. "
+            "The rest of the graph was cancelled; what ran is settled. Raise the budget to run more."
+        )
+        message = error_message(error)
+        stimulus_id = f"golem-budget-{time.time()}"
+        for run in list(self.graphs.values()):
+            run.budget_exceeded = True
+            for key in list(run.pending):
+                ts = self.scheduler.tasks.get(key)
+                if ts is None or ts.state not in ("processing", "queued", "no-worker"):
+                    continue  # waiting tasks fail with the task they wait on
+                worker = ts.processing_on.address if ts.processing_on is not None else None
+                recs, client_msgs, worker_msgs = self.scheduler._transition(
+                    key,
+                    "erred",
+                    stimulus_id,
+                    worker=worker,
+                    cause=key,
+                    exception=message["exception"],
+                    traceback=message["traceback"],
+                    exception_text=message["exception_text"],
+                    traceback_text=message["traceback_text"],
+                )
+                self.scheduler._transitions(recs, client_msgs, worker_msgs, stimulus_id)
+                self.scheduler.send_all(client_msgs, worker_msgs)
+
+
+def merkle_root(leaves: list[bytes]) -> bytes:
+    """SHA-256 Merkle root; an odd node is paired with itself; no leaves gives 32 zero bytes."""
+    if not leaves:
+        return b"\0" * 32
+    level = leaves
+    while len(level) > 1:
+        if len(level) % 2:
+            level = [*level, level[-1]]
+        level = [hashlib.sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _state(scheduler: Any, key: Any) -> str | None:
+    ts = scheduler.tasks.get(key)
+    return ts.state if ts is not None else None

@@ -1,0 +1,85 @@
+"""The requestor's Dask scheduler, run as its own process.
+
+It is a separate process on purpose: the scheduler unpickles the graphs the requestor's client
+sends (trusted code), while the requestor process decodes provider bytes only through the
+restricted decoder. Keeping them apart lets each process have one rule.
+
+``python -m golem_jupyter.requestor.scheduler --credentials DIR --scheduler-file FILE``
+listens with TLS and mutual authentication (only certificates from the session's CA get in),
+meters graphs with :class:`~.metering.GraphMeter`, and exits when its parent process dies, so a
+killed kernel never leaves a scheduler behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import signal
+from pathlib import Path
+
+from distributed import Scheduler
+from distributed.security import Security
+
+from .metering import GraphMeter
+
+PARENT_POLL_SECONDS = 0.5
+
+
+def security_for(credentials: Path, role: str) -> Security:
+    """TLS settings from a credentials directory holding ca.pem, ROLE.pem and ROLE.key."""
+    cert, key = str(credentials / f"{role}.pem"), str(credentials / f"{role}.key")
+    return Security(
+        tls_ca_file=str(credentials / "ca.pem"),
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        require_encryption=True,
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    dashboard = args.dashboard and importlib.util.find_spec("bokeh") is not None
+    scheduler = Scheduler(
+        host=args.host,
+        port=0,
+        protocol="tls",
+        security=security_for(Path(args.credentials), "scheduler"),
+        dashboard=dashboard,
+        dashboard_address=f"{args.host}:0" if dashboard else None,
+        idle_timeout=None,
+    )
+    scheduler.add_plugin(GraphMeter())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with scheduler:
+        Path(args.scheduler_file).write_text(json.dumps({"address": scheduler.address, "pid": os.getpid()}))
+        while not stop.is_set() and scheduler.status.name == "running":
+            if os.getppid() != args.parent_pid:
+                break  # the requestor is gone; its providers claim with their vouchers
+            try:
+                await asyncio.wait_for(stop.wait(), PARENT_POLL_SECONDS)
+            except TimeoutError:
+                pass
+        await scheduler.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--credentials", required=True)
+    parser.add_argument("--scheduler-file", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    parser.add_argument("--dashboard", action="store_true")
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
