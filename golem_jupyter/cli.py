@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tolerance", type=float, default=0.02, help="underpayment tolerated (fraction, default 0.02)")
     run.add_argument("--max-unpaid", type=int, default=10**16, metavar="WEI", help="unpaid work at which serving stops")
     run.add_argument("--claim-grace", type=float, default=3.0, metavar="SECONDS")
+    run.add_argument(
+        "--min-deposit-seconds",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a session's deposit must cover this much compute at your price (default 10)",
+    )
     run.add_argument("--withdraw-offer", action="store_true", help="take the offer off the market on exit")
     run.add_argument("--ready-file", help=argparse.SUPPRESS)
     run.set_defaults(run=_provider_run)
@@ -256,6 +263,7 @@ def _provider_run(args: argparse.Namespace) -> int:
         max_agreements=args.max_agreements,
         policy=PaymentPolicy(tolerance=args.tolerance, max_unpaid=args.max_unpaid),
         claim_grace=args.claim_grace,
+        min_deposit_seconds=args.min_deposit_seconds,
         withdraw_offer_on_exit=args.withdraw_offer,
         ready_file=Path(args.ready_file) if args.ready_file else None,
     )

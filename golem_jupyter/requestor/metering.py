@@ -261,18 +261,16 @@ class GraphMeter(SchedulerPlugin):
                 ts = self.scheduler.tasks.get(key)
                 if ts is None or ts.state not in ("processing", "queued", "no-worker"):
                     continue  # waiting tasks fail with the task they wait on
-                worker = ts.processing_on.address if ts.processing_on is not None else None
-                recs, client_msgs, worker_msgs = self.scheduler._transition(
-                    key,
-                    "erred",
-                    stimulus_id,
-                    worker=worker,
+                details = dict(
                     cause=key,
                     exception=message["exception"],
                     traceback=message["traceback"],
                     exception_text=message["exception_text"],
                     traceback_text=message["traceback_text"],
                 )
+                if ts.state == "processing":
+                    details["worker"] = ts.processing_on.address
+                recs, client_msgs, worker_msgs = self.scheduler._transition(key, "erred", stimulus_id, **details)
                 self.scheduler._transitions(recs, client_msgs, worker_msgs, stimulus_id)
                 self.scheduler.send_all(client_msgs, worker_msgs)
 

@@ -51,7 +51,7 @@ async def serve(args: argparse.Namespace) -> None:
         protocol="tls",
         security=security_for(Path(args.credentials), "scheduler"),
         dashboard=dashboard,
-        dashboard_address=f"{args.host}:0" if dashboard else None,
+        dashboard_address=f"{args.host}:0",  # also serves /health; never the shared default 8787
         idle_timeout=None,
     )
     scheduler.add_plugin(GraphMeter())

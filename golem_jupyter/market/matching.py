@@ -1,0 +1,186 @@
+"""Which offers fit a demand, and in what order to try them (DESIGN.md section 4, step 1).
+
+Reputation is not stored on-chain; it is computed here from the escrow's events: every
+``Paid`` (a settled graph) and ``Claimed`` (a voucher cashed) counts for a provider, every
+``FaultReported`` against it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from ..chain.escrow import Escrow
+from ..chain.registry import Offer
+from ..chain.types import as_address, as_amount
+from ..errors import InvalidInput
+
+FAULT_WEIGHT = 5
+"""How many paid graphs one reported fault outweighs in :attr:`Reputation.score`."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What a requestor wants from an offer.
+
+    Prices are in the token's smallest unit per second of compute. ``max_price_gpu`` applies
+    only to a GPU demand (a CPU-only worker is never billed GPU-seconds); ``max_price_cpu``
+    applies to both, since GPU workers also bill the CPU-seconds of CPU tasks. ``exclude``
+    holds provider addresses never to use (any case; kept checksummed).
+    """
+
+    gpu: bool = False
+    max_price_cpu: int | None = None
+    max_price_gpu: int | None = None
+    min_memory: int = 0
+    min_reputation: float | None = None
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gpu, bool):
+            raise InvalidInput(f"gpu must be True or False, got {self.gpu!r}.")
+        for name in ("max_price_cpu", "max_price_gpu"):
+            value = getattr(self, name)
+            if value is not None:
+                as_amount(value, name, allow_zero=True)
+        as_amount(self.min_memory, "min_memory", allow_zero=True)
+        score = self.min_reputation
+        if score is not None and (
+            isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 1
+        ):
+            raise InvalidInput(f"min_reputation must be a number between 0 and 1, got {score!r}.")
+        if isinstance(self.exclude, str) or not isinstance(self.exclude, Iterable):
+            raise InvalidInput(f"exclude must be a set of provider addresses, got {self.exclude!r}.")
+        # Normalized so that lookups do not depend on how the caller spelled an address.
+        object.__setattr__(self, "exclude", frozenset(as_address(a, "excluded provider") for a in self.exclude))
+
+
+@dataclass(frozen=True)
+class Reputation:
+    """What the escrow's events say about one provider.
+
+    ``score = (paid_count + 1) / (paid_count + 1 + FAULT_WEIGHT * faults)``: 1.0 for a provider
+    with no reported fault (a newcomer included), falling as faults accumulate and recovering
+    slowly with paid work; always in (0, 1]. Both counts are cheap to fake for someone willing
+    to open sessions (paying oneself, or reporting faults against a rival), so treat the score
+    as one signal among price and latency, not as proof.
+    """
+
+    paid_count: int = 0
+    paid_total: int = 0
+    faults: int = 0
+
+    @property
+    def score(self) -> float:
+        return (self.paid_count + 1) / (self.paid_count + 1 + FAULT_WEIGHT * self.faults)
+
+
+def reputations(escrow: Escrow, from_block: int = 0) -> dict[str, Reputation]:
+    """Every provider's :class:`Reputation` from the escrow's events since ``from_block``."""
+    counts: dict[str, list[int]] = {}  # provider -> [paid_count, paid_total, faults]
+    for name in ("Paid", "Claimed"):
+        for event in escrow.events(name, from_block):
+            entry = counts.setdefault(event["provider"], [0, 0, 0])
+            entry[0] += 1
+            entry[1] += event["amount"]
+    for event in escrow.events("FaultReported", from_block):
+        counts.setdefault(event["provider"], [0, 0, 0])[2] += 1
+    return {provider: Reputation(*entry) for provider, entry in counts.items()}
+
+
+def _price(offer: Offer, demand: Demand) -> int:
+    """The price of the resource the demand is about: GPU-seconds for a GPU demand."""
+    return offer.price_per_gpu_second if demand.gpu else offer.price_per_cpu_second
+
+
+def _who(offer: Offer) -> str:
+    return f"provider {to_checksum_address(offer.provider)}" if offer.provider else f"the offer at {offer.endpoint}"
+
+
+def matches(offer: Offer, demand: Demand, reputation: Reputation | None = None) -> str | None:
+    """``None`` when ``offer`` fits ``demand``, else the sentence saying why it does not."""
+    reputation = reputation or Reputation()
+    if offer.provider is not None and to_checksum_address(offer.provider) in demand.exclude:
+        return f"{_who(offer)} is in your exclude list"
+    if demand.gpu and offer.gpus == 0:
+        return f"{_who(offer)} offers no GPU"
+    if demand.max_price_cpu is not None and offer.price_per_cpu_second > demand.max_price_cpu:
+        return (
+            f"price per CPU-second {offer.price_per_cpu_second} wei is above your max_price_cpu "
+            f"{demand.max_price_cpu} wei"
+        )
+    if demand.gpu and demand.max_price_gpu is not None and offer.price_per_gpu_second > demand.max_price_gpu:
+        return (
+            f"price per GPU-second {offer.price_per_gpu_second} wei is above your max_price_gpu "
+            f"{demand.max_price_gpu} wei"
+        )
+    if offer.memory_bytes < demand.min_memory:
+        return f"memory {offer.memory_bytes} bytes is below your min_memory {demand.min_memory} bytes"
+    if demand.min_reputation is not None and reputation.score < demand.min_reputation:
+        return (
+            f"reputation {reputation.score:.2f} ({reputation.paid_count} paid, {reputation.faults} faults) "
+            f"is below your min_reputation {demand.min_reputation}"
+        )
+    return None
+
+
+def _by_address(table: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {to_checksum_address(key): value for key, value in (table or {}).items()}
+
+
+def _lookup(table: dict[str, Any], offer: Offer) -> Any:
+    return table.get(to_checksum_address(offer.provider)) if offer.provider else None
+
+
+def rank(
+    offers: Iterable[Offer],
+    demand: Demand,
+    reputations: Mapping[str, Reputation] | None = None,
+    latencies: Mapping[str, float] | None = None,
+) -> list[Offer]:
+    """The offers that fit ``demand``, best first.
+
+    Order: price of the demanded resource, start fee, higher reputation score, lower latency
+    (seconds; unmeasured last), then provider address and endpoint, so that equal offers
+    always come out in the same order. ``reputations`` and ``latencies`` are keyed by provider
+    address; an offer without one gets a newcomer's reputation and no latency.
+    """
+    return [offer for offer, reason in explain(offers, demand, reputations, latencies) if reason is None]
+
+
+def explain(
+    offers: Iterable[Offer],
+    demand: Demand,
+    reputations: Mapping[str, Reputation] | None = None,
+    latencies: Mapping[str, float] | None = None,
+) -> list[tuple[Offer, str | None]]:
+    """Every offer with ``None`` if it fits or the reason it does not, for a UI.
+
+    The offers that fit come first in :func:`rank`'s order, then the others in the order given.
+    """
+    reps = _by_address(reputations)
+    lats = _by_address(latencies)
+    fitting: list[tuple[tuple[Any, ...], Offer]] = []
+    refused: list[tuple[Offer, str | None]] = []
+    for offer in offers:
+        reputation = _lookup(reps, offer) or Reputation()
+        reason = matches(offer, demand, reputation)
+        if reason is not None:
+            refused.append((offer, reason))
+            continue
+        latency = _lookup(lats, offer)
+        key = (
+            _price(offer, demand),
+            offer.start_fee,
+            -reputation.score,
+            math.inf if latency is None or math.isnan(latency) else latency,  # NaN would break sorting
+            to_checksum_address(offer.provider) if offer.provider else "",
+            offer.endpoint,
+        )
+        fitting.append((key, offer))
+    fitting.sort(key=lambda pair: pair[0])
+    return [(offer, None) for _, offer in fitting] + refused

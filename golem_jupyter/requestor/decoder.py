@@ -1,0 +1,833 @@
+"""The restricted decoder: provider bytes become Python objects only from an allowlist.
+
+Results and exceptions come back from machines the requestor does not control, as pickles. A
+plain ``pickle.loads`` runs whatever callable the bytes name, so a hostile provider could run
+code in the Jupyter kernel. :func:`restricted_loads` reads the same pickles but rebuilds only:
+
+* Python's value types (None, bool, int, float, complex, str, bytes, bytearray, tuple, list,
+  dict, set, frozenset, slice, range), ``types.SimpleNamespace``, ``fractions.Fraction``,
+  ``decimal.Decimal``, the ``datetime`` types, ``collections.OrderedDict``/``deque``/
+  ``defaultdict`` (with an allowlisted factory) and ``uuid.UUID``;
+* NumPy arrays, dtypes and scalars, never of object dtype;
+* exceptions: every exception class of the ``builtins`` module, every class of
+  :mod:`golem_jupyter.errors`, every :class:`GolemError` subclass of golem_jupyter, with their
+  tracebacks (tblib's pickling helpers, rebuilt from file names and line numbers only);
+* instances of classes defined in the notebook (``__main__``) or registered with
+  :func:`allow_class`, rebuilt from their state (``__new__`` then ``__setstate__``/``__dict__``),
+  never by calling the class (exception classes excepted: exceptions are rebuilt from their
+  arguments).
+
+Anything else raises :class:`UnsafePayload` naming the type, *before* anything is imported
+or called: names are looked up in the allowlist and in modules that are already imported, and
+the callables handed to the unpickler are wrappers that check their arguments.
+
+How it works: ``find_class`` is the only way a pickle reaches a Python object by name. The
+fast path is the C unpickler, which calls whatever ``find_class`` returns without asking, so it
+only gets values that are safe to call with any arguments and cannot be changed by the pickle
+(immutable builtin types, :class:`_SafeCall` wrappers). A pickle that names anything else (a
+notebook class, ``numpy.ndarray`` as a value, ``bytes`` as a value, tblib's frame classes) is
+read again by a pure-Python unpickler that checks each REDUCE, NEWOBJ and BUILD against the
+rule of the object it applies to. That second reader is about ten times slower, so it only
+runs for those pickles; distributed's usual traffic (protocol 5, arrays out of band) stays on
+the fast path.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import builtins
+import collections
+import copyreg
+import datetime
+import decimal
+import fractions
+import io
+import os
+import pickle
+import stat
+import sys
+import threading
+import types
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from traceback import format_tb
+from typing import Any, ClassVar
+
+import numpy as np
+import tblib
+import tblib.pickling_support as tblib_pickling
+
+from ..errors import GolemError
+
+__all__ = [
+    "RemoteTaskError",
+    "UnsafePayload",
+    "allow_class",
+    "allow_namespace",
+    "decode_exception",
+    "disallow_class",
+    "restricted_loads",
+]
+
+# NumPy 2 moved numpy.core to numpy._core; pickles written by either name the functions by
+# either path. Resolve them here, once, from whichever exists: find_class never imports.
+try:
+    from numpy._core import multiarray as _np_multiarray
+    from numpy._core import numeric as _np_numeric
+except ImportError:  # NumPy 1.x
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
+
+
+class UnsafePayload(GolemError, TypeError):
+    """Provider bytes named something the restricted decoder does not rebuild.
+
+    A :class:`TypeError` too, so that code which expects a decode failure to be a TypeError
+    (distributed's ``clean_exception`` does, for tracebacks) treats it as one.
+    """
+
+    def __init__(self, type_name: str, detail: str | None = None) -> None:
+        self.type_name = type_name
+        self.detail = detail
+        message = (
+            f"A provider sent an object of type {type_name}, which golem-jupyter does not rebuild from "
+            "provider bytes (only plain values, NumPy arrays and classes defined in your notebook are)."
+        )
+        if detail:
+            message += f" {detail}."
+        super().__init__(message + " Return plain data from the task instead.")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.detail)
+
+
+class RemoteTaskError(GolemError):
+    """A task raised an exception whose type the restricted decoder does not rebuild.
+
+    It carries what could be read safely: the remote type's name, its message and the
+    remote traceback as text.
+    """
+
+    def __init__(self, type_name: str, message: str = "", traceback_text: str = "") -> None:
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(type_name, message, traceback_text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.message, self.traceback_text)
+
+    def __str__(self) -> str:
+        text = f"A task raised {self.type_name}: {self.message}" if self.message else f"A task raised {self.type_name}"
+        text += (
+            f"\n(golem-jupyter does not rebuild {self.type_name} from provider bytes, so it is shown as a "
+            "RemoteTaskError; raise a built-in exception or one defined in your notebook to get the exception itself.)"
+        )
+        if self.traceback_text:
+            text += "\nRemote traceback:\n" + self.traceback_text.rstrip()
+        return text
+
+
+# --------------------------------------------------------------------------------------------
+# Rules: what find_class may hand out, and what the unpickler may then do with it.
+
+
+class _SafeCall:
+    """A function the unpickler may call with any arguments, which a pickle cannot modify.
+
+    Plain functions have a writable ``__dict__``, ``__defaults__`` and ``__code__``, which a
+    pickle's BUILD opcode could set on an object that find_class handed out, for every later
+    decode in the process. Instances of this class have no ``__dict__`` and refuse setattr.
+    """
+
+    __slots__ = ("_function", "_name")
+
+    def __init__(self, name: str, function: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(*args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{self._name} cannot be changed")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{self._name} cannot be changed")
+
+    def __repr__(self) -> str:
+        return f"<restricted {self._name}>"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What find_class hands out for one name, and what may be done with it.
+
+    ``value`` is the object handed out. ``call`` is what REDUCE runs when the pickle calls
+    ``value`` (None: calling is refused). ``new`` says whether NEWOBJ may build an instance of
+    ``value`` with ``value.__new__``. ``fast`` says whether the C unpickler may get ``value``:
+    only when calling it and building it are safe without checks, and it cannot be modified.
+    """
+
+    name: str
+    value: object
+    call: Callable[..., Any] | None
+    new: bool
+    fast: bool
+
+
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: setattr on the class raises (3.10+)
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _value_class(cls: type) -> _Rule:
+    """A class that may be called and instantiated with any arguments."""
+    immutable = bool(cls.__flags__ & _IMMUTABLE_TYPE)
+    return _Rule(_dotted(cls), cls, cls, new=True, fast=immutable)
+
+
+def _state_class(cls: type) -> _Rule:
+    """A class whose instances are rebuilt from state only: NEWOBJ then BUILD, never a call."""
+    return _Rule(_dotted(cls), cls, None, new=True, fast=False)
+
+
+def _checked_class(cls: type, call: Callable[..., Any] | None) -> _Rule:
+    """A class that may appear as a value; calling it goes through ``call`` (None: refused)."""
+    return _Rule(_dotted(cls), cls, call, new=False, fast=False)
+
+
+def _function(name: str, function: Callable[..., Any]) -> _Rule:
+    value = _SafeCall(name, function)
+    return _Rule(name, value, value, new=False, fast=True)
+
+
+def _constant(name: str, value: object) -> _Rule:
+    return _Rule(name, value, None, new=False, fast=True)
+
+
+def _refuse(type_name: str, detail: str | None = None) -> UnsafePayload:
+    return UnsafePayload(type_name, detail)
+
+
+# ---- wrappers for the callables pickles of allowed values need --------------------------------
+
+_LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1"})
+
+
+def _codecs_encode(text: object, encoding: object = "utf-8", errors: object = "strict") -> bytes:
+    # Protocols 0-2 write bytes as _codecs.encode(str, 'latin1'). Any other codec name would
+    # make Python look a codec up by name, which may import a module.
+    if type(text) is not str or encoding not in _LATIN1 or errors != "strict":
+        raise _refuse("_codecs.encode", "only latin-1 encoding of a str is accepted")
+    return text.encode("latin-1")
+
+
+def _bytes_args(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    # bytes(str, encoding) and bytearray(str, encoding) look the codec up by name, like above.
+    if len(args) == 2 and type(args[0]) is str and args[1] in _LATIN1:
+        return (args[0], "latin-1")
+    if len(args) > 1:
+        raise _refuse(f"builtins.{name}", "only bytes(), bytes(data) and bytes(str, 'latin-1') are accepted")
+    return args
+
+
+def _make_bytes(*args: Any) -> bytes:
+    return bytes(*_bytes_args("bytes", args))
+
+
+def _make_bytearray(*args: Any) -> bytearray:
+    return bytearray(*_bytes_args("bytearray", args))
+
+
+_TYPE_OF = {id(None): type(None), id(Ellipsis): type(Ellipsis), id(NotImplemented): type(NotImplemented)}
+
+
+def _type_of_singleton(*args: Any) -> type:
+    # Python pickles type(None), type(...) and type(NotImplemented) as calls to builtins.type;
+    # type() with three arguments would create a class, so nothing else is accepted.
+    if len(args) == 1 and id(args[0]) in _TYPE_OF:
+        return _TYPE_OF[id(args[0])]
+    raise _refuse("builtins.type", "only type(None), type(...) and type(NotImplemented) are rebuilt")
+
+
+def _has_object(dtype: np.dtype) -> bool:
+    # hasobject is True for object dtype and for structured dtypes with an object field.
+    return bool(dtype.hasobject) or dtype.kind == "O"
+
+
+def _checked_dtype_value(dtype: object) -> np.dtype:
+    if not isinstance(dtype, np.dtype):
+        raise _refuse(type(dtype).__qualname__, "a NumPy dtype was expected here")
+    if _has_object(dtype):
+        raise _refuse("numpy.dtype[object]", "NumPy arrays of object dtype hold Python objects, which are refused")
+    return dtype
+
+
+def _make_dtype(*args: Any, **kwargs: Any) -> np.dtype:
+    return _checked_dtype_value(np.dtype(*args, **kwargs))
+
+
+def _np_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    # Protocols 0-4 write arrays as _reconstruct(ndarray, (0,), b'b') followed by BUILD with
+    # the real dtype and data; ndarray.__setstate__ accepts only dtype objects, which come from
+    # _make_dtype. Subclasses are not rebuilt: the result keeps the exact type ndarray.
+    if subtype is not np.ndarray:
+        raise _refuse(getattr(subtype, "__qualname__", type(subtype).__qualname__), "only numpy.ndarray is rebuilt")
+    _checked_dtype_value(np.dtype(dtype))
+    return _np_multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
+def _np_scalar(dtype: object, *args: Any) -> np.generic:
+    return _np_multiarray.scalar(_checked_dtype_value(dtype), *args)
+
+
+def _np_frombuffer(buf: object, dtype: object, shape: object, order: object, *args: Any) -> np.ndarray:
+    # Protocol 5 writes arrays as _frombuffer(buffer, dtype, shape, order[, axis_order]).
+    return _np_numeric._frombuffer(buf, _checked_dtype_value(dtype), shape, order, *args)
+
+
+_DEFAULT_FACTORIES = (
+    int, float, complex, bool, str, bytes, bytearray, tuple, list, dict, set, frozenset,
+    collections.OrderedDict, collections.deque, types.SimpleNamespace, fractions.Fraction, decimal.Decimal,
+)  # fmt: skip
+
+
+def _make_defaultdict(default_factory: object = None, *args: Any) -> collections.defaultdict:
+    # The factory is called later, by any lookup of a missing key: only value types qualify.
+    if default_factory is not None and not any(default_factory is f for f in _DEFAULT_FACTORIES):
+        raise _refuse(
+            f"collections.defaultdict({_name_of(default_factory)})", "its default factory is not an allowlisted type"
+        )
+    return collections.defaultdict(default_factory, *args)  # type: ignore[arg-type]
+
+
+_RECONSTRUCTOR_BASES = (object, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
+
+
+def _reconstructor(cls: object, base: object, state: object) -> object:
+    # copyreg._reconstructor is how protocols 0 and 1 rebuild instances of Python classes.
+    if isinstance(cls, _Refused):
+        return _RefusedObject(cls.name, ())
+    if not any(base is b for b in _RECONSTRUCTOR_BASES) or not isinstance(cls, type) or not issubclass(cls, base):  # type: ignore[arg-type]
+        raise _refuse(f"copyreg._reconstructor({_name_of(cls)}, {_name_of(base)})", "this base class is not rebuilt")
+    _check_new(cls, (state,) if base is not object else ())
+    if base is object:
+        return object.__new__(cls)
+    obj = base.__new__(cls, state)  # type: ignore[call-overload]
+    if base.__init__ is not object.__init__:  # type: ignore[misc]
+        base.__init__(obj, state)  # type: ignore[misc]
+    return obj
+
+
+def _newobj(cls: object, *args: Any) -> object:
+    if isinstance(cls, _Refused):
+        return _RefusedObject(cls.name, args)
+    return _checked_new(cls, args, {})
+
+
+def _newobj_ex(cls: object, args: object, kwargs: object) -> object:
+    if isinstance(cls, _Refused):
+        return _RefusedObject(cls.name, args if isinstance(args, tuple) else ())
+    if type(args) is not tuple or type(kwargs) is not dict:
+        raise _refuse("copyreg.__newobj_ex__", "malformed arguments")
+    return _checked_new(cls, args, kwargs)
+
+
+def _check_new(cls: object, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> type:
+    """Refuse ``cls.__new__(cls, *args, **kwargs)`` unless cls's rule allows it."""
+    if not isinstance(cls, type):
+        raise _refuse(_name_of(cls), "only classes can be instantiated")
+    rule = _resolve(cls.__module__, cls.__qualname__)
+    if rule is None or rule.value is not cls or not rule.new:
+        raise _refuse(_dotted(cls))
+    # Notebook classes may inherit __new__ from a base that is unsafe with arbitrary arguments.
+    if issubclass(cls, (np.ndarray, np.generic, np.dtype)):
+        raise _refuse(_dotted(cls), "subclasses of NumPy types are not rebuilt")
+    if issubclass(cls, (str, bytes, bytearray)) and (len(args) > 1 or kwargs):
+        raise _refuse(_dotted(cls), "text and bytes subclasses are rebuilt from one value only")
+    return cls
+
+
+def _checked_new(cls: object, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> object:
+    checked = _check_new(cls, args, kwargs)
+    return checked.__new__(checked, *args, **kwargs)
+
+
+# ---- exceptions and tracebacks (tblib) -------------------------------------------------------
+
+_MAX_TRACEBACK_DEPTH = 1000
+
+
+def _check_exception_class(func: object) -> type[BaseException]:
+    if not isinstance(func, type) or not issubclass(func, BaseException):
+        raise _refuse(_name_of(func), "an exception class was expected here")
+    rule = _resolve(func.__module__, func.__qualname__)
+    if rule is None or rule.value is not func or rule.call is None:
+        raise _refuse(_dotted(func))
+    return func
+
+
+def _unpickle_exception(func: object, args: object, *rest: Any) -> object:
+    if isinstance(func, _Refused):
+        return _RefusedObject(func.name, args if isinstance(args, tuple) else ())
+    if type(args) is not tuple:
+        raise _refuse("tblib.pickling_support.unpickle_exception", "malformed arguments")
+    return tblib_pickling.unpickle_exception(_check_exception_class(func), args, *rest)
+
+
+def _unpickle_exception_with_attrs(func: object, attrs: object, *rest: Any) -> object:
+    if isinstance(func, _Refused):
+        args = attrs.get("args", ()) if isinstance(attrs, dict) else ()
+        return _RefusedObject(func.name, args if isinstance(args, tuple) else ())
+    if type(attrs) is not dict or not all(
+        type(k) is str and (k == "__dict__" or not k.startswith("__")) for k in attrs
+    ):
+        raise _refuse("tblib.pickling_support.unpickle_exception_with_attrs", "malformed attributes")
+    if "__dict__" in attrs and type(attrs["__dict__"]) is not dict:
+        raise _refuse("tblib.pickling_support.unpickle_exception_with_attrs", "malformed attributes")
+    return tblib_pickling.unpickle_exception_with_attrs(_check_exception_class(func), attrs, *rest)
+
+
+def _clean_text(value: object, default: str) -> str:
+    return value if type(value) is str else default
+
+
+def _clean_filename(value: object) -> str:
+    # Formatting a traceback reads source lines from the file it names, on this machine. A
+    # provider could name /dev/zero or a FIFO and hang the kernel; keep only names that do not
+    # exist here or are regular files.
+    name = _clean_text(value, "<remote>")
+    try:
+        mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        return name
+    return name if stat.S_ISREG(mode) else f"<remote> {name}"
+
+
+def _clean_level(frame: object, lineno: object) -> tuple[str, str, int, dict[str, str]]:
+    """One traceback level as plain values: never calls or reads attributes of what it got."""
+    frame_state = vars(frame) if type(frame) is tblib.Frame else {}
+    code = frame_state.get("f_code")
+    code_state = vars(code) if type(code) is tblib.Code else {}
+    f_globals = frame_state.get("f_globals")
+    globals_: dict[str, str] = {}
+    if type(f_globals) is dict:
+        globals_ = {k: v for k, v in f_globals.items() if k in ("__name__", "__file__") and type(v) is str}
+    line = lineno if type(lineno) is int and 0 < lineno < 2**31 else 1
+    filename = _clean_filename(code_state.get("co_filename"))
+    return filename, _clean_text(code_state.get("co_name"), "<remote>"), line, globals_
+
+
+def _unpickle_traceback(tb_frame: object, tb_lineno: object, tb_next: object) -> types.TracebackType | None:
+    """Rebuild a traceback from file names, function names and line numbers only.
+
+    tblib's own version runs ``exec`` with the frame's globals and locals as sent, and follows
+    ``tb_next`` without end; here each level is copied into fresh tblib objects with plain
+    values, locals dropped, and the chain cut at cycles and at a depth limit.
+    """
+    levels = [_clean_level(tb_frame, tb_lineno)]
+    seen: set[int] = set()
+    node = tb_next
+    while type(node) is tblib.Traceback and id(node) not in seen and len(levels) < _MAX_TRACEBACK_DEPTH:
+        seen.add(id(node))
+        state = vars(node)
+        levels.append(_clean_level(state.get("tb_frame"), state.get("tb_lineno")))
+        node = state.get("tb_next")
+    head: tblib.Traceback | None = None
+    previous: tblib.Traceback | None = None
+    for filename, name, lineno, globals_ in levels:
+        code = object.__new__(tblib.Code)
+        code.co_filename, code.co_name = filename, name
+        frame = object.__new__(tblib.Frame)
+        frame.f_globals, frame.f_locals, frame.f_code, frame.f_lineno = globals_, {}, code, lineno
+        level = object.__new__(tblib.Traceback)
+        level.tb_frame, level.tb_lineno, level.tb_next = frame, lineno, None
+        if previous is None:
+            head = level
+        else:
+            previous.tb_next = level
+        previous = level
+    assert head is not None
+    return head.as_traceback()
+
+
+# ---- the static allowlist --------------------------------------------------------------------
+
+
+def _build_static_rules() -> dict[tuple[str, str], _Rule]:
+    rules: dict[tuple[str, str], _Rule] = {}
+    for cls in (
+        bool, int, float, complex, tuple, list, dict, set, frozenset, slice, range, object,
+        types.SimpleNamespace, fractions.Fraction, decimal.Decimal,
+        datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone,
+        collections.OrderedDict, collections.deque, uuid.UUID,
+    ):  # fmt: skip
+        rules[(cls.__module__, cls.__qualname__)] = _value_class(cls)
+    # Classes that pickles name as values (dask's "type-serialized", future.type, the subtype
+    # argument of _reconstruct) but that are unsafe to call with arbitrary arguments.
+    rules[("builtins", "str")] = _checked_class(str, None)
+    rules[("builtins", "bytes")] = _checked_class(bytes, _make_bytes)
+    rules[("builtins", "bytearray")] = _checked_class(bytearray, _make_bytearray)
+    rules[("builtins", "type")] = _checked_class(type, _type_of_singleton)
+    rules[("numpy", "ndarray")] = _checked_class(np.ndarray, None)
+    rules[("builtins", "Ellipsis")] = _constant("builtins.Ellipsis", Ellipsis)
+    rules[("builtins", "NotImplemented")] = _constant("builtins.NotImplemented", NotImplemented)
+
+    functions: dict[tuple[str, str], Callable[..., Any]] = {
+        ("_codecs", "encode"): _codecs_encode,
+        ("copyreg", "_reconstructor"): _reconstructor,
+        ("copyreg", "__newobj__"): _newobj,
+        ("copyreg", "__newobj_ex__"): _newobj_ex,
+        ("collections", "defaultdict"): _make_defaultdict,
+        ("numpy", "dtype"): _make_dtype,
+        ("tblib.pickling_support", "unpickle_traceback"): _unpickle_traceback,
+        ("tblib.pickling_support", "unpickle_exception"): _unpickle_exception,
+        ("tblib.pickling_support", "unpickle_exception_with_attrs"): _unpickle_exception_with_attrs,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        functions[(f"{package}.multiarray", "_reconstruct")] = _np_reconstruct
+        functions[(f"{package}.multiarray", "scalar")] = _np_scalar
+        functions[(f"{package}.numeric", "_frombuffer")] = _np_frombuffer
+    for key, function in functions.items():
+        rules[key] = _function(".".join(key), function)
+
+    for cls in (tblib.Frame, tblib.Code, tblib.Traceback):
+        rules[(cls.__module__, cls.__qualname__)] = _state_class(cls)
+    return rules
+
+
+_STATIC_RULES = _build_static_rules()
+
+# Classes registered by allow_class, by (module, qualname).
+_registered: dict[tuple[str, str], type] = {}
+_registry_lock = threading.Lock()
+
+
+def _class_rule(cls: type) -> _Rule:
+    # Exceptions are rebuilt by calling the class with their args (that is how Python pickles
+    # them); other classes only from their state.
+    return _value_class(cls) if issubclass(cls, BaseException) else _state_class(cls)
+
+
+def _lookup_qualname(namespace: object, qualname: str) -> object:
+    """``namespace.a.b`` through ``__dict__`` lookups only: no getattr hooks, no imports."""
+    obj = namespace
+    for part in qualname.split("."):
+        try:
+            obj = vars(obj).get(part)
+        except TypeError:
+            return None
+        if obj is None:
+            return None
+    return obj
+
+
+def _defined_class(module: str, name: str) -> type | None:
+    """The class ``module.name`` if that module is imported and defines it under that name."""
+    namespace = sys.modules.get(module)
+    if namespace is None:
+        return None
+    cls = _lookup_qualname(namespace, name)
+    if isinstance(cls, type) and cls.__module__ == module and cls.__qualname__ == name:
+        return cls
+    return None
+
+
+def _resolve(module: str, name: str) -> _Rule | None:
+    """The rule for a name a pickle refers to, or None: never imports, never calls user code."""
+    key = (module, name)
+    if key in _compat_pickle.NAME_MAPPING:  # protocols 0-2 name Python 2's modules
+        key = _compat_pickle.NAME_MAPPING[key]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        key = (_compat_pickle.IMPORT_MAPPING[module], name)
+    module, name = key
+
+    rule = _STATIC_RULES.get(key)
+    if rule is not None:
+        return rule
+    registered = _registered.get(key)
+    if registered is not None:
+        return _class_rule(registered)
+    if module == "builtins":
+        cls = vars(builtins).get(name)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            return _value_class(cls)
+        return None
+    if module == "__main__":
+        cls = _defined_class(module, name)
+        return _class_rule(cls) if cls is not None else None
+    if module == "golem_jupyter" or module.startswith("golem_jupyter."):
+        cls = _defined_class(module, name)
+        if cls is not None and (issubclass(cls, GolemError) or module == "golem_jupyter.errors"):
+            return _class_rule(cls)
+    return None
+
+
+def allow_class(cls: type) -> None:
+    """Let instances of ``cls`` be rebuilt from provider bytes, from their state.
+
+    For plain data classes of the notebook: the decoder creates instances with
+    ``cls.__new__`` and fills them with ``__setstate__`` or their ``__dict__``; it never calls
+    ``cls`` itself (an exception class excepted). Only register classes whose ``__setstate__``
+    (if any) is safe to run on data a provider chose.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"allow_class expects a class, got {cls!r}")
+    with _registry_lock:
+        _registered[(cls.__module__, cls.__qualname__)] = cls
+
+
+def disallow_class(cls: type) -> None:
+    """Undo :func:`allow_class`."""
+    with _registry_lock:
+        key = (cls.__module__, cls.__qualname__)
+        if _registered.get(key) is cls:
+            del _registered[key]
+
+
+def allow_namespace(namespace: Mapping[str, object]) -> list[type]:
+    """Register the classes a namespace defines (those whose ``__module__`` is its ``__name__``).
+
+    Meant for a notebook's user namespace: classes defined in its cells are registered,
+    classes it merely imported are not. Returns the classes registered.
+    """
+    module = namespace.get("__name__", "__main__")
+    classes = [v for v in namespace.values() if isinstance(v, type) and v.__module__ == module]
+    for cls in classes:
+        allow_class(cls)
+    return classes
+
+
+# --------------------------------------------------------------------------------------------
+# The two readers.
+
+
+class _NeedsStrictReader(Exception):
+    """The fast reader met a name whose use it cannot check; the strict reader takes over."""
+
+
+class _Refused:
+    """Salvage mode only: stands for a refused name, so that an exception's message can be read."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+class _RefusedObject:
+    """Salvage mode only: what calling or instantiating a :class:`_Refused` name gives."""
+
+    __slots__ = ("args", "name", "state")
+
+    def __init__(self, name: str, args: tuple[Any, ...]) -> None:
+        self.name, self.args, self.state = name, args, None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.name}{self.args!r}>"
+
+
+def _name_of(obj: object) -> str:
+    if isinstance(obj, type):
+        return _dotted(obj)
+    if isinstance(obj, (_SafeCall, _Refused)):
+        return repr(obj).strip("<>")
+    return _dotted(type(obj))
+
+
+class _FastReader(pickle.Unpickler):
+    """The C unpickler, given only values it may use without asking (see module docstring)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        rule = _resolve(module, name)
+        if rule is None:
+            raise UnsafePayload(f"{module}.{name}")
+        if not rule.fast:
+            raise _NeedsStrictReader
+        return rule.value
+
+
+_DISPATCH = pickle._Unpickler.dispatch  # type: ignore[attr-defined]
+
+
+class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """The pure-Python unpickler, with every opcode that calls or mutates checked."""
+
+    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(_DISPATCH)
+
+    def __init__(self, data: bytes | bytearray | memoryview, buffers: list[Any] | None, *, salvage: bool = False):
+        super().__init__(io.BytesIO(data), buffers=buffers)
+        self._salvage = salvage
+        # id -> rule for every value find_class handed out; the rule keeps the value alive.
+        self._handed: dict[int, _Rule] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        rule = _resolve(module, name)
+        if rule is None:
+            if self._salvage:
+                return _Refused(f"{module}.{name}")
+            raise UnsafePayload(f"{module}.{name}")
+        self._handed[id(rule.value)] = rule
+        return rule.value
+
+    def _rule_for(self, obj: object) -> _Rule | None:
+        rule = self._handed.get(id(obj))
+        return rule if rule is not None and rule.value is obj else None
+
+    def _call(self, func: object, args: object) -> object:
+        if type(args) is not tuple:
+            raise pickle.UnpicklingError("REDUCE arguments must be a tuple")
+        if isinstance(func, _Refused):
+            return _RefusedObject(func.name, args)
+        rule = self._rule_for(func)
+        if rule is None:
+            raise UnsafePayload(_name_of(func), "the pickle called something that is not an allowlisted function")
+        if rule.call is None:
+            raise UnsafePayload(rule.name, "it is rebuilt from its state, never by calling it")
+        return rule.call(*args)
+
+    def _new(self, cls: object, args: object, kwargs: object) -> object:
+        if type(args) is not tuple or type(kwargs) is not dict:
+            raise pickle.UnpicklingError("NEWOBJ arguments must be a tuple and a dict")
+        if isinstance(cls, _Refused):
+            return _RefusedObject(cls.name, args)
+        return _checked_new(cls, args, kwargs)
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        self.stack[-1] = self._call(self.stack[-1], args)
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, {}))
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        self.append(self._new(cls, args, kwargs))
+
+    def _instantiate(self, klass: object, args: list[Any]) -> None:
+        # INST and OBJ (protocols 0 and 1; Python 3 never writes them).
+        if args or not isinstance(klass, type):
+            self.append(self._call(klass, tuple(args)))
+        else:
+            self.append(self._new(klass, (), {}))
+
+    def load_build(self) -> None:
+        # BUILD sets attributes on the object below it. On a class or function that find_class
+        # handed out, that would change it for the whole process.
+        target = self.stack[-2] if len(self.stack) > 1 else None
+        if isinstance(target, (type, _SafeCall)) or self._rule_for(target) is not None:
+            raise UnsafePayload(_name_of(target), "the pickle tried to change a class or function")
+        _DISPATCH[pickle.BUILD[0]](self)
+
+    def get_extension(self, code: int) -> None:
+        raise pickle.UnpicklingError(f"extension code {code}: copyreg extension codes are not accepted")
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[Any] = ()) -> object:
+    """Like ``pickle.loads``, but rebuilds only the allowlist (see the module docstring).
+
+    Raises :class:`UnsafePayload` (naming the type) for anything else, before importing or
+    calling it. ``buffers`` are protocol 5's out-of-band buffers, as for ``pickle.loads``.
+    """
+    buffer_list = list(buffers) if buffers else None
+    # The C unpickler resolves extension codes from copyreg's global cache without asking
+    # find_class; none are registered in a normal process, and if any are, the strict reader
+    # (which refuses them) reads everything.
+    if not copyreg._inverted_registry:  # type: ignore[attr-defined]
+        try:
+            return _FastReader(io.BytesIO(data), buffers=buffer_list).load()
+        except _NeedsStrictReader:
+            pass
+    return _StrictReader(data, buffer_list).load()
+
+
+# --------------------------------------------------------------------------------------------
+# Exceptions.
+
+
+def _message_of(args: tuple[Any, ...]) -> str:
+    # What str() of an exception with these args shows.
+    try:
+        return "" if not args else str(args[0]) if len(args) == 1 else str(args)
+    except Exception:  # noqa: BLE001 (a notebook class's __str__ may fail on provider data)
+        return ""
+
+
+def _describe_refused(data: bytes | bytearray | memoryview) -> tuple[str, str] | None:
+    """The type name and message of a pickled exception that restricted_loads refused.
+
+    Reads the bytes again in salvage mode, where a refused name becomes an inert placeholder
+    instead of an error: nothing outside the allowlist is called either way.
+    """
+    try:
+        obj = _StrictReader(data, None, salvage=True).load()
+    except Exception:  # noqa: BLE001 (best effort on hostile bytes: the caller falls back to the type name)
+        return None
+    if isinstance(obj, _RefusedObject):
+        return obj.name, _message_of(obj.args)
+    if isinstance(obj, BaseException):  # an allowed type whose arguments were refused
+        return _dotted(type(obj)), _message_of(obj.args)
+    return None
+
+
+def _decode_traceback(traceback: object) -> types.TracebackType | None:
+    if isinstance(traceback, types.TracebackType):
+        return traceback
+    if isinstance(traceback, (bytes, bytearray, memoryview)):
+        try:
+            decoded = restricted_loads(traceback)
+        except Exception:  # noqa: BLE001 (a traceback that cannot be decoded is dropped, as distributed does)
+            return None
+        return decoded if isinstance(decoded, types.TracebackType) else None
+    return None
+
+
+def decode_exception(
+    data: bytes | bytearray | memoryview,
+    traceback: object = None,
+    *,
+    exception_text: str | None = None,
+    traceback_text: str | None = None,
+) -> tuple[BaseException, types.TracebackType | None]:
+    """Rebuild a pickled remote exception and its traceback with the restricted decoder.
+
+    An exception of an allowlisted type comes back as itself. One the decoder refuses comes
+    back as :class:`RemoteTaskError` with the remote type's name, message (``exception_text``
+    when given, else read from the bytes without rebuilding the type) and traceback text
+    (``traceback_text`` when given, else formatted from the decoded traceback). Other decode
+    failures (malformed bytes) raise. The traceback is decoded when it is bytes, and None when
+    it cannot be.
+    """
+    tb = _decode_traceback(traceback)
+    try:
+        exception = restricted_loads(data)
+    except UnsafePayload as refused:
+        described = _describe_refused(data)
+        type_name, message = described if described is not None else (refused.type_name, "")
+        return RemoteTaskError(
+            type_name,
+            exception_text or message,
+            traceback_text or ("".join(format_tb(tb)) if tb is not None else ""),
+        ), tb
+    if not isinstance(exception, BaseException):
+        return RemoteTaskError(_name_of(exception), "the provider sent this instead of an exception"), tb
+    return exception, tb

@@ -1,0 +1,196 @@
+"""Offer matching and ranking, and reputation computed from real escrow events."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from conftest import Deployed
+from eth_utils import to_checksum_address as _checksum
+
+from golem_jupyter.chain import Offer
+from golem_jupyter.chain.types import new_id
+from golem_jupyter.errors import InvalidInput
+from golem_jupyter.market import Demand, Reputation, explain, matches, rank, reputations
+
+A = "0x" + "a1" * 20
+B = "0x" + "b2" * 20
+C = "0x" + "c3" * 20
+D = "0x" + "d4" * 20
+GIB = 2**30
+
+
+def offer(provider: str | None = A, cpu: int = 10, gpu: int = 0, fee: int = 0, gpus: int = 0, memory: int = 8 * GIB):
+    return Offer(
+        endpoint=f"127.0.0.1:{7000 + (int(provider[2:4], 16) if provider else 0)}",
+        price_per_cpu_second=cpu,
+        price_per_gpu_second=gpu,
+        start_fee=fee,
+        cpus=4,
+        gpus=gpus,
+        memory_bytes=memory,
+        provider=provider,
+    )
+
+
+# ---------------------------------------------------------------------------- demand
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"gpu": 1},
+        {"max_price_cpu": -1},
+        {"max_price_gpu": 1.5},
+        {"max_price_cpu": True},
+        {"min_memory": -1},
+        {"min_reputation": 1.5},
+        {"min_reputation": True},
+        {"min_reputation": "high"},
+        {"exclude": "0x" + "a1" * 20},
+        {"exclude": frozenset({"not an address"})},
+    ],
+)
+def test_demand_refuses_bad_values(kwargs):
+    with pytest.raises(InvalidInput):
+        Demand(**kwargs)
+
+
+def test_demand_keeps_excluded_addresses_checksummed():
+    demand = Demand(exclude=[A.upper().replace("0X", "0x")])
+    assert demand.exclude == frozenset({_checksum(A)})
+    assert matches(offer(A), demand) == f"provider {_checksum(A)} is in your exclude list"
+
+
+# ---------------------------------------------------------------------------- reputation
+
+
+@pytest.mark.parametrize(
+    ("reputation", "score"),
+    [
+        (Reputation(), 1.0),
+        (Reputation(paid_count=10, paid_total=5), 1.0),
+        (Reputation(faults=1), 1 / 6),
+        (Reputation(paid_count=9, faults=1), 10 / 15),
+        (Reputation(paid_count=4, faults=2), 5 / 15),
+    ],
+)
+def test_reputation_score_follows_its_formula(reputation, score):
+    assert reputation.score == pytest.approx(score)
+    assert 0 < reputation.score <= 1
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+@pytest.mark.parametrize(
+    ("candidate", "demand", "reputation", "reason"),
+    [
+        (offer(cpu=10), Demand(max_price_cpu=10), None, None),
+        (
+            offer(cpu=12),
+            Demand(max_price_cpu=10),
+            None,
+            "price per CPU-second 12 wei is above your max_price_cpu 10 wei",
+        ),
+        (offer(gpus=0), Demand(gpu=True), None, f"provider {_checksum(A)} offers no GPU"),
+        (offer(gpus=1, gpu=50), Demand(gpu=True, max_price_gpu=40), None, "price per GPU-second 50 wei is above"),
+        (offer(gpus=1, gpu=50, cpu=12), Demand(gpu=True, max_price_cpu=10), None, "price per CPU-second 12 wei"),
+        (offer(gpu=50), Demand(max_price_gpu=40), None, None),  # a CPU demand never pays GPU-seconds
+        (offer(memory=GIB), Demand(min_memory=2 * GIB), None, f"memory {GIB} bytes is below your min_memory"),
+        (offer(), Demand(min_reputation=0.5), Reputation(faults=1), "reputation 0.17 (0 paid, 1 faults) is below"),
+        (offer(), Demand(min_reputation=0.5), None, None),  # a newcomer has a clean record
+        (offer(provider=None), Demand(exclude=frozenset({A})), None, None),
+    ],
+)
+def test_matches_says_why_an_offer_does_not_fit(candidate, demand, reputation, reason):
+    result = matches(candidate, demand, reputation)
+    if reason is None:
+        assert result is None
+    else:
+        assert result is not None and result.startswith(reason), result
+
+
+# ---------------------------------------------------------------------------- ranking
+
+
+def test_rank_orders_by_price_then_fee_then_reputation_then_latency_then_address():
+    cheap = offer(A, cpu=5, fee=100)
+    cheap_no_fee = offer(B, cpu=5, fee=0)
+    dear = offer(C, cpu=9)
+    trusted = offer(D, cpu=9)
+    assert rank([dear, trusted, cheap, cheap_no_fee], Demand()) == [cheap_no_fee, cheap, dear, trusted]
+    faulty = {C: Reputation(faults=1)}
+    assert rank([dear, trusted], Demand(), reputations=faulty) == [trusted, dear]
+    assert rank([dear, trusted], Demand(), latencies={D: 0.010, C: 0.020}) == [trusted, dear]
+    assert rank([dear, trusted], Demand(), latencies={C: 0.5}) == [dear, trusted]  # unmeasured goes last
+    assert rank([trusted, dear], Demand(), latencies={D: math.nan}) == [dear, trusted]
+
+
+def test_rank_is_deterministic_whatever_the_input_order():
+    offers = [offer(A, cpu=3), offer(B, cpu=3), offer(C, cpu=3, fee=1), offer(D, cpu=1), offer(None, cpu=3)]
+    results = {tuple(map(id, rank(list(order), Demand()))) for order in itertools.permutations(offers)}
+    assert results == {tuple(map(id, [offers[3], offers[4], offers[0], offers[1], offers[2]]))}
+
+
+def test_gpu_demand_filters_cpu_only_offers_and_ranks_by_gpu_price():
+    cpu_only = offer(A, cpu=1)
+    gpu_dear = offer(B, cpu=1, gpu=90, gpus=1)
+    gpu_cheap = offer(C, cpu=50, gpu=40, gpus=2)
+    assert rank([cpu_only, gpu_dear, gpu_cheap], Demand(gpu=True)) == [gpu_cheap, gpu_dear]
+    assert rank([cpu_only, gpu_dear, gpu_cheap], Demand()) == [cpu_only, gpu_dear, gpu_cheap]
+
+
+def test_lookups_accept_any_spelling_of_an_address():
+    first, second = offer(A, cpu=1), offer(B, cpu=1)
+    assert rank([first, second], Demand(), reputations={A.upper().replace("0X", "0x"): Reputation(faults=1)}) == [
+        second,
+        first,
+    ]
+
+
+def test_explain_lists_fitting_offers_in_rank_order_then_the_others_with_reasons():
+    fits_dear, fits_cheap = offer(A, cpu=8), offer(B, cpu=2)
+    too_dear, excluded = offer(C, cpu=20), offer(D, cpu=1)
+    demand = Demand(max_price_cpu=10, exclude=frozenset({D}))
+    result = explain([too_dear, fits_dear, excluded, fits_cheap], demand)
+    assert [o for o, _ in result] == [fits_cheap, fits_dear, too_dear, excluded]
+    assert [r is None for _, r in result] == [True, True, False, False]
+    assert "max_price_cpu" in result[2][1] and "exclude" in result[3][1]
+
+
+# ---------------------------------------------------------------------------- from the chain
+
+
+def test_reputations_come_from_paid_claimed_and_fault_events(contracts: Deployed, requestor, providers):
+    p1, p2, p3 = providers
+    escrow = contracts.escrow(requestor)
+    session = new_id()
+    escrow.open_session(session, 10**18, contracts.chain.now() + 3600)
+    start = contracts.chain.w3.eth.block_number
+    escrow.settle_graph(session, new_id(), {p1.address: 100, p2.address: 50})
+    escrow.settle_graph(session, new_id(), {p1.address: 30})
+    escrow.report_fault(session, new_id(), p2.address)
+    voucher = escrow.sign_voucher(session, p3.address, 70)
+    contracts.escrow(p3).claim(voucher)
+
+    found = reputations(contracts.escrow(), from_block=start)
+    assert found == {
+        p1.address: Reputation(paid_count=2, paid_total=130),
+        p2.address: Reputation(paid_count=1, paid_total=50, faults=1),
+        p3.address: Reputation(paid_count=1, paid_total=70),
+    }
+    later = reputations(contracts.escrow(), from_block=contracts.chain.w3.eth.block_number)
+    assert later == {p3.address: Reputation(paid_count=1, paid_total=70)}
+
+    # The same offers, ranked with what the chain says: p2's fault puts it last, then out.
+    offers = [offer(p.address, cpu=5) for p in (p1, p2, p3)]
+    assert rank(offers, Demand(), reputations=found)[-1].provider == p2.address
+    assert [o.provider for o in rank(offers, Demand(min_reputation=0.5), reputations=found)] == sorted(
+        [p1.address, p3.address]
+    )
+
+
+def test_no_events_means_no_reputations(contracts: Deployed):
+    assert reputations(contracts.escrow()) == {}
