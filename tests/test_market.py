@@ -112,7 +112,7 @@ def test_a_worker_without_the_session_certificate_cannot_join(market: Market, tm
 def test_a_provider_above_max_price_is_never_contacted(market: Market) -> None:
     cheapest, *expensive = sorted(market.providers, key=lambda p: p.price_per_cpu_second)
     logs_before = {p.address: len(market.log(p)) for p in expensive}
-    with pytest.raises(MarketError, match="only 1 of the 3 offers"):
+    with pytest.raises(MarketError, match=r"only 1 of the 3 offers"):
         rent(market, 2, max_price_cpu=cheapest.price_per_cpu_second)
     with rent(market, 1, max_price_cpu=cheapest.price_per_cpu_second) as cluster:
         assert list(cluster.rentals) == [cheapest.address]
@@ -122,7 +122,7 @@ def test_a_provider_above_max_price_is_never_contacted(market: Market) -> None:
 
 
 def test_a_session_with_too_little_deposit_is_refused(market: Market) -> None:
-    with pytest.raises(MarketError, match="INSUFFICIENT_DEPOSIT|holds 1 wei"):
+    with pytest.raises(MarketError, match=r"refused \(INSUFFICIENT_DEPOSIT\)"):
         rent(market, 1, budget=1)
 
 

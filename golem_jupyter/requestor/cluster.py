@@ -125,9 +125,7 @@ class GolemCluster(Cluster):
         if isinstance(budget, bool) or not isinstance(budget, int):
             raise InvalidInput(f"budget must be an integer amount of wei, got {budget!r}.")
         if budget <= 0:
-            raise InvalidInput(
-                f"A budget of {budget} wei cannot pay for any work; give a budget above zero (in wei)."
-            )
+            raise InvalidInput(f"A budget of {budget} wei cannot pay for any work; give a budget above zero (in wei).")
         self.n_providers = n_providers
         self.demand = Demand(gpu=gpu, max_price_cpu=max_price_cpu, max_price_gpu=max_price_gpu, min_memory=min_memory)
         self.budget = budget
@@ -249,7 +247,7 @@ class GolemCluster(Cluster):
 
     async def _start_scheduler(self, credentials: Path) -> str:
         scheduler_file = self._workdir / "scheduler.json"
-        log = open(self._workdir / "scheduler.log", "ab")  # noqa: SIM115 (closed in _teardown)
+        log = open(self._workdir / "scheduler.log", "ab")  # closed in _stop_scheduler
         self._scheduler_log = log
         command = [
             sys.executable,
@@ -294,8 +292,9 @@ class GolemCluster(Cluster):
                 if isinstance(result, BaseException):
                     if not isinstance(result, GolemError):
                         raise result
-                    failures.append(f"{offer.provider}: {result}")
-                    self._log(f"Provider {offer.provider} was not rented: {result}")
+                    why = f"refused ({result.code}): {result}" if isinstance(result, Rejection) else str(result)
+                    failures.append(f"{offer.provider} {why}")
+                    self._log(f"Provider {offer.provider} was not rented: {why}")
                 else:
                     wanted -= 1
         if wanted > 0:
@@ -388,7 +387,7 @@ class GolemCluster(Cluster):
                 finished = await self.scheduler_comm.golem_finished_graphs(timeout=GRAPH_POLL_SECONDS)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # scheduler gone: close() reports it
+            except Exception as error:  # noqa: BLE001 (the scheduler is gone: close() reports it)
                 logger.warning("Lost the scheduler's meter: %s", error)
                 return
             for graph in finished:
@@ -502,7 +501,7 @@ class GolemCluster(Cluster):
                     for graph in batch:
                         await self._pay_graph(graph)
                         self._graphs_seen += 1
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 (closing must go on: the providers hold vouchers)
                 logger.warning("Could not read the last graphs from the meter: %s", error)
         if self._collector is not None:
             self._collector.cancel()
@@ -526,8 +525,8 @@ class GolemCluster(Cluster):
             return
         try:
             await asyncio.wait_for(self.scheduler_comm.terminate(), 5)
-        except Exception:
-            pass
+        except (OSError, TimeoutError):
+            pass  # already gone, or not answering: it is killed below
         try:
             await asyncio.wait_for(process.wait(), 5)
         except TimeoutError:
@@ -594,7 +593,5 @@ def _default_wallet(network: Network) -> Wallet:
     if network.accounts:
         return Wallet.from_key(network.accounts[0].private_key, "devnet account 0")
     raise ConfigurationError(
-        f"No wallet given: pass wallet=Wallet.load(...) or set {KEY_ENV}. "
-        "Only a devnet comes with funded accounts."
+        f"No wallet given: pass wallet=Wallet.load(...) or set {KEY_ENV}. Only a devnet comes with funded accounts."
     )
-
