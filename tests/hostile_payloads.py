@@ -35,7 +35,7 @@ class HostileEval(Hostile):
 
 class HostileGetattr(Hostile):
     def __reduce__(self):
-        return getattr, (os, "system")
+        return getattr, (self.marker, "upper")
 
 
 class Plain:

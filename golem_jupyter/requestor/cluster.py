@@ -180,7 +180,7 @@ class GolemCluster(Cluster):
             raise
 
     async def _start_session(self) -> None:
-        decoding.install()
+        _use_decoder()
         self._decoder_installed = True
         network = await asyncio.to_thread(resolve, self._network_spec)
         wallet = self._wallet or _default_wallet(network)
@@ -515,24 +515,27 @@ class GolemCluster(Cluster):
         await asyncio.gather(*(self._terminate(r, "session closed") for r in list(self.rentals.values())))
         await self._stop_scheduler()
         if self._decoder_installed:
-            decoding.uninstall()
+            _release_decoder()
             self._decoder_installed = False
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     async def _stop_scheduler(self) -> None:
         process = self._scheduler_process
-        if process is None or process.returncode is not None:
-            return
-        try:
-            await asyncio.wait_for(self.scheduler_comm.terminate(), 5)
-        except (OSError, TimeoutError):
-            pass  # already gone, or not answering: it is killed below
-        try:
-            await asyncio.wait_for(process.wait(), 5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        self._scheduler_log.close()
+        if process is not None and process.returncode is None:
+            if self.scheduler_comm is not None:
+                try:
+                    await asyncio.wait_for(self.scheduler_comm.terminate(), 5)
+                except (OSError, TimeoutError):
+                    pass  # already gone, or not answering: it is stopped below
+            if process.returncode is None:
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if getattr(self, "_scheduler_log", None) is not None:
+            self._scheduler_log.close()
 
     # ------------------------------------------------------------------ display
 
@@ -585,6 +588,23 @@ class GolemCluster(Cluster):
             return await asyncio.to_thread(self._settler.drain, left)
 
         return self.sync(_drain)
+
+
+_decoder_users = 0
+
+
+def _use_decoder() -> None:
+    """Install the restricted decoder; it stays while any GolemCluster in this process is open."""
+    global _decoder_users
+    decoding.install()
+    _decoder_users += 1
+
+
+def _release_decoder() -> None:
+    global _decoder_users
+    _decoder_users -= 1
+    if _decoder_users == 0:
+        decoding.uninstall()
 
 
 def _default_wallet(network: Network) -> Wallet:

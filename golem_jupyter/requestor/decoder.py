@@ -15,7 +15,10 @@ code in the Jupyter kernel. :func:`restricted_loads` reads the same pickles but 
 * instances of classes defined in the notebook (``__main__``) or registered with
   :func:`allow_class`, rebuilt from their state (``__new__`` then ``__setstate__``/``__dict__``),
   never by calling the class (exception classes excepted: exceptions are rebuilt from their
-  arguments).
+  arguments). The pickle must name the class by reference (``__main__.Point``): a class that
+  cloudpickle wrote by value (``cloudpickle.cloudpickle._make_skeleton_class``, which is what a
+  worker writes for a class it only has from the requestor's cloudpickled task) is refused,
+  since rebuilding it means building functions from code objects.
 
 Anything else raises :class:`UnsafePayload` naming the type, *before* anything is imported
 or called: names are looked up in the allowlist and in modules that are already imported, and
@@ -537,15 +540,16 @@ def _defined_class(module: str, name: str) -> type | None:
     return None
 
 
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """Protocols 0-2 name Python 2's modules (``__builtin__.eval``); map them, as pickle does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
 def _resolve(module: str, name: str) -> _Rule | None:
     """The rule for a name a pickle refers to, or None: never imports, never calls user code."""
-    key = (module, name)
-    if key in _compat_pickle.NAME_MAPPING:  # protocols 0-2 name Python 2's modules
-        key = _compat_pickle.NAME_MAPPING[key]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        key = (_compat_pickle.IMPORT_MAPPING[module], name)
-    module, name = key
-
+    key = module, name = _python3_name(module, name)
     rule = _STATIC_RULES.get(key)
     if rule is not None:
         return rule
@@ -651,7 +655,7 @@ class _FastReader(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         rule = _resolve(module, name)
         if rule is None:
-            raise UnsafePayload(f"{module}.{name}")
+            raise UnsafePayload(".".join(_python3_name(module, name)))
         if not rule.fast:
             raise _NeedsStrictReader
         return rule.value
@@ -675,8 +679,8 @@ class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         rule = _resolve(module, name)
         if rule is None:
             if self._salvage:
-                return _Refused(f"{module}.{name}")
-            raise UnsafePayload(f"{module}.{name}")
+                return _Refused(".".join(_python3_name(module, name)))
+            raise UnsafePayload(".".join(_python3_name(module, name)))
         self._handed[id(rule.value)] = rule
         return rule.value
 
