@@ -9,13 +9,11 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError
 
 from ..errors import InvalidInput
 from .artifacts import load_artifact
-from .errors import translate
 from .tokens import erc20
-from .transactions import Receipt, Transactor
+from .transactions import Receipt, Transactor, call_view
 from .types import NATIVE, as_address, as_amount, as_bytes32, as_token
 from .vouchers import EscrowDomain, Voucher, sign_voucher
 
@@ -213,10 +211,7 @@ class Escrow:
         ]
 
     def _view(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self.contract.functions, name)(*args).call()
-        except ContractLogicError as error:
-            raise translate(error) from None
+        return call_view(self.w3, getattr(self.contract.functions, name)(*args))
 
     # ------------------------------------------------------------------ ERC-20
 

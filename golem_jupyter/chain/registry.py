@@ -8,12 +8,10 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError
 
 from ..errors import InvalidInput
 from .artifacts import load_artifact
-from .errors import translate
-from .transactions import Receipt, Transactor
+from .transactions import Receipt, Transactor, call_view
 from .types import as_address, as_amount
 
 PAGE_SIZE = 100  # ProviderRegistry.MAX_PAGE_SIZE
@@ -142,7 +140,4 @@ class Registry:
             offset += PAGE_SIZE
 
     def _view(self, name: str, *args: Any) -> Any:
-        try:
-            return getattr(self.contract.functions, name)(*args).call()
-        except ContractLogicError as error:
-            raise translate(error) from None
+        return call_view(self.w3, getattr(self.contract.functions, name)(*args))

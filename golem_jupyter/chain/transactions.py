@@ -108,6 +108,18 @@ class Transactor:
         )
 
 
+def call_view(w3: Web3, call: ContractFunction) -> Any:
+    """Run a view call; a contract refusal or a node that stopped answering becomes our error."""
+    try:
+        return call.call()
+    except ContractLogicError as error:
+        raise translate(error) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+        raise NetworkUnreachable(
+            f"The chain at {_endpoint(w3)} stopped answering. Check that the node is running, then retry."
+        ) from error
+
+
 def _fees(w3: Web3) -> dict[str, int]:
     base = w3.eth.get_block("latest").get("baseFeePerGas", 0)
     tip = w3.eth.max_priority_fee

@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 
 from ..chain.escrow import Escrow
-from ..errors import GolemError
 from ..ledger import GraphRecord, Ledger
 
 logger = logging.getLogger(__name__)
@@ -80,7 +78,7 @@ class Settler:
             while not self._settle(graph_id):
                 if self._stopping.is_set():
                     return  # stays 'failed' in the ledger; settled at the next resume
-                time.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+                self._stopping.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
                 attempt += 1
             with self._idle:
                 self._outstanding -= 1
@@ -98,7 +96,7 @@ class Settler:
             payouts = self._amounts(graph)
             self.ledger.update_graph(graph_id, status="submitted", attempts_increment=True)
             receipt = self.escrow.settle_graph(self.session_id, graph_id, payouts, graph.result_root)
-        except GolemError as error:
+        except Exception as error:  # noqa: BLE001 (any failure is recorded and retried; the thread must live)
             logger.warning("Settling graph %s failed (will retry): %s", graph_id[:18], error)
             self.ledger.update_graph(graph_id, status="failed", error=str(error))
             self._notify(graph_id, "failed", None)
