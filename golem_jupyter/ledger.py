@@ -273,7 +273,7 @@ class Ledger:
         if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
             return
         # WAL is a property of the file: set once, every later connection (any process) uses it.
-        connection.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(connection, self.timeout)
         with self._write() as connection:
             # Checked again under the write lock: another process may have created the schema meanwhile.
             version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -553,6 +553,20 @@ class Ledger:
         # Foreign keys would refuse it too; this says which session is missing and what to do.
         if connection.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
             raise LedgerError(f"No session {session_id} in the ledger {self.path}; record_session first.")
+
+
+def _enable_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL, waiting for other processes: the switch needs the file to itself,
+    and SQLite refuses it at once ("database is locked") instead of using the busy timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _record(cls: type, row: sqlite3.Row, **extra: Any) -> Any:

@@ -13,6 +13,7 @@ The provider trusts its own meter, not the requestor. Two rules decide whether i
 from __future__ import annotations
 
 import enum
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,5 @@ class Agreement:
         if self.voucher is not None and voucher.cumulative_amount <= self.voucher.cumulative_amount:
             return False
         self.voucher = voucher
-        (self.directory / "voucher.json").write_text(_json(voucher.to_json()))
+        (self.directory / "voucher.json").write_text(json.dumps(voucher.to_json(), indent=2))
         return True
-
-
-def _json(data: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(data, indent=2)

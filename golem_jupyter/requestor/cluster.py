@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import os
 import shutil
@@ -274,8 +275,6 @@ class GolemCluster(Cluster):
                     f"The session's scheduler did not start; its log is {self._workdir / 'scheduler.log'}."
                 )
             await asyncio.sleep(0.05)
-        import json
-
         return json.loads(scheduler_file.read_text())["address"]
 
     # ------------------------------------------------------------------ renting
