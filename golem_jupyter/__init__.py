@@ -1,0 +1,31 @@
+"""golem-jupyter: notebook cells as work for a decentralized market of Dask workers.
+
+Public API: :class:`GolemCluster` (a Dask cluster rented on the market), the ``%%golem``
+magic (``%load_ext golem_jupyter``) and the ``golem`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["GolemCluster", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(shell: Any) -> None:
+    from .notebook import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    from .notebook import unload_ipython_extension as unload
+
+    unload(shell)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GolemCluster":  # imported lazily: it pulls in web3 and distributed
+        from .requestor.cluster import GolemCluster
+
+        return GolemCluster
+    raise AttributeError(f"module 'golem_jupyter' has no attribute {name!r}")

@@ -331,10 +331,12 @@ class Ledger:
         tx_hash: str | bytes | None = None,
         close_tx: str | bytes | None = None,
         refund: int | None = None,
+        budget: int | None = None,
     ) -> None:
         """Change the fields given; ``None`` leaves a field as it is."""
         changes = {
             "status": None if status is None else _choice(status, SESSION_STATUSES, "session status"),
+            "budget": None if budget is None else _amount(budget, "budget"),
             "tx_hash": _id(tx_hash, "tx_hash", optional=True),
             "close_tx": _id(close_tx, "close_tx", optional=True),
             "refund": None if refund is None else _amount(refund, "refund"),

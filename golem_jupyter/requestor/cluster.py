@@ -130,6 +130,9 @@ class GolemCluster(Cluster):
         self.n_providers = n_providers
         self.demand = Demand(gpu=gpu, max_price_cpu=max_price_cpu, max_price_gpu=max_price_gpu, min_memory=min_memory)
         self.budget = budget
+        self.deposit = budget
+        """What the escrow holds for this session; ``budget`` may be set lower (see :meth:`set_budget`)."""
+        self._spending_cap: int | None = None
         self._network_spec = network
         self._wallet = wallet
         self.session_seconds = session_seconds
@@ -376,7 +379,32 @@ class GolemCluster(Cluster):
             p: [r.offer.price_per_cpu_second, r.offer.price_per_gpu_second if self.demand.gpu else 0]
             for p, r in self.rentals.items()
         }
-        await self.scheduler_comm.golem_configure(prices=prices, limit=max(0, self.budget - fees))
+        limit = max(0, self.budget - fees)
+        if self._spending_cap is not None:
+            state = await self.scheduler_comm.golem_meter_state()
+            limit = min(limit, int(state["spent"]) + self._spending_cap)
+        await self.scheduler_comm.golem_configure(prices=prices, limit=limit)
+
+    def set_budget(self, amount: int) -> None:
+        """Change what this session may spend: above the deposit tops the escrow up (a transaction)."""
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise InvalidInput(f"A budget must be a positive amount of wei, got {amount!r}.")
+        if amount < self.spent:
+            raise InvalidInput(
+                f"This session has already spent {self.spent} wei; a budget of {amount} wei is below that."
+            )
+        if amount > self.deposit:
+            receipt = self.chain.escrow.top_up(self.session_id, amount - self.deposit)
+            self.deposit = amount
+            self.ledger.update_session(self.session_id, budget=amount)
+            self._log(f"Topped the session up to {amount} wei (tx {receipt.tx_hash})")
+        self.budget = amount
+        self.sync(self._configure_meter)
+
+    def cap_next_graphs(self, cap: int | None) -> None:
+        """Let the graphs submitted from now on spend at most ``cap`` wei in total (None: up to the budget)."""
+        self._spending_cap = cap
+        self.sync(self._configure_meter)
 
     # ------------------------------------------------------------------ graphs and payment
 
@@ -413,9 +441,11 @@ class GolemCluster(Cluster):
             payouts.append(Payout(provider, usage["cpu_seconds"], usage["gpu_seconds"], amount, rental.cumulative))
         if graph["budget_exceeded"]:
             self.budget_exceeded = True
+        total = sum(p.amount for p in payouts)
+        self.graphs.append({**graph, "graph_id": graph_id, "total": total, "paid": bool(payouts)})
         if not payouts:
             return
-        self.spent += sum(p.amount for p in payouts)
+        self.spent += total
         await asyncio.to_thread(
             self.ledger.record_graph,
             session_id=self.session_id,
@@ -425,7 +455,6 @@ class GolemCluster(Cluster):
             payouts=payouts,
             label=self.label,
         )
-        self.graphs.append({**graph, "graph_id": graph_id, "total": sum(p.amount for p in payouts)})
         for payout in payouts:
             task = asyncio.create_task(self._send_voucher(graph_id, self.rentals[payout.provider], payout.cumulative))
             self._voucher_tasks.add(task)

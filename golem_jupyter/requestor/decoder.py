@@ -70,6 +70,7 @@ __all__ = [
     "allow_namespace",
     "decode_exception",
     "disallow_class",
+    "notebook_class",
     "restricted_loads",
 ]
 
@@ -178,6 +179,8 @@ class _Rule:
     call: Callable[..., Any] | None
     new: bool
     fast: bool
+    returns_class: bool = False
+    """``call`` returns a class that the rest of the pickle may use under that class's own rule."""
 
 
 _IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: setattr on the class raises (3.10+)
@@ -206,6 +209,24 @@ def _checked_class(cls: type, call: Callable[..., Any] | None) -> _Rule:
 def _function(name: str, function: Callable[..., Any]) -> _Rule:
     value = _SafeCall(name, function)
     return _Rule(name, value, value, new=False, fast=True)
+
+
+def notebook_class(qualname: str) -> type:
+    """The class the notebook (``__main__``) defines as ``qualname``; what providers name classes by.
+
+    A worker has the notebook's classes only as copies made from the requestor's pickles, so it
+    names them by this function rather than as ``__main__.Name`` (see
+    :mod:`golem_jupyter.notebook.transport`). Only a class defined in ``__main__`` is returned.
+    """
+    cls = _defined_class("__main__", qualname) if isinstance(qualname, str) else None
+    if cls is None:
+        raise _refuse(f"__main__.{qualname}", "the notebook defines no such class")
+    return cls
+
+
+def _notebook_class_rule() -> _Rule:
+    value = _SafeCall("golem_jupyter.requestor.decoder.notebook_class", notebook_class)
+    return _Rule(value._name, value, value, new=False, fast=False, returns_class=True)
 
 
 def _constant(name: str, value: object) -> _Rule:
@@ -500,6 +521,7 @@ def _build_static_rules() -> dict[tuple[str, str], _Rule]:
 
     for cls in (tblib.Frame, tblib.Code, tblib.Traceback):
         rules[(cls.__module__, cls.__qualname__)] = _state_class(cls)
+    rules[("golem_jupyter.requestor.decoder", "notebook_class")] = _notebook_class_rule()
     return rules
 
 
@@ -698,7 +720,10 @@ class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
             raise UnsafePayload(_name_of(func), "the pickle called something that is not an allowlisted function")
         if rule.call is None:
             raise UnsafePayload(rule.name, "it is rebuilt from its state, never by calling it")
-        return rule.call(*args)
+        result = rule.call(*args)
+        if rule.returns_class:
+            self._handed[id(result)] = _class_rule(result)
+        return result
 
     def _new(self, cls: object, args: object, kwargs: object) -> object:
         if type(args) is not tuple or type(kwargs) is not dict:

@@ -230,6 +230,7 @@ class GraphMeter(SchedulerPlugin):
                 "payouts": payouts,
                 "result_root": self._result_root(run),
                 "budget_exceeded": run.budget_exceeded,
+                "outputs": [str(key) for key in run.outputs],
             }
         )
         self.finished_total += 1

@@ -1,0 +1,463 @@
+"""What the user sees while a ``%%golem`` cell runs, and the receipt when it ends.
+
+Two renderings of the same information: ipywidgets in a Jupyter frontend
+(:class:`WidgetProgressView`) and plain text where widgets cannot render, such as terminal
+IPython, papermill batch runs or ``$GOLEM_DISPLAY=text`` (:class:`TextProgressView`).
+:func:`display_mode` picks one, :func:`progress_view` builds it.
+
+The magic calls ``update()`` every ~0.2 s from the kernel's main thread while the graph runs,
+``finish()`` once when it has ended, and possibly ``settled()`` later, from the settlement
+thread, when the payment's status changes. Amounts are integers in wei throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from html import escape
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
+
+from IPython.display import display
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+GWEI = 10**9
+ETH = 10**18
+GWEI_DIGITS = 9  # significant digits kept for amounts shown in gwei
+TEXT_QUIET_S = 2.0  # the text view says nothing about graphs that end sooner
+TEXT_EVERY_S = 5.0  # and at most one progress line per this many seconds after that
+
+STATUS_TEXT = {
+    "nothing to pay": "nothing to pay",
+    "pending": "pending (not submitted yet)",
+    "submitted": "submitted, waiting for confirmation",
+    "confirmed": "confirmed",
+    "failed": "failed, will be retried",
+}
+
+
+@dataclass(frozen=True)
+class ProviderProgress:
+    """One provider's share of a running graph."""
+
+    provider: str  # provider address (0x...40 hex) or, for a local cluster, a worker name
+    done: int  # tasks of this graph finished on this provider
+    running: int  # tasks of this graph executing there now
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running graph."""
+
+    total: int  # tasks in the graph
+    done: int  # finished (all providers)
+    erred: int
+    providers: tuple[ProviderProgress, ...]
+    elapsed: float  # seconds since the graph was submitted
+    spent: int  # wei metered for this graph so far
+    budget_left: int | None  # wei the session had left when the graph started; None on a local cluster
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    """What one provider is paid for a graph."""
+
+    provider: str
+    cpu_seconds: float
+    gpu_seconds: float
+    amount: int  # wei
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a graph cost, and where its payment stands.
+
+    ``status`` is one of "local" (ran on a local cluster, no money), "nothing to pay",
+    "pending", "submitted", "confirmed" or "failed" (the settlement transaction failed and is
+    retried).
+    """
+
+    lines: tuple[ReceiptLine, ...]
+    total: int  # wei
+    n_tasks: int
+    elapsed: float
+    status: str
+    graph_id: str | None = None  # 0x + 64 hex
+    tx_hash: str | None = None  # 0x + 64 hex, once known
+    budget_left: int | None = None  # wei left in the session after this graph
+    note: str = ""  # e.g. "Interrupted; what ran is paid."
+
+
+def format_wei(amount: int) -> str:
+    """``amount`` wei for humans: "123 wei", "1.5 gwei" (9 significant digits) or "0.0123 ETH" (exact).
+
+    Integer arithmetic only, so large amounts never pass through a float.
+    """
+    if amount < 0:
+        return "-" + format_wei(-amount)
+    if amount < GWEI:
+        return f"{amount} wei"
+    if amount < 10**15:
+        # Round half up to GWEI_DIGITS significant digits: with n digits before the gwei point
+        # the last digit kept is worth 10**n wei.
+        step = 10 ** len(str(amount // GWEI))
+        rounded = (amount + step // 2) // step * step
+        if rounded < 10**15:
+            return f"{_decimal(rounded, GWEI)} gwei"
+        amount = rounded
+    return f"{_decimal(amount, ETH)} ETH"
+
+
+def _decimal(amount: int, unit: int) -> str:
+    """``amount / unit`` written out exactly, without trailing zeros."""
+    whole, fraction = divmod(amount, unit)
+    if not fraction:
+        return str(whole)
+    digits = str(fraction).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}"
+
+
+def short_address(address: str) -> str:
+    """``0x1234…abcd`` for a 0x-address of 42 characters; anything else unchanged."""
+    if len(address) == 42 and address[:2] in ("0x", "0X"):
+        return f"{address[:6]}…{address[-4:]}"
+    return address
+
+
+def format_seconds(seconds: float) -> str:
+    """``12.4 s``, ``3 min 05 s`` or ``1 h 02 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def display_mode(shell: object | None = None) -> str:
+    """How to show progress in ``shell`` (the running IPython shell by default): "widgets" or "text".
+
+    ``$GOLEM_DISPLAY`` set to "text" or "widgets" decides. Otherwise widgets only in an
+    ipykernel shell (a Jupyter frontend) with ipywidgets installed. Papermill runs also use an
+    ipykernel shell; the batch runner sets ``GOLEM_DISPLAY=text`` for them.
+    """
+    forced = os.environ.get("GOLEM_DISPLAY")
+    if forced in ("text", "widgets"):
+        return forced
+    if shell is None:
+        shell = _current_shell()
+    # By class name, so that ipykernel is not imported here.
+    if not any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__):
+        return "text"
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return "text"
+    return "widgets"
+
+
+def _current_shell() -> object | None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
+@runtime_checkable
+class ProgressView(Protocol):
+    """Where a running graph's progress and its receipt go."""
+
+    def update(self, progress: Progress) -> None:
+        """The graph's progress now; called every ~0.2 s from the kernel's main thread."""
+
+    def finish(self, receipt: Receipt) -> None:
+        """The graph has ended (successfully or not); called once, from the main thread."""
+
+    def settled(self, receipt: Receipt) -> None:
+        """The same receipt with a new status or tx_hash; possibly later, possibly from another thread."""
+
+
+def progress_view(mode: str, *, title: str = "", stream: TextIO | None = None) -> ProgressView:
+    """A view for ``mode``: "widgets", "text" (to ``stream``, stdout by default) or "none"."""
+    if mode == "widgets":
+        return WidgetProgressView(title)
+    if mode == "text":
+        return TextProgressView(title, stream if stream is not None else sys.stdout)
+    if mode == "none":
+        return NullProgressView()
+    raise ValueError(f"unknown display mode {mode!r}: expected 'widgets', 'text' or 'none'")
+
+
+class NullProgressView:
+    """Shows nothing; keeps the latest receipt in ``receipt``."""
+
+    def __init__(self) -> None:
+        self.receipt: Receipt | None = None
+
+    def update(self, progress: Progress) -> None:
+        pass
+
+    def finish(self, receipt: Receipt) -> None:
+        self.receipt = receipt
+
+    def settled(self, receipt: Receipt) -> None:
+        self.receipt = receipt
+
+
+# --- plain text --------------------------------------------------------------------------------
+
+
+def progress_text(progress: Progress, title: str = "") -> str:
+    """One line: ``golem: 412/1000 tasks, 3 providers, 12.4 s, spent 1.2 gwei of 0.01 ETH left``."""
+    parts = [
+        f"{progress.done}/{progress.total} tasks",
+        _plural(len(progress.providers), "provider"),
+        format_seconds(progress.elapsed),
+    ]
+    if progress.erred:
+        parts.insert(1, f"{progress.erred} erred")
+    if progress.budget_left is not None:
+        parts.append(f"spent {format_wei(progress.spent)} of {format_wei(progress.budget_left)} left")
+    prefix = f"golem: {title}: " if title else "golem: "
+    return prefix + ", ".join(parts)
+
+
+def _local_sentence(receipt: Receipt) -> str:
+    return (
+        f"ran {_plural(receipt.n_tasks, 'task')} on the local cluster in "
+        f"{format_seconds(receipt.elapsed)} (no payment)."
+    )
+
+
+def _tx_text(receipt: Receipt) -> str:
+    if receipt.tx_hash:
+        return receipt.tx_hash
+    return "none" if receipt.status == "nothing to pay" else "pending"
+
+
+def _facts(receipt: Receipt) -> list[tuple[str, str]]:
+    """The receipt's key/value lines below the table, full length (users copy them)."""
+    facts = [
+        ("graph", receipt.graph_id or "-"),
+        ("transaction", _tx_text(receipt)),
+        ("status", STATUS_TEXT.get(receipt.status, receipt.status)),
+    ]
+    if receipt.budget_left is not None:
+        facts.append(("budget left", format_wei(receipt.budget_left)))
+    return facts
+
+
+def receipt_text(receipt: Receipt) -> str:
+    """The receipt as aligned plain text, without a trailing newline."""
+    if receipt.status == "local":
+        lines = [f"golem: {_local_sentence(receipt)}"]
+        if receipt.note:
+            lines.append(f"golem: {receipt.note}")
+        return "\n".join(lines)
+
+    header = (
+        f"golem: receipt: {_plural(receipt.n_tasks, 'task')} on {_plural(len(receipt.lines), 'provider')} "
+        f"in {format_seconds(receipt.elapsed)}"
+    )
+    table = [("provider", "cpu s", "gpu s", "amount")]
+    table += [
+        (line.provider, f"{line.cpu_seconds:.3f}", f"{line.gpu_seconds:.3f}", format_wei(line.amount))
+        for line in receipt.lines
+    ]
+    table.append(
+        (
+            "total",
+            f"{sum(line.cpu_seconds for line in receipt.lines):.3f}",
+            f"{sum(line.gpu_seconds for line in receipt.lines):.3f}",
+            format_wei(receipt.total),
+        )
+    )
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = [header]
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    facts = _facts(receipt)
+    label_width = max(len(label) for label, _ in facts)
+    lines += [f"  {label.ljust(label_width)}  {value}" for label, value in facts]
+    if receipt.note:
+        lines.append(f"  {receipt.note}")
+    return "\n".join(lines)
+
+
+class TextProgressView:
+    """Progress and receipt as plain lines on ``stream``: no carriage returns, no ANSI codes.
+
+    Silent for graphs that end within 2 s, then at most one progress line every 5 s, timed by
+    the graph's own ``elapsed``. ``settled()`` only records the receipt: by then the cell has
+    ended, and printing from another thread would land in whichever cell runs now.
+    """
+
+    def __init__(self, title: str = "", stream: TextIO | None = None) -> None:
+        self.title = title
+        self.stream = stream if stream is not None else sys.stdout
+        self.receipt: Receipt | None = None
+        self._printed_at: float | None = None
+
+    def update(self, progress: Progress) -> None:
+        if progress.elapsed < TEXT_QUIET_S:
+            return
+        if self._printed_at is not None and progress.elapsed - self._printed_at < TEXT_EVERY_S:
+            return
+        self._printed_at = progress.elapsed
+        self._write(progress_text(progress, self.title))
+
+    def finish(self, receipt: Receipt) -> None:
+        self.receipt = receipt
+        self._write(receipt_text(receipt))
+
+    def settled(self, receipt: Receipt) -> None:
+        self.receipt = receipt
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# --- widgets -----------------------------------------------------------------------------------
+
+
+def receipt_html(receipt: Receipt) -> str:
+    """The receipt as an HTML table; every value from the receipt is escaped."""
+    parts: list[str] = []
+    if receipt.status == "local":
+        sentence = _local_sentence(receipt)
+        parts.append(f"<p>{escape(sentence[0].upper() + sentence[1:])}</p>")
+    else:
+        rows = [
+            "<tr>"
+            f'<td title="{escape(line.provider)}"><code>{escape(short_address(line.provider))}</code></td>'
+            f"<td>{line.cpu_seconds:.3f}</td><td>{line.gpu_seconds:.3f}</td>"
+            f"<td>{escape(format_wei(line.amount))}</td>"
+            "</tr>"
+            for line in receipt.lines
+        ]
+        parts.append(
+            "<table>"
+            "<thead><tr><th>provider</th><th>cpu s</th><th>gpu s</th><th>amount</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody>"
+            f"<tfoot><tr><th>total ({escape(_plural(receipt.n_tasks, 'task'))}, "
+            f"{escape(format_seconds(receipt.elapsed))})</th>"
+            f"<th>{sum(line.cpu_seconds for line in receipt.lines):.3f}</th>"
+            f"<th>{sum(line.gpu_seconds for line in receipt.lines):.3f}</th>"
+            f"<th>{escape(format_wei(receipt.total))}</th></tr></tfoot>"
+            "</table>"
+        )
+        facts = "<br>".join(f"{escape(label)}: <code>{escape(value)}</code>" for label, value in _facts(receipt))
+        parts.append(f"<p>{facts}</p>")
+    if receipt.note:
+        parts.append(f"<p><i>{escape(receipt.note)}</i></p>")
+    return f'<div class="golem-receipt">{"".join(parts)}</div>'
+
+
+class _ProviderRow:
+    """One provider's line: short address, a bar of its tasks, and "done/total (n running)"."""
+
+    def __init__(self, widgets: Any, provider: str, total: int) -> None:
+        self.name = widgets.Label(short_address(provider), tooltip=provider, layout=widgets.Layout(width="10em"))
+        self.bar = widgets.IntProgress(value=0, min=0, max=total, layout=widgets.Layout(width="50%"))
+        self.count = widgets.Label()
+        self.box = widgets.HBox([self.name, self.bar, self.count])
+
+    def show(self, progress: ProviderProgress, total: int) -> None:
+        self.bar.max = total  # before value: ipywidgets clamps value to max
+        self.bar.value = min(progress.done, total)
+        self.count.value = f"{progress.done}/{total} ({progress.running} running)"
+
+
+class WidgetProgressView:
+    """Progress as ipywidgets: a header, one bar per provider, an overall bar, then the receipt.
+
+    The box is displayed once, on the first ``update()`` or ``finish()``. ``settled()`` may run
+    on another thread and touches only the receipt's HTML widget.
+    """
+
+    def __init__(self, title: str = "") -> None:
+        import ipywidgets as widgets
+
+        self._widgets = widgets
+        self.title = title
+        self.receipt: Receipt | None = None
+        self.header = widgets.HTML(value=self._header_html(0.0, 0, None))
+        self.rows_box = widgets.VBox()
+        self.rows: dict[str, _ProviderRow] = {}
+        self.overall = widgets.IntProgress(value=0, min=0, max=0, layout=widgets.Layout(width="50%"))
+        self.overall_count = widgets.Label()
+        self.receipt_widget: ipywidgets.HTML | None = None
+        overall_name = widgets.Label("all", layout=widgets.Layout(width="10em"))
+        self.box = widgets.VBox(
+            [self.header, self.rows_box, widgets.HBox([overall_name, self.overall, self.overall_count])]
+        )
+        self._last: Progress | None = None
+        self._shown = False
+        self._lock = threading.Lock()
+
+    def update(self, progress: Progress) -> None:
+        self._last = progress
+        self.header.value = self._header_html(progress.elapsed, progress.spent, progress.budget_left)
+        for provider in progress.providers:
+            row = self.rows.get(provider.provider)
+            if row is None:
+                row = self.rows[provider.provider] = _ProviderRow(self._widgets, provider.provider, progress.total)
+                self.rows_box.children = (*self.rows_box.children, row.box)
+            row.show(provider, progress.total)
+        self.overall.max = progress.total
+        self.overall.value = min(progress.done, progress.total)
+        self.overall.bar_style = "warning" if progress.erred else ""
+        erred = f", {progress.erred} erred" if progress.erred else ""
+        self.overall_count.value = f"{progress.done}/{progress.total}{erred}"
+        self._show()
+
+    def finish(self, receipt: Receipt) -> None:
+        last = self._last
+        if last is None:
+            # Ended before the first update: all we know is the receipt.
+            last = Progress(receipt.n_tasks, 0 if receipt.note else receipt.n_tasks, 0, (), 0.0, 0, None)
+        style = "danger" if last.erred else "success" if last.done >= last.total else "warning"
+        self.header.value = self._header_html(receipt.elapsed, receipt.total, receipt.budget_left, final=True)
+        for row in self.rows.values():
+            row.bar.bar_style = style
+            row.count.value = f"{row.bar.value}/{last.total}"
+        self.overall.max = last.total
+        self.overall.value = min(last.done, last.total)
+        self.overall.bar_style = style
+        erred = f", {last.erred} erred" if last.erred else ""
+        self.overall_count.value = f"{last.done}/{last.total}{erred}"
+        with self._lock:
+            self.receipt = receipt
+            self.receipt_widget = self._widgets.HTML(value=receipt_html(receipt))
+        self.box.children = (*self.box.children, self.receipt_widget)
+        self._show()
+
+    def settled(self, receipt: Receipt) -> None:
+        with self._lock:
+            self.receipt = receipt
+            if self.receipt_widget is not None:
+                self.receipt_widget.value = receipt_html(receipt)
+
+    def _show(self) -> None:
+        if not self._shown:
+            self._shown = True
+            display(self.box)
+
+    def _header_html(self, elapsed: float, spent: int, budget_left: int | None, *, final: bool = False) -> str:
+        """Title, time and money; ``budget_left`` is before the graph while running, after it when final."""
+        parts = [f"<b>{escape(self.title or 'golem')}</b>", escape(format_seconds(elapsed))]
+        if budget_left is not None:
+            joint = ", " if final else " of "
+            parts.append(f"spent {escape(format_wei(spent))}{joint}{escape(format_wei(budget_left))} left")
+        return " · ".join(parts)

@@ -1,0 +1,348 @@
+"""``%%golem`` and ``%golem``: the notebook's way onto the market.
+
+``%load_ext golem_jupyter`` registers them. ``%%golem`` runs a cell as a Dask graph on rented
+providers (see :mod:`.cellgraph`, :mod:`.planner`, :mod:`.execution`); ``%golem connect``,
+``status``, ``providers``, ``budget`` and ``close`` manage the session the cells run on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..amounts import parse_amount
+from ..errors import GolemError, InvalidInput
+from .cellgraph import analyze
+from .display import display_mode, format_wei, progress_view
+from .execution import CellRun, RunOptions, register_source
+from .planner import plan_cell
+from .session import Connection, LocalSession, MarketSession, Session, no_gpu_message
+from .transport import notebook_functions
+
+DEFAULT_BUDGET = "0.01"
+_cell_numbers = itertools.count(1)
+
+SUBCOMMANDS = ("connect", "status", "providers", "budget", "close")
+LINE_USAGE = (
+    "%golem connect [NETWORK] [--providers N] [--gpu] [--budget X] [--max-price X]\n"
+    "%golem status | %golem providers | %golem budget [X] | %golem close\n"
+    "%%golem [--gpu] [--providers N] [--budget X] [--max-price X] [--verify F] [--timeout S] [--out a,b] "
+    "[--local] [--dry-run]"
+)
+
+
+@magics_class
+class GolemMagics(Magics):
+    """The ``%%golem`` cell magic and the ``%golem`` line magic."""
+
+    def __init__(self, shell) -> None:
+        super().__init__(shell)
+        self.market: MarketSession | None = None
+        self.gpu_market: MarketSession | None = None
+        self.local: LocalSession | None = None
+        self.cell_budget: int | None = None
+        atexit.register(self.close_all)
+
+    # ------------------------------------------------------------------ %golem / %%golem
+
+    @line_cell_magic
+    def golem(self, line: str, cell: str | None = None) -> object:
+        """Run a cell on the market (``%%golem [options]``), or manage the session (``%golem connect|status|...``)."""
+        __tracebackhide__ = True
+        if cell is None:
+            return self._line(line)
+        return self._cell(line, cell)
+
+    def _line(self, line: str) -> object:
+        words = shlex.split(line)
+        if not words or words[0] not in SUBCOMMANDS:
+            raise UsageError(f"Unknown %golem command {words[0] if words else ''!r}. Usage:\n{LINE_USAGE}")
+        rest = line.split(None, 1)[1] if len(words) > 1 else ""
+        return getattr(self, f"_{words[0]}")(rest)
+
+    # ------------------------------------------------------------------ the cell magic
+
+    @magic_arguments()
+    @argument("--gpu", action="store_true", help="Rent GPU providers; `xp` is CuPy on them.")
+    @argument("--providers", type=int, metavar="N", help="Have at least N providers rented before running.")
+    @argument("--budget", metavar="X", help="Spend at most X on this cell (0.01, 0.01eth, 5gwei).")
+    @argument("--max-price", metavar="X", help="Run only on providers charging at most X per CPU-second (e.g. 2gwei).")
+    @argument("--verify", type=float, metavar="FRACTION", help="Re-run a fraction of tasks elsewhere (not active yet).")
+    @argument("--timeout", type=float, metavar="S", help="Cancel the graph after S seconds.")
+    @argument("--out", metavar="a,b", help="Write back only these names.")
+    @argument("--local", action="store_true", help="Run the same graph on a local cluster: no market, no money.")
+    @argument("--dry-run", action="store_true", help="Show the graph and a cost bound; run nothing.")
+    def _cell_options(self, line: str) -> None:
+        """%%golem [options]: run this cell as a Dask graph on providers rented on the market."""
+
+    def _cell(self, line: str, cell: str) -> None:
+        __tracebackhide__ = True
+        args = parse_argstring(self._cell_options, line)
+        self._check_cell_options(args)
+        if self.shell.transform_cell(cell).rstrip("\n") != cell.rstrip("\n") and _has_ipython_syntax(cell):
+            raise UsageError("A %%golem cell is plain Python: IPython syntax (!, %, ?) cannot run on providers.")
+        namespace = self.shell.user_ns
+        filename = f"<golem-cell-{next(_cell_numbers)}>"
+        register_source(filename, f"%%golem {line}\n{cell}")
+        modules = frozenset(n for n, v in namespace.items() if type(v).__name__ == "module")
+        graph = analyze(cell, first_line=2, filename=filename, modules=modules, callables=notebook_functions(namespace))
+        out = frozenset(n.strip() for n in args.out.split(",") if n.strip()) if args.out else None
+        if out is not None and (unknown := out - graph.outputs - graph.deleted):
+            raise UsageError(f"--out names {', '.join(sorted(unknown))}, which the cell does not assign.")
+        plan = plan_cell(graph, filename=filename, out=out)
+        if args.dry_run:
+            print(plan.describe())
+            print(self._cost_bound(args))
+            return
+        if args.verify is not None:
+            print("golem: --verify is accepted but not active yet; no task is re-run.")
+        session = self._session_for(args) if plan.units else None
+        options = self._run_options(args, session)
+        cap = parse_amount(args.budget) if args.budget else self.cell_budget
+        mode = display_mode(self.shell)
+        view = progress_view(mode if plan.units else "none")
+        market = session if isinstance(session, MarketSession) else None
+        if market is not None and cap is not None:
+            market.cluster.cap_next_graphs(cap)
+        try:
+            CellRun(plan, namespace, session, view).run(options)
+        finally:
+            if market is not None and cap is not None:
+                market.cluster.cap_next_graphs(None)
+
+    def _check_cell_options(self, args) -> None:
+        if args.providers is not None and args.providers < 1:
+            raise UsageError("--providers needs a number of providers of at least 1.")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout needs a number of seconds above 0.")
+        if args.verify is not None and not 0 <= args.verify <= 1:
+            raise UsageError("--verify needs a fraction between 0 and 1.")
+        if args.local and (args.gpu or args.max_price or args.budget):
+            raise UsageError("--local runs without the market: --gpu, --max-price and --budget do not apply.")
+        for option in ("budget", "max_price"):
+            value = getattr(args, option)
+            if value is not None:
+                try:
+                    parse_amount(value, "eth" if option == "budget" else "wei")
+                except InvalidInput as error:
+                    raise UsageError(f"--{option.replace('_', '-')}: {error}") from None
+
+    def _run_options(self, args, session: Session | None) -> RunOptions:
+        resources = {"GPU": 1} if args.gpu else None
+        workers = None
+        if args.max_price and isinstance(session, MarketSession):
+            limit = parse_amount(args.max_price, "wei")
+            rentals = [r for r in session.cluster.rentals.values() if r.status == "running"]
+            workers = [r.provider for r in rentals if r.offer.price_per_cpu_second <= limit]
+            if not workers:
+                raise UsageError(
+                    f"No rented provider charges at most {format_wei(limit)} per CPU-second; "
+                    "reconnect with `%golem connect --max-price X` to rent cheaper ones."
+                )
+        return RunOptions(timeout=args.timeout, resources=resources, workers=workers)
+
+    def _cost_bound(self, args) -> str:
+        cap = parse_amount(args.budget) if args.budget else self.cell_budget
+        if args.local:
+            return "Cost: none (local cluster)."
+        session = self.gpu_market if args.gpu else self.market
+        bound = cap if cap is not None else (session.cluster.remaining if session else parse_amount(DEFAULT_BUDGET))
+        text = f"Cost: at most {format_wei(bound)} (the budget guard stops the graph there)"
+        if args.timeout and session is not None:
+            rate = 0
+            for r in session.cluster.rentals.values():
+                price = r.offer.price_per_gpu_second if args.gpu else r.offer.price_per_cpu_second
+                rate += price * max(1, r.offer.cpus)
+            text += f"; with --timeout {args.timeout:g} s at most {format_wei(min(bound, int(rate * args.timeout)))}"
+        return text + "."
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session_for(self, args) -> Session:
+        if args.local:
+            if self.local is None:
+                self.local = LocalSession()
+            return self.local
+        if args.gpu:
+            if self.gpu_market is None:
+                self.gpu_market = self._open_market(Connection(**{**self._defaults(), "gpu": True, "providers": 1}))
+            session = self.gpu_market
+        else:
+            if self.market is None:
+                print("golem: no session yet; connecting with %golem connect defaults.")
+                self.market = self._open_market(Connection(**self._defaults()))
+            session = self.market
+        if args.providers is not None:
+            running = sum(r.status == "running" for r in session.cluster.rentals.values())
+            if running < args.providers:
+                session.cluster.scale(args.providers)
+        return session
+
+    def _defaults(self) -> dict:
+        base = getattr(self, "_connection", None) or Connection(budget=parse_amount(DEFAULT_BUDGET))
+        return dict(base.__dict__)
+
+    def _open_market(self, connection: Connection) -> MarketSession:
+        from ..chain.network import resolve
+        from ..devnet import Devnet, running_devnet
+
+        devnet = None
+        network = connection.network
+        if network is None and running_devnet() is None:
+            print("golem: no devnet is running; starting an embedded one with 2 providers (stopped by %golem close).")
+            devnet = Devnet(port=0, providers=2)
+            network = devnet.start()
+        if connection.gpu:
+            self._require_gpu_offers(resolve(network))
+        try:
+            session = MarketSession(connection, devnet=devnet, network=network)
+        except BaseException:
+            if devnet is not None:
+                devnet.stop()
+            raise
+        print(f"golem: connected: {session.describe()}; budget {format_wei(connection.budget)}.")
+        return session
+
+    def _require_gpu_offers(self, network) -> None:
+        from ..chain import Chain
+        from ..chain.wallet import Wallet
+
+        chain = Chain.connect(network, Wallet.dev(0) if network.accounts else None)
+        offers = chain.registry.active_offers()
+        if not any(o.gpus > 0 for o in offers):
+            raise GolemError(no_gpu_message(offers))
+
+    # ------------------------------------------------------------------ %golem subcommands
+
+    @magic_arguments()
+    @argument("network", nargs="?", help="JSON-RPC URL or connection file; default: the running devnet.")
+    @argument("--providers", type=int, default=2, metavar="N")
+    @argument("--gpu", action="store_true")
+    @argument("--budget", default=DEFAULT_BUDGET, metavar="X")
+    @argument("--max-price", metavar="X", help="Most per CPU-second (e.g. 2gwei).")
+    def _connect_options(self, line: str) -> None:
+        """%golem connect [NETWORK]: rent providers for this notebook."""
+
+    def _connect(self, rest: str) -> object:
+        args = parse_argstring(self._connect_options, rest)
+        if args.providers < 1:
+            raise UsageError("--providers needs at least 1.")
+        try:
+            budget = parse_amount(args.budget)
+            max_price = parse_amount(args.max_price, "wei") if args.max_price else None
+        except InvalidInput as error:
+            raise UsageError(str(error)) from None
+        connection = Connection(
+            network=args.network,
+            providers=args.providers,
+            gpu=args.gpu,
+            budget=budget,
+            max_price_cpu=None if args.gpu else max_price,
+            max_price_gpu=max_price if args.gpu else None,
+        )
+        self._connection = Connection(**{**connection.__dict__, "gpu": False})
+        slot = "gpu_market" if args.gpu else "market"
+        if getattr(self, slot) is not None:
+            getattr(self, slot).close()
+            setattr(self, slot, None)
+        setattr(self, slot, self._open_market(connection))
+        return None
+
+    def _status(self, rest: str) -> None:
+        sessions = [s for s in (self.market, self.gpu_market, self.local) if s is not None]
+        if not sessions:
+            print("golem: not connected; run %golem connect (or any %%golem cell).")
+            return
+        for session in sessions:
+            print(f"golem: {session.describe()}")
+            if isinstance(session, MarketSession):
+                c = session.cluster
+                print(f"  spent {format_wei(c.spent)} of {format_wei(c.budget)}; {len(c.graphs)} graph(s)")
+                for graph in c.graphs[-10:]:
+                    record = c.ledger.graph(graph["graph_id"]) if graph.get("paid") else None
+                    status = record.status if record else "nothing to pay"
+                    tx = record.tx_hash if record and record.tx_hash else ""
+                    amount = format_wei(graph["total"])
+                    print(f"  graph {graph['graph_id'][:18]}… {graph['n_tasks']} tasks {amount} {status} {tx}")
+
+    def _providers(self, rest: str) -> None:
+        from ..chain import Chain
+        from ..chain.network import resolve
+        from ..chain.wallet import Wallet
+        from ..market.matching import reputations
+
+        session = self.market or self.gpu_market
+        if session is not None:
+            chain = session.cluster.chain
+        else:
+            network = resolve(getattr(self, "_connection", Connection()).network)
+            chain = Chain.connect(network, Wallet.dev(0) if network.accounts else None)
+        offers = chain.registry.active_offers()
+        rented = set()
+        for s in (self.market, self.gpu_market):
+            if s is not None:
+                rented |= {p for p, r in s.cluster.rentals.items() if r.status == "running"}
+        known = reputations(chain.escrow, chain.network.deployed_at_block)
+        print(f"{len(offers)} offer(s) on {chain.network.name}:")
+        for o in offers:
+            rep = known.get(o.provider)
+            score = f"{rep.score:.2f}" if rep is not None else "new"
+            mark = " (rented)" if o.provider in rented else ""
+            print(
+                f"  {o.provider} {format_wei(o.price_per_cpu_second)}/CPU-s {format_wei(o.price_per_gpu_second)}/GPU-s "
+                f"GPUs {o.gpus} reputation {score} {o.endpoint}{mark}"
+            )
+
+    def _budget(self, rest: str) -> None:
+        rest = rest.strip()
+        session = self.market
+        if not rest:
+            if session is None:
+                print("golem: not connected.")
+            else:
+                c = session.cluster
+                print(
+                    f"golem: budget {format_wei(c.budget)}, spent {format_wei(c.spent)}, left {format_wei(c.remaining)}"
+                )
+            return
+        try:
+            amount = parse_amount(rest)
+        except InvalidInput as error:
+            raise UsageError(str(error)) from None
+        if session is None:
+            self._connection = Connection(**{**self._defaults(), "budget": amount})
+            print(f"golem: the next session gets a budget of {format_wei(amount)}.")
+            return
+        session.cluster.set_budget(amount)
+        print(f"golem: budget {format_wei(amount)}; left {format_wei(session.cluster.remaining)}.")
+
+    def _close(self, rest: str) -> None:
+        closed = self.close_all()
+        print(f"golem: closed {closed} session(s); what ran is settled." if closed else "golem: nothing to close.")
+
+    def close_all(self) -> int:
+        closed = 0
+        for slot in ("gpu_market", "market", "local"):
+            session = getattr(self, slot)
+            if session is not None:
+                setattr(self, slot, None)
+                try:
+                    session.close()
+                finally:
+                    closed += 1
+        return closed
+
+
+def _has_ipython_syntax(cell: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(cell)
+    except SyntaxError:
+        return True
+    return False

@@ -1,0 +1,250 @@
+"""Where ``%%golem`` cells run: a Dask client on the market (a GolemCluster) or on a local cluster.
+
+A :class:`MarketSession` rents providers for the notebook and pays for each graph; it may own
+an embedded devnet that ``%golem connect`` started because none was running. A
+:class:`LocalSession` (``--local``) runs the same graphs on worker processes of this machine,
+with no market and no money; its scheduler runs in a subprocess too, because the kernel's
+restricted decoder must stay in force while a market session is open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from distributed import Client
+
+from ..errors import GolemError, MarketError
+from .display import Progress, ProviderProgress, Receipt, ReceiptLine
+from .progress import CellProgress, read_progress
+
+logger = logging.getLogger(__name__)
+
+SETTLEMENT_WATCH_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What ``%golem connect`` asked for."""
+
+    network: str | None = None
+    providers: int = 2
+    gpu: bool = False
+    budget: int = 10**16
+    max_price_cpu: int | None = None
+    max_price_gpu: int | None = None
+
+
+class Session:
+    """A Dask client the magic submits cell graphs to."""
+
+    kind = "session"
+    client: Client
+
+    def threads(self) -> int:
+        return max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
+
+    def _install_progress(self) -> None:
+        self.client.register_plugin(CellProgress(), name=CellProgress.name)
+
+    def progress(self, token: str, total: int, started: float, spent_before: float) -> Progress:
+        state = self.client.run_on_scheduler(read_progress, token=token)
+        providers = tuple(ProviderProgress(name, d, r) for name, (d, r) in sorted(state["workers"].items()))
+        return Progress(
+            total=total,
+            done=state["done"],
+            erred=state["erred"],
+            providers=providers,
+            elapsed=time.monotonic() - started,
+            spent=max(0, round(state["spent"] - spent_before)),
+            budget_left=self.budget_left(),
+        )
+
+    def meter_spent(self) -> float:
+        return 0.0
+
+    def budget_left(self) -> int | None:
+        return None
+
+    def receipt(self, collect_key: str, n_tasks: int, elapsed: float, note: str) -> Receipt:
+        return Receipt((), 0, n_tasks, elapsed, "local", note=note)
+
+    def watch_settlement(self, receipt: Receipt, on_change: Any) -> None:
+        """Call ``on_change(receipt)`` when the graph's settlement moves on (market sessions only)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class LocalSession(Session):
+    """Worker processes on this machine; the scheduler in a subprocess."""
+
+    kind = "local"
+
+    def __init__(self, n_workers: int = 2, threads_per_worker: int = 1) -> None:
+        from distributed.deploy.subprocess import SubprocessCluster
+
+        self.cluster = SubprocessCluster(
+            host="127.0.0.1",
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            scheduler_kwargs={"dashboard": False},
+            worker_kwargs={"dashboard": False},
+        )
+        self.client = Client(self.cluster, set_as_default=False)
+        self._install_progress()
+
+    def describe(self) -> str:
+        return f"local cluster at {self.cluster.scheduler_address} ({self.threads()} threads)"
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+class MarketSession(Session):
+    """Providers rented on the market through a :class:`GolemCluster`."""
+
+    kind = "market"
+
+    def __init__(self, connection: Connection, *, devnet: Any = None, network: Any = None) -> None:
+        from ..requestor.cluster import GolemCluster
+
+        self.connection = connection
+        self.devnet = devnet
+        self.cluster = GolemCluster(
+            n_providers=connection.providers,
+            gpu=connection.gpu,
+            budget=connection.budget,
+            max_price_cpu=connection.max_price_cpu,
+            max_price_gpu=connection.max_price_gpu,
+            network=network if network is not None else connection.network,
+            label="notebook",
+            quiet=True,
+        )
+        try:
+            self.client = Client(self.cluster, set_as_default=not connection.gpu)
+            self._install_progress()
+        except BaseException:
+            self.cluster.close()
+            raise
+
+    @property
+    def ledger(self) -> Any:
+        return self.cluster.ledger
+
+    def describe(self) -> str:
+        c = self.cluster
+        running = [r for r in c.rentals.values() if r.status == "running"]
+        return (
+            f"{len(running)} {'GPU ' if self.connection.gpu else ''}provider(s) on {c.chain.network.name} "
+            f"(chain {c.chain.network.chain_id}), session 0x{c.session_id.hex()}"
+        )
+
+    def meter_spent(self) -> float:
+        return float(self.client.run_on_scheduler(_meter_spent))
+
+    def budget_left(self) -> int | None:
+        return self.cluster.remaining
+
+    def graph_for(self, collect_key: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The metered graph whose output is ``collect_key``, once the cluster has recorded it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for graph in reversed(self.cluster.graphs):
+                if collect_key in graph.get("outputs", ()):
+                    return graph
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+    def receipt(self, collect_key: str, n_tasks: int, elapsed: float, note: str) -> Receipt:
+        graph = self.graph_for(collect_key)
+        if graph is None:
+            return Receipt((), 0, n_tasks, elapsed, "nothing to pay", budget_left=self.cluster.remaining, note=note)
+        lines = tuple(
+            ReceiptLine(provider, usage["cpu_seconds"], usage["gpu_seconds"], usage["amount"])
+            for provider, usage in sorted(graph["payouts"].items())
+        )
+        if not graph.get("paid"):
+            status, tx_hash = "nothing to pay", None
+        else:
+            record = self.cluster.ledger.graph(graph["graph_id"])
+            status = record.status if record is not None else "pending"
+            tx_hash = record.tx_hash if record is not None else None
+            lines = _paid_lines(record, lines) if record is not None else lines
+        return Receipt(
+            lines,
+            graph["total"],
+            graph["n_tasks"],
+            elapsed,
+            status,
+            graph_id=graph["graph_id"],
+            tx_hash=tx_hash,
+            budget_left=self.cluster.remaining,
+            note=note,
+        )
+
+    def watch_settlement(self, receipt: Receipt, on_change: Any) -> None:
+        if receipt.graph_id is None or receipt.status in ("confirmed", "nothing to pay"):
+            return
+        ledger = self.cluster.ledger
+
+        def watch() -> None:
+            last = (receipt.status, receipt.tx_hash)
+            deadline = time.monotonic() + SETTLEMENT_WATCH_SECONDS
+            while time.monotonic() < deadline:
+                record = ledger.graph(receipt.graph_id)
+                if record is not None and (record.status, record.tx_hash) != last:
+                    last = (record.status, record.tx_hash)
+                    on_change(_replace(receipt, status=record.status, tx_hash=record.tx_hash))
+                    if record.status == "confirmed":
+                        return
+                time.sleep(0.25)
+
+        threading.Thread(target=watch, name="golem-receipt", daemon=True).start()
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+            self.cluster.close()
+        finally:
+            if self.devnet is not None:
+                self.devnet.stop()
+                self.devnet = None
+
+
+def _paid_lines(record: Any, metered: tuple[ReceiptLine, ...]) -> tuple[ReceiptLine, ...]:
+    """The ledger's payouts (start fees included, capped by the deposit) in place of metered amounts."""
+    paid = {p.provider: p for p in record.payouts}
+    return tuple(
+        ReceiptLine(line.provider, line.cpu_seconds, line.gpu_seconds, paid[line.provider].amount)
+        if line.provider in paid
+        else line
+        for line in metered
+    )
+
+
+def _replace(receipt: Receipt, **changes: Any) -> Receipt:
+    from dataclasses import replace
+
+    return replace(receipt, **changes)
+
+
+def _meter_spent(dask_scheduler: Any) -> float:
+    meter = dask_scheduler.plugins.get("golem-graph-meter")
+    return float(meter.spent) if meter is not None else 0.0
+
+
+def no_gpu_message(offers: list[Any]) -> str:
+    return (
+        f"No GPU provider is on the market ({len(offers)} offer(s), none with a GPU), so `--gpu` cannot run. "
+        "Run the cell without --gpu (xp is NumPy there), or start one with `golem devnet --gpu-providers 1` "
+        "on a machine with an NVIDIA GPU."
+    )
+
+
+__all__ = ["Connection", "GolemError", "LocalSession", "MarketError", "MarketSession", "Session", "no_gpu_message"]

@@ -1,0 +1,241 @@
+"""``%%golem`` in a real IPython shell: on a local cluster and on the devnet market.
+
+Every cell of :mod:`magic_cells` is run three ways (plainly, with ``--local``, on the market)
+and must leave the same namespace. Errors, options, output and receipts are checked against
+the same real processes (a subprocess Dask scheduler and workers; the embedded chain and
+provider agents).
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from magic_cells import CELLS
+from marketkit import local_market
+
+from golem_jupyter.errors import BudgetExceeded, GolemError
+from golem_jupyter.notebook.execution import RemoteTraceback
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    saved = os.environ.get("GOLEM_DISPLAY")
+    os.environ["GOLEM_DISPLAY"] = "text"
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "golem_jupyter")
+    yield ip
+    ip.run_line_magic("golem", "close")
+    if saved is None:
+        os.environ.pop("GOLEM_DISPLAY", None)
+    else:
+        os.environ["GOLEM_DISPLAY"] = saved
+
+
+@pytest.fixture(scope="module")
+def market(shell, tmp_path_factory):
+    with local_market(tmp_path_factory.mktemp("magic-market"), providers=2) as market:
+        shell.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 2 --budget 0.05")
+        yield market
+        shell.run_line_magic("golem", "close")
+
+
+def fresh(shell, setup: str = "") -> dict:
+    shell.reset()
+    if setup:
+        result = shell.run_cell(setup)
+        result.raise_error()
+    return shell.user_ns
+
+
+def user_names(namespace: dict, shell=None) -> dict:
+    hidden = set(shell.user_ns_hidden) if shell is not None else set()
+    return {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_") and k not in hidden and k not in ("In", "Out", "exit", "quit", "get_ipython")
+    }
+
+
+def plain(setup: str, cell: str) -> dict:
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(setup, "<setup>", "exec"), namespace)  # noqa: S102
+    exec(compile(cell, "<cell>", "exec"), namespace)  # noqa: S102
+    return user_names(namespace)
+
+
+def same(a, b, path: str = "") -> None:
+    """Assert that two values are the same value of the same type (notebook classes by name)."""
+    assert type(a).__name__ == type(b).__name__, f"{path}: {type(a)} != {type(b)}"
+    if isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b), path
+    elif isinstance(a, (types.FunctionType, types.ModuleType, type)):
+        assert a.__name__ == b.__name__, path
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            same(a[k], b[k], f"{path}[{k!r}]")
+    elif hasattr(a, "__dict__") and type(a).__module__ == "__main__":
+        same(vars(a), vars(b), f"{path}.__dict__")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def golem(shell, setup: str, cell: str, line: str) -> dict:
+    fresh(shell, setup)
+    shell.run_cell_magic("golem", line, cell)
+    return user_names(shell.user_ns, shell)
+
+
+@pytest.mark.parametrize(("setup", "cell"), [c[1:] for c in CELLS], ids=[c[0] for c in CELLS])
+def test_local_cluster_leaves_the_plain_namespace(shell, setup, cell):
+    expected = plain(setup, cell)
+    got = golem(shell, setup, cell, "--local")
+    same(got, expected)
+
+
+def test_every_cell_on_the_market_leaves_the_plain_namespace(shell, market):
+    for name, setup, cell in CELLS:
+        expected = plain(setup, cell)
+        try:
+            got = golem(shell, setup, cell, "")
+        except Exception as error:  # noqa: BLE001
+            raise AssertionError(f"cell {name!r} failed on the market: {error!r}") from error
+        same(got, expected, name)
+
+
+# ------------------------------------------------------------------ output and errors
+
+
+def test_printed_output_appears_in_cell_order(shell, capsys):
+    fresh(shell)
+    shell.run_cell_magic("golem", "--local", "print('first')\nx = [print(i) for i in range(3)]\nprint('last')")
+    out = capsys.readouterr().out
+    assert out.index("first") < out.index("0\n1\n2\n") < out.index("last")
+
+
+def test_syntax_error_has_the_cell_line_numbers(shell):
+    fresh(shell)
+    with pytest.raises(SyntaxError) as raised:
+        shell.run_cell_magic("golem", "--local", "a = 1\nb = (\nc = 3")
+    assert raised.value.lineno == 3  # line 1 of the notebook cell is %%golem
+    assert raised.value.filename.startswith("<golem-cell-")
+
+
+def test_task_exception_is_raised_with_its_type_and_the_cell_traceback(shell):
+    ns = fresh(shell, "keep = 'old'")
+    with pytest.raises(ZeroDivisionError) as raised:
+        shell.run_cell_magic("golem", "--local", "keep = 'new'\nzero = 0\nboom = 1 / zero")
+    cause = raised.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "line 4" in cause.text and "boom = 1 / zero" in cause.text
+    assert ns["keep"] == "old" and "zero" not in ns  # never a half-updated namespace
+
+
+def test_notebook_exception_class_comes_back(shell):
+    fresh(shell, "class Oops(Exception):\n    pass")
+    with pytest.raises(Exception) as raised:
+        shell.run_cell_magic("golem", "--local", "raise Oops('bad input', 3)")
+    assert type(raised.value) is shell.user_ns["Oops"]
+    assert raised.value.args == ("bad input", 3)
+
+
+def test_definitions_are_undone_when_the_graph_fails(shell):
+    ns = fresh(shell)
+    with pytest.raises(ValueError):
+        shell.run_cell_magic("golem", "--local", "import math\ndef f():\n    return 1\nx = int('nope')")
+    assert "f" not in ns and "math" not in ns
+
+
+def test_unknown_option_shows_usage(shell):
+    with pytest.raises(UsageError) as raised:
+        shell.run_cell_magic("golem", "--frobnicate", "x = 1")
+    assert "usage" in str(raised.value).lower() or "unrecognized" in str(raised.value).lower()
+
+
+def test_unknown_line_command_lists_commands(shell):
+    with pytest.raises(UsageError, match="connect"):
+        shell.run_line_magic("golem", "launch")
+
+
+def test_out_restricts_what_comes_back(shell):
+    ns = fresh(shell)
+    shell.run_cell_magic("golem", "--local --out b", "a = 1\nb = a + 1")
+    assert ns["b"] == 2 and "a" not in ns
+
+
+def test_out_naming_an_unassigned_name_is_refused(shell):
+    fresh(shell)
+    with pytest.raises(UsageError, match="nope"):
+        shell.run_cell_magic("golem", "--local --out nope", "a = 1")
+
+
+def test_dry_run_shows_the_graph_and_runs_nothing(shell, capsys):
+    ns = fresh(shell)
+    shell.run_cell_magic("golem", "--dry-run", "a = 1\nb = [a * i for i in range(4)]")
+    out = capsys.readouterr().out
+    assert "fan-out" in out and "Cost: at most" in out
+    assert "a" not in ns and "b" not in ns
+
+
+def test_refused_output_type_writes_nothing(shell):
+    ns = fresh(shell)
+    with pytest.raises(GolemError, match="Counter"):
+        shell.run_cell_magic("golem", "--local", "import collections\nn = 1\nc = collections.Counter('abc')")
+    assert "n" not in ns
+
+
+def test_lazy_dask_collection_is_refused_with_advice(shell):
+    fresh(shell)
+    with pytest.raises(GolemError, match="compute"):
+        shell.run_cell_magic("golem", "--local", "import dask.array as da\nlazy = da.ones(10, chunks=5)")
+
+
+def test_ipython_syntax_is_refused(shell):
+    fresh(shell)
+    with pytest.raises(UsageError, match="plain Python"):
+        shell.run_cell_magic("golem", "--local", "!ls\nx = 1")
+
+
+# ------------------------------------------------------------------ the market
+
+
+def test_market_cell_prints_a_receipt_and_settles(shell, market, capsys):
+    fresh(shell)
+    shell.run_cell_magic("golem", "", "import time\nparts = [sum(range(20000 * (i + 1))) for i in range(8)]")
+    out = capsys.readouterr().out
+    assert "receipt" in out.lower() or "graph" in out.lower()
+    magics = shell.magics_manager.registry["GolemMagics"]
+    cluster = magics.market.cluster
+    assert cluster.wait_for_settlement(60)
+    graph = cluster.graphs[-1]
+    record = cluster.ledger.graph(graph["graph_id"])
+    assert record.status == "confirmed" and record.tx_hash
+    shell.run_line_magic("golem", "status")
+    assert record.tx_hash in capsys.readouterr().out
+
+
+def test_budget_cap_stops_the_cell_and_pays_what_ran(shell, market, capsys):
+    ns = fresh(shell)
+    with pytest.raises(BudgetExceeded):
+        shell.run_cell_magic(
+            "golem", "--budget 1wei", "import time\nslow = [time.sleep(0.2) or i for i in range(40)]"
+        )
+    assert "slow" not in ns
+    assert "budget" in capsys.readouterr().out.lower()
+
+
+def test_gpu_without_gpu_providers_fails_at_once(shell, market):
+    fresh(shell)
+    with pytest.raises(GolemError, match="No GPU provider"):
+        shell.run_cell_magic("golem", "--gpu", "y = xp.ones(3)")
