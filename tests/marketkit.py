@@ -48,8 +48,8 @@ class Market:
 
 
 @contextlib.contextmanager
-def local_market(home: Path, providers: int = 3) -> Iterator[Market]:
-    """Start a devnet with ``providers`` agents whose state is under ``home``; stop it all after."""
+def local_market(home: Path, providers: int = 3, gpu_providers: int = 0) -> Iterator[Market]:
+    """Start a devnet with ``providers`` agents (the last ``gpu_providers`` with a GPU) under ``home``; stop it all after."""
     saved = {name: os.environ.get(name) for name in ("GOLEM_HOME", "PYTHONPATH")}
     os.environ["GOLEM_HOME"] = str(home)  # inherited by the provider processes
     # Schedulers and workers import task functions from the test modules, as a real user's
@@ -58,6 +58,7 @@ def local_market(home: Path, providers: int = 3) -> Iterator[Market]:
     devnet = Devnet(
         port=0,
         providers=providers,
+        gpu_providers=gpu_providers,
         connection_file=home / "devnet.json",
         provider_options=("--claim-grace", CLAIM_GRACE, "--min-deposit-seconds", "1"),
     )
