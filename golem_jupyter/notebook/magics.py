@@ -67,7 +67,7 @@ class GolemMagics(Magics):
 
     # ------------------------------------------------------------------ the cell magic
 
-    @magic_arguments()
+    @magic_arguments(name="%golem")
     @argument("--gpu", action="store_true", help="Rent GPU providers; `xp` is CuPy on them.")
     @argument("--providers", type=int, metavar="N", help="Have at least N providers rented before running.")
     @argument("--budget", metavar="X", help="Spend at most X on this cell (0.01, 0.01eth, 5gwei).")
@@ -82,7 +82,7 @@ class GolemMagics(Magics):
 
     def _cell(self, line: str, cell: str) -> None:
         __tracebackhide__ = True
-        args = parse_argstring(self._cell_options, line)
+        args = _parse(self._cell_options, line)
         self._check_cell_options(args)
         if self.shell.transform_cell(cell).rstrip("\n") != cell.rstrip("\n") and _has_ipython_syntax(cell):
             raise UsageError("A %%golem cell is plain Python: IPython syntax (!, %, ?) cannot run on providers.")
@@ -219,7 +219,7 @@ class GolemMagics(Magics):
 
     # ------------------------------------------------------------------ %golem subcommands
 
-    @magic_arguments()
+    @magic_arguments(name="golem connect")
     @argument("network", nargs="?", help="JSON-RPC URL or connection file; default: the running devnet.")
     @argument("--providers", type=int, default=2, metavar="N")
     @argument("--gpu", action="store_true")
@@ -229,7 +229,7 @@ class GolemMagics(Magics):
         """%golem connect [NETWORK]: rent providers for this notebook."""
 
     def _connect(self, rest: str) -> object:
-        args = parse_argstring(self._connect_options, rest)
+        args = _parse(self._connect_options, rest)
         if args.providers < 1:
             raise UsageError("--providers needs at least 1.")
         try:
@@ -336,6 +336,14 @@ class GolemMagics(Magics):
                 finally:
                     closed += 1
         return closed
+
+
+def _parse(options, line: str):
+    """Parse magic options; a mistake is answered with the usage text."""
+    try:
+        return parse_argstring(options, line)
+    except UsageError as error:
+        raise UsageError(f"{error}\n{options.parser.format_help()}") from None
 
 
 def _has_ipython_syntax(cell: str) -> bool:
