@@ -228,9 +228,7 @@ def test_market_cell_prints_a_receipt_and_settles(shell, market, capsys):
 def test_budget_cap_stops_the_cell_and_pays_what_ran(shell, market, capsys):
     ns = fresh(shell)
     with pytest.raises(BudgetExceeded):
-        shell.run_cell_magic(
-            "golem", "--budget 1wei", "import time\nslow = [time.sleep(0.2) or i for i in range(40)]"
-        )
+        shell.run_cell_magic("golem", "--budget 1wei", "import time\nslow = [time.sleep(0.2) or i for i in range(40)]")
     assert "slow" not in ns
     assert "budget" in capsys.readouterr().out.lower()
 
@@ -239,3 +237,38 @@ def test_gpu_without_gpu_providers_fails_at_once(shell, market):
     fresh(shell)
     with pytest.raises(GolemError, match="No GPU provider"):
         shell.run_cell_magic("golem", "--gpu", "y = xp.ones(3)")
+
+
+def test_timeout_cancels_and_writes_nothing(shell):
+    ns = fresh(shell)
+    with pytest.raises(TimeoutError, match="--timeout"):
+        shell.run_cell_magic("golem", "--local --timeout 1", "import time\nnaps = [time.sleep(0.5) for _ in range(20)]")
+    assert "naps" not in ns and "time" not in ns
+
+
+def test_max_price_runs_only_on_cheap_providers(shell, market):
+    fresh(shell)
+    cheapest = min(market.providers, key=lambda p: p.price_per_cpu_second)
+    shell.run_cell_magic(
+        "golem", f"--max-price {cheapest.price_per_cpu_second}wei", "vals = [sum(range(30000)) for _ in range(12)]"
+    )
+    cluster = shell.magics_manager.registry["GolemMagics"].market.cluster
+    assert set(cluster.graphs[-1]["payouts"]) == {cheapest.address}
+
+
+def test_budget_command_tops_the_escrow_up(shell, market, capsys):
+    cluster = shell.magics_manager.registry["GolemMagics"].market.cluster
+    before = cluster.chain.escrow.session(cluster.session_id)
+    shell.run_line_magic("golem", f"budget {cluster.deposit + 10**15}wei")
+    after = cluster.chain.escrow.session(cluster.session_id)
+    assert after.deposited - before.deposited == 10**15
+    shell.run_line_magic("golem", "budget")
+    assert "budget" in capsys.readouterr().out
+
+
+def test_providers_lists_the_offers(shell, market, capsys):
+    shell.run_line_magic("golem", "providers")
+    out = capsys.readouterr().out
+    for provider in market.providers:
+        assert provider.address in out
+    assert "(rented)" in out

@@ -72,10 +72,6 @@ class Plan:
     serial: bool = False
     unit_of: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def n_tasks_hint(self) -> str:
-        return f"{len(self.units)} task group(s)"
-
     def describe(self) -> str:
         """The plan as text, for ``--dry-run``."""
         graph = self.graph
@@ -426,6 +422,7 @@ class _Builder:
                 self.tasks[key] = [run_elements, Elements(**spec, chunk=(k, self.threads)), source_key, *args]
                 part_keys.append(key)
         container_key: Any = None
+        container_bind = None
         if fan.form != "comprehension":
             c_args: list[Any] = []
             c_setup, _ = self._setup(set(), [(s.index, {fan.name}, set())], c_args)
@@ -433,11 +430,9 @@ class _Builder:
             if bind is None:
                 raise NameError(f"name {fan.name!r} is not defined ({where} of the cell appends to it)")
             container_key = c_args[bind.arg]
-        gather_spec = Gather(where, fan.form, fan.name, tuple(sorted(fan.target_names)), assign)
+            container_bind = bind if bind.from_unit else None
+        gather_spec = Gather(where, fan.form, fan.name, tuple(sorted(fan.target_names)), assign, container_bind)
         self.tasks[self.unit_keys[u]] = [gather, gather_spec, container_key, *part_keys]
-        self._container_from_unit = getattr(self, "_container_from_unit", {})
-        if container_key is not None and not container_key.startswith(f"{self.token}-in-"):
-            self._container_from_unit[u] = fan.name
 
     def _finish_returns(self) -> None:
         """Fill in each program's ``returns`` (names other tasks or the notebook take from it)."""
@@ -450,23 +445,6 @@ class _Builder:
         for key, task in list(self.tasks.items()):
             if isinstance(task, list):
                 self.tasks[key] = tuple(task)
-        # A gather's container argument is the whole result of the unit that built it.
-        for u, name in getattr(self, "_container_from_unit", {}).items():
-            key = self.unit_keys[u]
-            func, spec, container_key, *parts = self.tasks[key]
-            self.tasks[key] = (
-                func,
-                Gather(
-                    spec.where,
-                    spec.form,
-                    spec.name,
-                    spec.target_names,
-                    spec.assign_target,
-                    Bind(name, 0, from_unit=True),
-                ),
-                container_key,
-                *parts,
-            )
 
 
 def build_graph(
@@ -512,4 +490,3 @@ def _compile_items(iterable: ast.expr, filename: str) -> Any:
 def _source(graph: CellGraph, index: int) -> str:
     text = ast.unparse(graph.statements[index].node).splitlines()[0]
     return text if len(text) <= 70 else text[:67] + "..."
-

@@ -151,10 +151,7 @@ def run_program(program: Program, *args: Any) -> UnitResult:
     """Run one task of a cell on this worker."""
     namespace = _namespace(program.xp)
     with _Captured() as output:
-        try:
-            _run_steps(program.steps, args, namespace)
-        except BaseException as error:  # noqa: BLE001 (every failure goes back to the kernel)
-            raise _task_error(error, program.where) from None
+        _guarded(program.where, _run_steps, program.steps, args, namespace)
     if program.everything:
         values = {k: v for k, v in namespace.items() if not (k.startswith("__") and k.endswith("__"))}
     else:
@@ -172,47 +169,28 @@ def run_elements(spec: Elements, items: Items | UnitResult, *args: Any) -> Eleme
     base = _namespace(spec.xp)
     out = ElementResults([])
     with _Captured() as output:
-        try:
-            _run_steps(spec.setup, args, base)
-        except BaseException as error:  # noqa: BLE001
-            raise _task_error(error, spec.where) from None
+        _guarded(spec.where, _run_steps, spec.setup, args, base)
         for item in values:
-            namespace = dict(base)
-            namespace[ITEM] = item
-            try:
-                exec(spec.assign_target, namespace)
-                if all(eval(condition, namespace) for condition in spec.conditions):
-                    value = eval(spec.element, namespace)
-                    index = eval(spec.index, namespace) if spec.index is not None else None
-                    out.results.append((True, value, index))
-                else:
-                    out.results.append((False, None, None))
-            except BaseException as error:  # noqa: BLE001
-                raise _task_error(error, f"{spec.where}, element {_describe(item)}") from None
+            where = f"{spec.where}, element {_describe(item)}"
+            out.results.append(_guarded(where, _element, spec, dict(base), item))
             out.last_item, out.has_items = item, True
     out.stdout = output.getvalue()
     return out
 
 
+def _element(spec: Elements, namespace: dict[str, Any], item: Any) -> tuple[bool, Any, Any]:
+    namespace[ITEM] = item
+    exec(spec.assign_target, namespace)
+    if not all(eval(condition, namespace) for condition in spec.conditions):
+        return False, None, None
+    value = eval(spec.element, namespace)
+    index = eval(spec.index, namespace) if spec.index is not None else None
+    return True, value, index
+
+
 def gather(spec: Gather, container: Any, *parts: ElementResults) -> UnitResult:
     """Put a fan-out's results together in order, and bind the loop target as the loop leaves it."""
-    values: dict[str, Any] = {}
-    try:
-        if spec.form == "comprehension":
-            result: Any = [value for part in parts for keep, value, _ in part.results if keep]
-        else:
-            if spec.container is not None:  # the container comes from the task that built it
-                container = container.values[spec.container.name]
-            result = copy.copy(_unwrap(container))
-            for part in parts:
-                for _, value, index in part.results:
-                    if spec.form == "append":
-                        result.append(value)
-                    else:
-                        result[index] = value
-    except BaseException as error:  # noqa: BLE001
-        raise _task_error(error, spec.where) from None
-    values[spec.name] = result
+    values = {spec.name: _guarded(spec.where, _assemble, spec, container, parts)}
     last = next((part for part in reversed(parts) if part.has_items), None)
     if spec.form != "comprehension" and last is not None:
         namespace = {ITEM: last.last_item, "__builtins__": builtins}
@@ -221,18 +199,41 @@ def gather(spec: Gather, container: Any, *parts: ElementResults) -> UnitResult:
     return UnitResult(values, "".join(part.stdout for part in parts))
 
 
+def _assemble(spec: Gather, container: Any, parts: tuple[ElementResults, ...]) -> Any:
+    if spec.form == "comprehension":
+        return [value for part in parts for keep, value, _ in part.results if keep]
+    if spec.container is not None:  # the container comes from the task that built it
+        container = container.values[spec.container.name]
+    result = copy.copy(_unwrap(container))
+    for part in parts:
+        for _, value, index in part.results:
+            if spec.form == "append":
+                result.append(value)
+            else:
+                result[index] = value
+    return result
+
+
 def collect(spec: Collect, *results: UnitResult) -> dict[str, Any]:
     """Encode the names that go back to the notebook; the printed output of every task, in order."""
     encoded = {}
     for name, index in spec.sources:
-        try:
-            encoded[name] = encode_value(name, results[index].values[name])
-        except KeyError:
-            continue  # not bound after all (e.g. the loop target of a loop over nothing)
-        except OutputError as error:
-            raise _task_error(error, f"returning {name!r}") from None
+        if name in results[index].values:  # else not bound after all (a loop over nothing)
+            encoded[name] = _guarded(f"returning {name!r}", encode_value, name, results[index].values[name])
     printed = [(label, result.stdout) for label, result in zip(spec.labels, results, strict=True) if result.stdout]
     return {"values": encoded, "printed": printed}
+
+
+def _guarded(where: str, function: Any, *args: Any) -> Any:
+    """``function(*args)``; any failure becomes a :class:`CellTaskError` saying ``where``."""
+    try:
+        return function(*args)
+    except BaseException as error:  # noqa: BLE001 (every failure goes back to the kernel)
+        failure = error
+    # Raised outside the except block, so that it carries no implicit __context__: the original
+    # exception travels encoded in the payload (its class may exist only as a cloudpickle copy
+    # here, which the kernel's decoder rightly refuses).
+    raise _task_error(failure, where)
 
 
 # ---------------------------------------------------------------------------- helpers
