@@ -49,7 +49,8 @@ CELLS: list[tuple[str, str, str]] = [
     (
         "class-instances",
         "",
-        "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n\np = Point(1, 2)\npts = [Point(i, i) for i in range(3)]",
+        "class Point:\n    def __init__(self, x, y):\n        self.x, self.y = x, y\n\n"
+        "p = Point(1, 2)\npts = [Point(i, i) for i in range(3)]",
     ),
     ("notebook-class", "class Box:\n    def __init__(self, v):\n        self.v = v", "bx = Box(5)\nbv = bx.v"),
     (

@@ -49,7 +49,7 @@ class Market:
 
 @contextlib.contextmanager
 def local_market(home: Path, providers: int = 3, gpu_providers: int = 0) -> Iterator[Market]:
-    """Start a devnet with ``providers`` agents (the last ``gpu_providers`` with a GPU) under ``home``; stop it all after."""
+    """Start a devnet of ``providers`` agents (``gpu_providers`` with a GPU) under ``home``; stop all after."""
     saved = {name: os.environ.get(name) for name in ("GOLEM_HOME", "PYTHONPATH")}
     os.environ["GOLEM_HOME"] = str(home)  # inherited by the provider processes
     # Schedulers and workers import task functions from the test modules, as a real user's

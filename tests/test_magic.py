@@ -65,8 +65,8 @@ def user_names(namespace: dict, shell=None) -> dict:
 
 def plain(setup: str, cell: str) -> dict:
     namespace: dict = {"__name__": "__main__"}
-    exec(compile(setup, "<setup>", "exec"), namespace)  # noqa: S102
-    exec(compile(cell, "<cell>", "exec"), namespace)  # noqa: S102
+    exec(compile(setup, "<setup>", "exec"), namespace)
+    exec(compile(cell, "<cell>", "exec"), namespace)
     return user_names(namespace)
 
 
@@ -109,7 +109,7 @@ def test_every_cell_on_the_market_leaves_the_plain_namespace(shell, market):
         expected = plain(setup, cell)
         try:
             got = golem(shell, setup, cell, "")
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise AssertionError(f"cell {name!r} failed on the market: {error!r}") from error
         same(got, expected, name)
 

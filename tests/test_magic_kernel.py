@@ -96,7 +96,7 @@ def test_interrupt_cancels_the_graph_and_settles_what_ran(kernel, market):
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert value_of(client, "'slow' in globals()") == "False"
     # What ran before the interrupt is paid: the graph is in the ledger and settles.
-    reply, messages = run(client, "%golem status")
+    reply, _ = run(client, "%golem status")
     assert reply["content"]["status"] == "ok"
     ledger = market.ledger()
     deadline = time.monotonic() + 60

@@ -94,8 +94,8 @@ class CellRun:
             if self.plan.units:
                 values = self._graph_phase(items, options)
             else:
-                values = {"values": {}, "printed": []}
-            decoded = self._decode(values["values"])
+                values = {"values": b"", "types": {}, "printed": []}
+            decoded = self._decode(values)
             self._commit(decoded)
         except BaseException:
             self.transaction.rollback()
@@ -130,9 +130,8 @@ class CellRun:
         __tracebackhide__ = True
         session = self.session
         token = f"golem-cell-{os.urandom(8).hex()}"
-        dask_graph = build_graph(self.plan, self.namespace, token=token, threads=session.threads(), items=items)
+        dask_graph = build_graph(self.plan, self.namespace, token=token, threads=session.threads, items=items)
         client = session.client
-        spent_before = session.meter_spent()
         started = time.monotonic()
         try:
             futures = client.get(
@@ -153,7 +152,7 @@ class CellRun:
         try:
             while not done.wait(PROGRESS_SECONDS):
                 elapsed = time.monotonic() - started
-                self.view.update(session.progress(token, dask_graph.n_tasks, started, spent_before))
+                self.view.update(session.progress(token, dask_graph.n_tasks, started))
                 if options.timeout is not None and elapsed > options.timeout:
                     note = f"Stopped after the {options.timeout:g} s timeout; what ran is paid."
                     raise TimeoutError(f"The cell ran longer than --timeout {options.timeout:g} s and was cancelled.")
@@ -186,13 +185,18 @@ class CellRun:
 
     # -- after the graph
 
-    def _decode(self, encoded: dict[str, bytes]) -> dict[str, Any]:
-        decoded = {}
-        for name, data in encoded.items():
-            try:
-                decoded[name] = decode_value(data)
-            except GolemError as error:
-                raise GolemError(f"Nothing was written back: {name!r} could not be decoded. {error}") from error
+    def _decode(self, result: dict[str, Any]) -> dict[str, Any]:
+        """The cell's results, through the restricted decoder; a refusal writes nothing."""
+        if not result["types"]:
+            return {}
+        try:
+            decoded = decode_value(result["values"])
+        except GolemError as error:
+            listed = ", ".join(f"{name} ({kind})" for name, kind in sorted(result["types"].items(), key=str))
+            raise GolemError(f"Nothing was written back: {error} The cell's results: {listed}.") from error
+        # Provider bytes choose nothing but values: only the names this cell writes may come back.
+        if type(decoded) is not dict or not set(decoded) <= set(self.plan.outputs):
+            raise GolemError("Nothing was written back: a provider returned names this cell does not assign.")
         return decoded
 
     def _commit(self, decoded: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from .runner import (
     Program,
     collect,
     gather,
+    run_and_collect,
     run_elements,
     run_program,
 )
@@ -169,6 +171,11 @@ def _group(graph: CellGraph) -> list[Unit]:
         s = statements[j]
         if s.fanout is not None:
             continue
+        source = _aliased_name(s.node)
+        if source is not None:  # `b = a` runs with a's task, so that b and a stay one object
+            writer = graph.last_writer(source, j)
+            if writer is not None and writer in parent and statements[writer].fanout is None:
+                union(writer, j)
         for name in s.mutates:
             for k in compute:
                 if k >= j:
@@ -212,6 +219,14 @@ def _group(graph: CellGraph) -> list[Unit]:
             ]
             unit.statements = tuple(sorted(set(unit.statements) | set(inner)))
     return units
+
+
+def _aliased_name(node: ast.stmt) -> str | None:
+    """``a`` for ``b = a`` (and ``b = c = a``): statements that make an alias of a name."""
+    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name):
+        if all(isinstance(t, ast.Name) for t in node.targets):
+            return node.value.id
+    return None
 
 
 def _reachability(graph: CellGraph) -> dict[int, set[int]]:
@@ -260,12 +275,14 @@ class DaskGraph:
 class _Builder:
     """Builds the task tuples of one run of a plan."""
 
-    def __init__(self, plan: Plan, namespace: dict[str, Any], token: str, threads: int, items: dict[int, list]):
+    def __init__(
+        self, plan: Plan, namespace: dict[str, Any], token: str, threads: Callable[[], int], items: dict[int, list]
+    ):
         self.plan = plan
         self.graph = plan.graph
         self.namespace = namespace
         self.token = token
-        self.threads = max(1, threads)
+        self._threads = threads
         self.items = items
         self.tasks: dict[str, Any] = {}
         self.input_keys: dict[str, str] = {}
@@ -307,8 +324,8 @@ class _Builder:
             writer = self._writer(name, at)
             if writer is not None and writer in unit_members:
                 return
-            if name in bound and bound[name] == writer and not mutated:
-                return
+            if name in bound and bound[name] == writer:
+                return  # bound once per task: aliases made in the task stay aliases
             if writer is None:
                 if name in self.namespace:
                     key = self._input(name)
@@ -329,9 +346,15 @@ class _Builder:
                 steps.append(Bind(name, arg_for(key), from_unit=True, copy=mutated))
             bound[name] = writer
 
-        for position, names, mutated in uses:
+        # A name the task changes in place is copied when bound (other tasks may hold the same
+        # object), once for the whole task.
+        # Where a task changes anything in place, every name it binds from elsewhere is copied
+        # (once per task): other tasks may hold the same object, and an alias made in the task
+        # (`b = a; b.append(1)`) reaches it under another name.
+        changes = any(mutated for _, _, mutated in uses)
+        for position, names, _ in uses:
             for name in sorted(names):
-                need(name, position, name in mutated)
+                need(name, position, changes)
             if position in unit_members:
                 steps.append(Exec(self._code(position)))
         return steps, xp
@@ -359,11 +382,13 @@ class _Builder:
             self.needed_from.setdefault(u, set()).add(name)
         self._finish_returns()
         collect_key = f"{self.token}-collect"
-        self.tasks[collect_key] = (
-            collect,
-            Collect(sources, labels),
-            *[self.unit_keys[u] for u in range(len(self.plan.units))],
-        )
+        units = [self.unit_keys[u] for u in range(len(self.plan.units))]
+        if len(units) == 1 and self.tasks[units[0]][0] is run_program:
+            # One task: it collects its own results (one scheduler round trip, not two).
+            _, program, *args = self.tasks.pop(units[0])
+            self.tasks[collect_key] = (run_and_collect, program, Collect(sources, labels), *args)
+        else:
+            self.tasks[collect_key] = (collect, Collect(sources, labels), *units)
         n_tasks = sum(1 for v in self.tasks.values() if isinstance(v, tuple))
         return DaskGraph(self.tasks, collect_key, self.input_keys, n_tasks)
 
@@ -417,9 +442,10 @@ class _Builder:
             source = Program(where, (*source_setup, Exec(collect_items)), (ITEM,), xp=source_xp)
             source_key = f"{self.token}-s{u}"
             self.tasks[source_key] = [run_program, source, *source_args]
-            for k in range(self.threads):
+            slices = max(1, self._threads())  # one per worker thread: the length is known only there
+            for k in range(slices):
                 key = f"{self.token}-e{u}-{k}"
-                self.tasks[key] = [run_elements, Elements(**spec, chunk=(k, self.threads)), source_key, *args]
+                self.tasks[key] = [run_elements, Elements(**spec, chunk=(k, slices)), source_key, *args]
                 part_keys.append(key)
         container_key: Any = None
         container_bind = None
@@ -448,7 +474,7 @@ class _Builder:
 
 
 def build_graph(
-    plan: Plan, namespace: dict[str, Any], *, token: str, threads: int, items: dict[int, list]
+    plan: Plan, namespace: dict[str, Any], *, token: str, threads: Callable[[], int], items: dict[int, list]
 ) -> DaskGraph:
     """The Dask graph of one run of ``plan``; ``items`` holds the fan-out elements the kernel evaluated."""
     return _Builder(plan, namespace, token, threads, items).build()

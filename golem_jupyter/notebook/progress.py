@@ -3,7 +3,8 @@
 :class:`CellProgress` is a scheduler plugin, registered by the kernel's client on the session's
 scheduler. It counts, per cell run (the ``golem-cell-<id>`` prefix of its keys), the tasks each
 worker finished and is running. The kernel reads the counts with :func:`read_progress` through
-``run_on_scheduler``, a few times a second while a cell runs.
+``run_on_scheduler``, a few times a second while a cell runs, together with what the market's
+meter has charged for the run so far.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 PREFIX = "golem-cell-"
+METER = "golem-graph-meter"  # the name of requestor.metering.GraphMeter
 KEEP_RUNS = 64
 
 
@@ -39,7 +41,11 @@ class CellProgress(SchedulerPlugin):
     def _run(self, token: str) -> dict[str, Any]:
         run = self.runs.get(token)
         if run is None:
-            run = self.runs[token] = {"workers": {}, "done": 0, "erred": 0}
+            # What the market's meter had charged when this run's first task moved: the run's
+            # own spending is the difference (other graphs running at once are counted too).
+            meter = self.scheduler.plugins.get(METER)
+            spent = float(meter.spent) if meter is not None else 0.0
+            run = self.runs[token] = {"workers": {}, "done": 0, "erred": 0, "spent_at_start": spent}
             while len(self.runs) > KEEP_RUNS:
                 self.runs.popitem(last=False)
         return run
@@ -71,10 +77,11 @@ def read_progress(dask_scheduler: Any, token: str) -> dict[str, Any]:
     """The counts of one cell run, and what the market's meter has charged so far (run on the scheduler)."""
     plugin = dask_scheduler.plugins.get(CellProgress.name)
     run = plugin.runs.get(token) if plugin is not None else None
-    meter = dask_scheduler.plugins.get("golem-graph-meter")
+    meter = dask_scheduler.plugins.get(METER)
+    run = run or {"workers": {}, "done": 0, "erred": 0, "spent_at_start": 0.0}
     return {
-        "workers": {k: list(v) for k, v in (run or {}).get("workers", {}).items()},
-        "done": (run or {}).get("done", 0),
-        "erred": (run or {}).get("erred", 0),
-        "spent": float(meter.spent) if meter is not None else 0.0,
+        "workers": {k: list(v) for k, v in run["workers"].items()},
+        "done": run["done"],
+        "erred": run["erred"],
+        "spent": float(meter.spent) - run["spent_at_start"] if meter is not None else 0.0,
     }

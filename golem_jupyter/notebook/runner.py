@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GolemError
-from .transport import NOTEBOOK_MODULE, OutputError, Shipped, encode_value, unship
+from .transport import NOTEBOOK_MODULE, OutputError, Shipped, check_returnable, encode_value, unship
 
 ITEM = "__golem_item__"
 """The name a fan-out element is bound to before its loop target is assigned from it."""
@@ -215,13 +215,26 @@ def _assemble(spec: Gather, container: Any, parts: tuple[ElementResults, ...]) -
 
 
 def collect(spec: Collect, *results: UnitResult) -> dict[str, Any]:
-    """Encode the names that go back to the notebook; the printed output of every task, in order."""
-    encoded = {}
-    for name, index in spec.sources:
-        if name in results[index].values:  # else not bound after all (a loop over nothing)
-            encoded[name] = _guarded(f"returning {name!r}", encode_value, name, results[index].values[name])
+    """Encode the names that go back to the notebook, together (so that aliases stay aliases),
+    with each one's type for the kernel's messages; and the printed output of every task, in order."""
+    values = {name: results[i].values[name] for name, i in spec.sources if name in results[i].values}
+    # (a name missing from its task was not bound after all: the target of a loop over nothing)
+    for name, value in values.items():
+        _guarded(f"returning {name!r}", check_returnable, name, value)
+    try:
+        encoded = encode_value("the cell's results", values)
+    except OutputError:
+        for name, value in values.items():  # say which name cannot come back
+            _guarded(f"returning {name!r}", encode_value, name, value)
+        raise
+    types = {name: f"{type(v).__module__}.{type(v).__qualname__}" for name, v in values.items()}
     printed = [(label, result.stdout) for label, result in zip(spec.labels, results, strict=True) if result.stdout]
-    return {"values": encoded, "printed": printed}
+    return {"values": encoded, "types": types, "printed": printed}
+
+
+def run_and_collect(program: Program, spec: Collect, *args: Any) -> dict[str, Any]:
+    """A cell that is one task: run it and collect its results in the same task."""
+    return collect(spec, run_program(program, *args))
 
 
 def _guarded(where: str, function: Any, *args: Any) -> Any:

@@ -50,7 +50,7 @@ class Session:
     def _install_progress(self) -> None:
         self.client.register_plugin(CellProgress(), name=CellProgress.name)
 
-    def progress(self, token: str, total: int, started: float, spent_before: float) -> Progress:
+    def progress(self, token: str, total: int, started: float) -> Progress:
         state = self.client.run_on_scheduler(read_progress, token=token)
         providers = tuple(ProviderProgress(name, d, r) for name, (d, r) in sorted(state["workers"].items()))
         return Progress(
@@ -59,12 +59,9 @@ class Session:
             erred=state["erred"],
             providers=providers,
             elapsed=time.monotonic() - started,
-            spent=max(0, round(state["spent"] - spent_before)),
+            spent=max(0, round(state["spent"])),
             budget_left=self.budget_left(),
         )
-
-    def meter_spent(self) -> float:
-        return 0.0
 
     def budget_left(self) -> int | None:
         return None
@@ -115,6 +112,9 @@ class MarketSession(Session):
 
         self.connection = connection
         self.devnet = devnet
+        self._watched: list[list[Any]] = []
+        self._watch_lock = threading.Lock()
+        self._watcher: threading.Thread | None = None
         self.cluster = GolemCluster(
             n_providers=connection.providers,
             gpu=connection.gpu,
@@ -144,9 +144,6 @@ class MarketSession(Session):
             f"(chain {c.chain.network.chain_id}), session 0x{c.session_id.hex()}"
         )
 
-    def meter_spent(self) -> float:
-        return float(self.client.run_on_scheduler(_meter_spent))
-
     def budget_left(self) -> int | None:
         return self.cluster.remaining
 
@@ -172,10 +169,10 @@ class MarketSession(Session):
         if not graph.get("paid"):
             status, tx_hash = "nothing to pay", None
         else:
-            record = self.cluster.ledger.graph(graph["graph_id"])
+            record = self.cluster.ledger.graph(graph["graph_id"])  # None until the collector has written it
             status = record.status if record is not None else "pending"
             tx_hash = record.tx_hash if record is not None else None
-            lines = _paid_lines(record, lines) if record is not None else lines
+            lines = _paid_lines(graph["paid_amounts"], lines)
         return Receipt(
             lines,
             graph["total"],
@@ -191,21 +188,32 @@ class MarketSession(Session):
     def watch_settlement(self, receipt: Receipt, on_change: Any) -> None:
         if receipt.graph_id is None or receipt.status in ("confirmed", "nothing to pay"):
             return
+        with self._watch_lock:
+            self._watched.append([receipt, on_change, time.monotonic() + SETTLEMENT_WATCH_SECONDS])
+            if self._watcher is None or not self._watcher.is_alive():
+                self._watcher = threading.Thread(target=self._watch, name="golem-receipts", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        """One thread per session tells each receipt when its graph's settlement moves on."""
         ledger = self.cluster.ledger
-
-        def watch() -> None:
-            last = (receipt.status, receipt.tx_hash)
-            deadline = time.monotonic() + SETTLEMENT_WATCH_SECONDS
-            while time.monotonic() < deadline:
+        while True:
+            with self._watch_lock:
+                now = time.monotonic()
+                self._watched = [w for w in self._watched if w[2] > now]
+                if not self._watched:
+                    self._watcher = None
+                    return
+                watched = list(self._watched)
+            for entry in watched:
+                receipt, on_change, _ = entry
                 record = ledger.graph(receipt.graph_id)
-                if record is not None and (record.status, record.tx_hash) != last:
-                    last = (record.status, record.tx_hash)
-                    on_change(_replace(receipt, status=record.status, tx_hash=record.tx_hash))
+                if record is not None and (record.status, record.tx_hash) != (receipt.status, receipt.tx_hash):
+                    entry[0] = receipt = _replace(receipt, status=record.status, tx_hash=record.tx_hash)
+                    on_change(receipt)
                     if record.status == "confirmed":
-                        return
-                time.sleep(0.25)
-
-        threading.Thread(target=watch, name="golem-receipt", daemon=True).start()
+                        entry[2] = 0.0
+            time.sleep(0.25)
 
     def close(self) -> None:
         try:
@@ -217,14 +225,10 @@ class MarketSession(Session):
                 self.devnet = None
 
 
-def _paid_lines(record: Any, metered: tuple[ReceiptLine, ...]) -> tuple[ReceiptLine, ...]:
-    """The ledger's payouts (start fees included, capped by the deposit) in place of metered amounts."""
-    paid = {p.provider: p for p in record.payouts}
+def _paid_lines(paid: dict[str, int], metered: tuple[ReceiptLine, ...]) -> tuple[ReceiptLine, ...]:
+    """What each provider is paid (start fees included, capped by the deposit) in place of metered amounts."""
     return tuple(
-        ReceiptLine(line.provider, line.cpu_seconds, line.gpu_seconds, paid[line.provider].amount)
-        if line.provider in paid
-        else line
-        for line in metered
+        ReceiptLine(line.provider, line.cpu_seconds, line.gpu_seconds, paid.get(line.provider, 0)) for line in metered
     )
 
 
@@ -232,11 +236,6 @@ def _replace(receipt: Receipt, **changes: Any) -> Receipt:
     from dataclasses import replace
 
     return replace(receipt, **changes)
-
-
-def _meter_spent(dask_scheduler: Any) -> float:
-    meter = dask_scheduler.plugins.get("golem-graph-meter")
-    return float(meter.spent) if meter is not None else 0.0
 
 
 def no_gpu_message(offers: list[Any]) -> str:

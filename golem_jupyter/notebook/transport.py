@@ -161,13 +161,18 @@ def _is_worker_main(cls: type) -> bool:
     return main is not None and vars(main).get(cls.__qualname__) is cls
 
 
-def encode_value(name: str, value: Any) -> bytes:
-    """Encode what the cell assigned to ``name``, on the provider."""
+def check_returnable(name: str, value: Any) -> None:
+    """Refuse, with advice, a value that pickles but means nothing in the kernel (a lazy collection)."""
     if _is_lazy_collection(value):
         raise OutputError(
             f"{name!r} is a lazy Dask collection ({type(value).__name__}); call .compute() on it in the cell, "
             "or build it in a plain cell: the notebook's Dask client is the market's"
         )
+
+
+def encode_value(name: str, value: Any) -> bytes:
+    """Encode what the cell assigned to ``name``, on the provider."""
+    check_returnable(name, value)
     buffer = io.BytesIO()
     try:
         _NotebookPickler(buffer, protocol=5).dump(value)

@@ -442,7 +442,8 @@ class GolemCluster(Cluster):
         if graph["budget_exceeded"]:
             self.budget_exceeded = True
         total = sum(p.amount for p in payouts)
-        self.graphs.append({**graph, "graph_id": graph_id, "total": total, "paid": bool(payouts)})
+        paid = {p.provider: p.amount for p in payouts}
+        self.graphs.append({**graph, "graph_id": graph_id, "total": total, "paid": bool(payouts), "paid_amounts": paid})
         if not payouts:
             return
         self.spent += total
