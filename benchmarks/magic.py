@@ -11,8 +11,8 @@ out. Then:
    session of N rented providers, against ``rc[:].execute(code, block=True)`` on N ipyparallel
    engines (controller and engines on 127.0.0.1). Median and p90 wall time per cell (goal:
    golem/ipyparallel <= 1.5). Each side is what a notebook user waits for: the ``%%golem`` cell
-   plans the cell, runs it as a 2-task graph on the providers (the statement, then the task that
-   sends ``x`` back), decodes ``x``, writes it into the notebook and prints its receipt (captured
+   plans the cell, runs it as a one-task graph on the providers (the statement, which also
+   encodes ``x`` for the trip back), decodes ``x``, writes it into the notebook and prints its receipt (captured
    here, not shown); ipyparallel runs the code on every engine and brings nothing back. Both get
    the same warm-up.
 2. Fan-out: the cell ``ys = [work(i) for i in range(E)]``, ``work`` a small CPU function defined in

@@ -98,7 +98,7 @@ def plain(cell: str) -> tuple[dict, str]:
     return {k: v for k, v in namespace.items() if k in INTS + LISTS + ("i",)}, printed.getvalue()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cell=cells())
 def test_random_cells_leave_the_plain_namespace(shell, cell):
     expected, expected_printed = plain(cell)

@@ -167,9 +167,10 @@ def _group(graph: CellGraph) -> list[Unit]:
         parent[max(ra, rb)] = min(ra, rb)
         return True
 
+    plain = _aliased_loops(graph, compute)
     for j in compute:
         s = statements[j]
-        if s.fanout is not None:
+        if s.fanout is not None and j not in plain:
             continue
         source = _aliased_name(s.node)
         if source is not None:  # `b = a` runs with a's task, so that b and a stay one object
@@ -204,7 +205,7 @@ def _group(graph: CellGraph) -> list[Unit]:
     units = []
     for root in sorted(groups):
         members = sorted(groups[root])
-        single = len(members) == 1 and statements[members[0]].fanout is not None
+        single = len(members) == 1 and statements[members[0]].fanout is not None and members[0] not in plain
         units.append(Unit(tuple(members), fanout=single))
     # Definitions between grouped statements run inside the group too (they are cheap and pure).
     for unit in units:
@@ -219,6 +220,22 @@ def _group(graph: CellGraph) -> list[Unit]:
             ]
             unit.statements = tuple(sorted(set(unit.statements) | set(inner)))
     return units
+
+
+def _aliased_loops(graph: CellGraph, compute: list[int]) -> set[int]:
+    """Fan-out loops that must run as plain statements: the list they append to has an alias
+    made earlier in the cell (`ys = xs` then `for ...: xs.append(...)`), and the loop must change
+    the one object both names hold."""
+    aliased: set[str] = set()
+    loops = set()
+    for j in compute:
+        s = graph.statements[j]
+        if s.fanout is not None and s.fanout.form != "comprehension" and s.fanout.name in aliased:
+            loops.add(j)
+        source = _aliased_name(s.node)
+        if source is not None:
+            aliased |= {source, *(t.id for t in s.node.targets)}
+    return loops
 
 
 def _aliased_name(node: ast.stmt) -> str | None:
