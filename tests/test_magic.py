@@ -8,14 +8,13 @@ provider agents).
 
 from __future__ import annotations
 
-import os
 import types
 
 import numpy as np
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from magic_cells import CELLS
+from magic_shell import text_shell
 from marketkit import local_market
 
 from golem_jupyter.errors import BudgetExceeded, GolemError
@@ -26,16 +25,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def shell():
-    saved = os.environ.get("GOLEM_DISPLAY")
-    os.environ["GOLEM_DISPLAY"] = "text"
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "golem_jupyter")
-    yield ip
-    ip.run_line_magic("golem", "close")
-    if saved is None:
-        os.environ.pop("GOLEM_DISPLAY", None)
-    else:
-        os.environ["GOLEM_DISPLAY"] = saved
+    with text_shell() as ip:
+        yield ip
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,9 @@ elsewhere it is skipped, never faked.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
+from magic_shell import text_shell
 from marketkit import local_market
 
 from golem_jupyter.provider.gpu import detect_gpus
@@ -23,13 +21,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def shell(tmp_path_factory):
-    os.environ["GOLEM_DISPLAY"] = "text"
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "golem_jupyter")
-    with local_market(tmp_path_factory.mktemp("gpu-market"), providers=2, gpu_providers=1) as market:
-        ip.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 1 --budget 0.05")
-        yield ip
-        ip.run_line_magic("golem", "close")
+    with text_shell() as ip:
+        with local_market(tmp_path_factory.mktemp("gpu-market"), providers=2, gpu_providers=1) as market:
+            ip.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 1 --budget 0.05")
+            yield ip
+            ip.run_line_magic("golem", "close")
 
 
 def test_xp_is_cupy_on_the_gpu_worker_and_results_come_back_as_numpy(shell):

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from IPython.core.interactiveshell import InteractiveShell
+from magic_shell import text_shell
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -27,16 +26,8 @@ SETUP = "a = 1\nxs = [1, 2]"
 
 @pytest.fixture(scope="module")
 def shell():
-    saved = os.environ.get("GOLEM_DISPLAY")
-    os.environ["GOLEM_DISPLAY"] = "text"
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "golem_jupyter")
-    yield ip
-    ip.run_line_magic("golem", "close")
-    if saved is None:
-        os.environ.pop("GOLEM_DISPLAY", None)
-    else:
-        os.environ["GOLEM_DISPLAY"] = saved
+    with text_shell() as ip:
+        yield ip
 
 
 @st.composite

@@ -470,14 +470,7 @@ class _Binder(ast.NodeVisitor):
             if isinstance(sub, ast.NamedExpr):
                 self.names.add(sub.target.id)
 
-    def visit_SetComp(self, node: ast.SetComp) -> None:
-        self.visit_ListComp(node)
-
-    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
-        self.visit_ListComp(node)
-
-    def visit_DictComp(self, node: ast.DictComp) -> None:
-        self.visit_ListComp(node)
+    visit_SetComp = visit_GeneratorExp = visit_DictComp = visit_ListComp  # noqa: N815 (NodeVisitor names)
 
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         self.names.update(_imported_name(alias) for alias in node.names if alias.name != "*")
@@ -949,14 +942,7 @@ class _Walker(ast.NodeVisitor):
             self.conditional -= 1
             self.scopes.pop()
 
-    def visit_SetComp(self, node: ast.SetComp) -> None:
-        self.visit_ListComp(node)
-
-    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
-        self.visit_ListComp(node)
-
-    def visit_DictComp(self, node: ast.DictComp) -> None:
-        self.visit_ListComp(node)
+    visit_SetComp = visit_GeneratorExp = visit_DictComp = visit_ListComp  # noqa: N815 (NodeVisitor names)
 
 
 # ---------------------------------------------------------------------------- fan-out

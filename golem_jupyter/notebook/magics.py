@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import shlex
+from dataclasses import replace
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -45,7 +46,8 @@ class GolemMagics(Magics):
         self.market: MarketSession | None = None
         self.gpu_market: MarketSession | None = None
         self.local: LocalSession | None = None
-        self.cell_budget: int | None = None
+        self.connection = Connection()
+        """What sessions are opened with: ``%golem connect``'s choices, or the defaults."""
         atexit.register(self.close_all)
 
     # ------------------------------------------------------------------ %golem / %%golem
@@ -103,7 +105,7 @@ class GolemMagics(Magics):
             print("golem: --verify is accepted but not active yet; no task is re-run.")
         session = self._session_for(args) if plan.units else None
         options = self._run_options(args, session)
-        cap = parse_amount(args.budget) if args.budget else self.cell_budget
+        cap = parse_amount(args.budget) if args.budget else None
         mode = display_mode(self.shell)
         view = progress_view(mode if plan.units else "none")
         market = session if isinstance(session, MarketSession) else None
@@ -147,11 +149,11 @@ class GolemMagics(Magics):
         return RunOptions(timeout=args.timeout, resources=resources, workers=workers)
 
     def _cost_bound(self, args) -> str:
-        cap = parse_amount(args.budget) if args.budget else self.cell_budget
+        cap = parse_amount(args.budget) if args.budget else None
         if args.local:
             return "Cost: none (local cluster)."
         session = self.gpu_market if args.gpu else self.market
-        bound = cap if cap is not None else (session.cluster.remaining if session else parse_amount(DEFAULT_BUDGET))
+        bound = cap if cap is not None else (session.cluster.remaining if session else self.connection.budget)
         text = f"Cost: at most {format_wei(bound)} (the budget guard stops the graph there)"
         if args.timeout and session is not None:
             rate = 0
@@ -170,22 +172,18 @@ class GolemMagics(Magics):
             return self.local
         if args.gpu:
             if self.gpu_market is None:
-                self.gpu_market = self._open_market(Connection(**{**self._defaults(), "gpu": True, "providers": 1}))
+                self.gpu_market = self._open_market(replace(self.connection, gpu=True, providers=1))
             session = self.gpu_market
         else:
             if self.market is None:
                 print("golem: no session yet; connecting with %golem connect defaults.")
-                self.market = self._open_market(Connection(**self._defaults()))
+                self.market = self._open_market(self.connection)
             session = self.market
         if args.providers is not None:
             running = sum(r.status == "running" for r in session.cluster.rentals.values())
             if running < args.providers:
                 session.cluster.scale(args.providers)
         return session
-
-    def _defaults(self) -> dict:
-        base = getattr(self, "_connection", None) or Connection(budget=parse_amount(DEFAULT_BUDGET))
-        return dict(base.__dict__)
 
     def _open_market(self, connection: Connection) -> MarketSession:
         from ..chain.network import resolve
@@ -245,7 +243,7 @@ class GolemMagics(Magics):
             max_price_cpu=None if args.gpu else max_price,
             max_price_gpu=max_price if args.gpu else None,
         )
-        self._connection = Connection(**{**connection.__dict__, "gpu": False})
+        self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"
         if getattr(self, slot) is not None:
             getattr(self, slot).close()
@@ -280,7 +278,7 @@ class GolemMagics(Magics):
         if session is not None:
             chain = session.cluster.chain
         else:
-            network = resolve(getattr(self, "_connection", Connection()).network)
+            network = resolve(self.connection.network)
             chain = Chain.connect(network, Wallet.dev(0) if network.accounts else None)
         offers = chain.registry.active_offers()
         rented = set()
@@ -315,7 +313,7 @@ class GolemMagics(Magics):
         except InvalidInput as error:
             raise UsageError(str(error)) from None
         if session is None:
-            self._connection = Connection(**{**self._defaults(), "budget": amount})
+            self.connection = replace(self.connection, budget=amount)
             print(f"golem: the next session gets a budget of {format_wei(amount)}.")
             return
         session.cluster.set_budget(amount)

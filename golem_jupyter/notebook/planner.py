@@ -167,7 +167,8 @@ def _group(graph: CellGraph) -> list[Unit]:
         parent[max(ra, rb)] = min(ra, rb)
         return True
 
-    plain = _aliased_loops(graph, compute)
+    aliases = _alias_classes(graph, compute)
+    plain = {j for j in compute if (fan := statements[j].fanout) is not None and fan.name in aliases}
     for j in compute:
         s = statements[j]
         if s.fanout is not None and j not in plain:
@@ -175,14 +176,17 @@ def _group(graph: CellGraph) -> list[Unit]:
         source = _aliased_name(s.node)
         if source is not None:  # `b = a` runs with a's task, so that b and a stay one object
             writer = graph.last_writer(source, j)
-            if writer is not None and writer in parent and statements[writer].fanout is None:
+            if writer is not None and writer in parent and (statements[writer].fanout is None or writer in plain):
                 union(writer, j)
         for name in s.mutates:
+            # An object changed in place is the same under every alias: earlier statements that
+            # touch it run with the change; so do later ones, when it has another name.
+            names = aliases.get(name, {name})
             for k in compute:
-                if k >= j:
+                if k >= j and len(names) == 1:
                     break
                 other = statements[k]
-                if other.fanout is None and name in (other.reads | other.writes):
+                if k != j and (other.fanout is None or k in plain) and names & (other.reads | other.writes):
                     union(k, j)
     reach = _reachability(graph)
     changed = True
@@ -222,20 +226,21 @@ def _group(graph: CellGraph) -> list[Unit]:
     return units
 
 
-def _aliased_loops(graph: CellGraph, compute: list[int]) -> set[int]:
-    """Fan-out loops that must run as plain statements: the list they append to has an alias
-    made earlier in the cell (`ys = xs` then `for ...: xs.append(...)`), and the loop must change
-    the one object both names hold."""
-    aliased: set[str] = set()
-    loops = set()
+def _alias_classes(graph: CellGraph, compute: list[int]) -> dict[str, set[str]]:
+    """For each name the cell aliases (`ys = xs`), every name that may hold the same object.
+
+    Fan-outs building one of them run as plain statements: the names must stay one object,
+    changed by whoever changes it."""
+    classes: dict[str, set[str]] = {}
     for j in compute:
-        s = graph.statements[j]
-        if s.fanout is not None and s.fanout.form != "comprehension" and s.fanout.name in aliased:
-            loops.add(j)
-        source = _aliased_name(s.node)
-        if source is not None:
-            aliased |= {source, *(t.id for t in s.node.targets)}
-    return loops
+        node = graph.statements[j].node
+        if (source := _aliased_name(node)) is not None:
+            merged = {source, *(t.id for t in node.targets)}
+            for name in list(merged):
+                merged |= classes.get(name, set())
+            for name in merged:
+                classes[name] = merged
+    return classes
 
 
 def _aliased_name(node: ast.stmt) -> str | None:
@@ -358,13 +363,12 @@ class _Builder:
                     need(dep, writer, False, depth + 1)
                 steps.append(Exec(self._code(writer)))
             else:
-                key = self.unit_keys[self.plan.unit_of[writer]]
-                self.needed_from.setdefault(self.plan.unit_of[writer], set()).add(name)
-                steps.append(Bind(name, arg_for(key), from_unit=True, copy=mutated))
+                sources = self._sources(name, writer)
+                arg, from_unit = sources[0]
+                fallbacks = tuple((arg_for(key), unit) for key, unit in sources[1:])
+                steps.append(Bind(name, arg_for(arg), from_unit, copy=mutated, fallbacks=fallbacks))
             bound[name] = writer
 
-        # A name the task changes in place is copied when bound (other tasks may hold the same
-        # object), once for the whole task.
         # Where a task changes anything in place, every name it binds from elsewhere is copied
         # (once per task): other tasks may hold the same object, and an alias made in the task
         # (`b = a; b.append(1)`) reaches it under another name.
@@ -394,9 +398,10 @@ class _Builder:
             else:
                 self._program(u, unit)
         labels = tuple(unit.where(self.graph) for unit in self.plan.units)
-        sources = tuple((name, self.plan.unit_of[w]) for name, w in sorted(self.plan.outputs.items()))
-        for name, u in sources:
-            self.needed_from.setdefault(u, set()).add(name)
+        sources = tuple((name, self._writers(name)) for name in sorted(self.plan.outputs))
+        for name, units in sources:
+            for u in units:
+                self.needed_from.setdefault(u, set()).add(name)
         self._finish_returns()
         collect_key = f"{self.token}-collect"
         units = [self.unit_keys[u] for u in range(len(self.plan.units))]
@@ -408,6 +413,35 @@ class _Builder:
             self.tasks[collect_key] = (collect, Collect(sources, labels), *units)
         n_tasks = sum(1 for v in self.tasks.values() if isinstance(v, tuple))
         return DaskGraph(self.tasks, collect_key, self.input_keys, n_tasks)
+
+    def _sources(self, name: str, writer: int) -> list[tuple[str, bool]]:
+        """(key, is a task's result) to take ``name`` from, as of ``writer``: a loop over nothing
+        does not bind its target, so the earlier value follows it."""
+        sources = []
+        while True:
+            u = self.plan.unit_of[writer]
+            self.needed_from.setdefault(u, set()).add(name)
+            sources.append((self.unit_keys[u], True))
+            fan = self.graph.statements[writer].fanout
+            if fan is None or name not in fan.target_names:
+                return sources
+            writer = self.graph.last_writer(name, writer)
+            if writer is None:
+                if name in self.namespace:
+                    sources.append((self._input(name), False))
+                return sources
+            if writer not in self.plan.unit_of:  # a definition: not a loop target's earlier value
+                return sources
+
+    def _writers(self, name: str) -> tuple[int, ...]:
+        """The tasks that bind ``name``, last first: a loop over nothing leaves the earlier value."""
+        units: list[int] = []
+        for s in reversed(self.graph.statements):
+            if name in s.writes and s.index in self.plan.unit_of and self.plan.unit_of[s.index] not in units:
+                units.append(self.plan.unit_of[s.index])
+                if s.fanout is None or name not in s.fanout.target_names:
+                    break  # this one surely binds it
+        return tuple(units)
 
     def _program(self, u: int, unit: Unit) -> None:
         members = set(unit.statements)

@@ -60,6 +60,8 @@ class Bind:
     from_unit: bool
     copy: bool = False
     """Deep-copy first: the task changes it in place and other tasks may hold the same object."""
+    fallbacks: tuple[tuple[int, bool], ...] = ()
+    """(arg, from_unit) to try in order when ``arg``'s task did not bind it (a loop over nothing)."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,10 @@ class Gather:
 
 @dataclass(frozen=True)
 class Collect:
-    """The last task: the names going back to the notebook, ``name -> index`` of the task holding it."""
+    """The last task: the names going back to the notebook, each with the tasks that may hold it."""
 
-    sources: tuple[tuple[str, int], ...]
+    sources: tuple[tuple[str, tuple[int, ...]], ...]
+    """Name -> the tasks that may hold it, last writer first."""
     labels: tuple[str, ...]
 
 
@@ -217,8 +220,12 @@ def _assemble(spec: Gather, container: Any, parts: tuple[ElementResults, ...]) -
 def collect(spec: Collect, *results: UnitResult) -> dict[str, Any]:
     """Encode the names that go back to the notebook, together (so that aliases stay aliases),
     with each one's type for the kernel's messages; and the printed output of every task, in order."""
-    values = {name: results[i].values[name] for name, i in spec.sources if name in results[i].values}
-    # (a name missing from its task was not bound after all: the target of a loop over nothing)
+    values = {}
+    for name, candidates in spec.sources:
+        # The first task holding it: a loop over nothing does not bind its target.
+        holder = next((results[i] for i in candidates if name in results[i].values), None)
+        if holder is not None:
+            values[name] = holder.values[name]
     for name, value in values.items():
         _guarded(f"returning {name!r}", check_returnable, name, value)
     try:
@@ -288,11 +295,16 @@ def _run_steps(steps: tuple[Bind | Exec, ...], args: tuple[Any, ...], namespace:
 
 
 def _argument(step: Bind, args: tuple[Any, ...], namespace: dict[str, Any]) -> Any:
-    source = args[step.arg]
-    if step.from_unit:
-        value = source.values[step.name]
+    for arg, from_unit in ((step.arg, step.from_unit), *step.fallbacks):
+        source = args[arg]
+        if not from_unit:
+            value = unship(source, namespace) if isinstance(source, Shipped) else source
+            break
+        if step.name in source.values:
+            value = source.values[step.name]
+            break
     else:
-        value = unship(source, namespace) if isinstance(source, Shipped) else source
+        raise NameError(f"name {step.name!r} is not defined")
     return copy.deepcopy(value) if step.copy else value
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from distributed import Client
 
-from ..errors import GolemError, MarketError
 from .display import Progress, ProviderProgress, Receipt, ReceiptLine
 from .progress import CellProgress, read_progress
 
@@ -33,7 +32,7 @@ class Connection:
     network: str | None = None
     providers: int = 2
     gpu: bool = False
-    budget: int = 10**16
+    budget: int = 10**16  # 0.01 ETH, what `%golem connect --budget` defaults to
     max_price_cpu: int | None = None
     max_price_gpu: int | None = None
 
@@ -209,7 +208,7 @@ class MarketSession(Session):
                 receipt, on_change, _ = entry
                 record = ledger.graph(receipt.graph_id)
                 if record is not None and (record.status, record.tx_hash) != (receipt.status, receipt.tx_hash):
-                    entry[0] = receipt = _replace(receipt, status=record.status, tx_hash=record.tx_hash)
+                    entry[0] = receipt = replace(receipt, status=record.status, tx_hash=record.tx_hash)
                     on_change(receipt)
                     if record.status == "confirmed":
                         entry[2] = 0.0
@@ -232,12 +231,6 @@ def _paid_lines(paid: dict[str, int], metered: tuple[ReceiptLine, ...]) -> tuple
     )
 
 
-def _replace(receipt: Receipt, **changes: Any) -> Receipt:
-    from dataclasses import replace
-
-    return replace(receipt, **changes)
-
-
 def no_gpu_message(offers: list[Any]) -> str:
     return (
         f"No GPU provider is on the market ({len(offers)} offer(s), none with a GPU), so `--gpu` cannot run. "
@@ -246,4 +239,4 @@ def no_gpu_message(offers: list[Any]) -> str:
     )
 
 
-__all__ = ["Connection", "GolemError", "LocalSession", "MarketError", "MarketSession", "Session", "no_gpu_message"]
+__all__ = ["Connection", "LocalSession", "MarketSession", "Session", "no_gpu_message"]

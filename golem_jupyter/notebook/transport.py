@@ -15,6 +15,8 @@ as instances of the kernel's own class. CuPy arrays come back as NumPy arrays.
 
 from __future__ import annotations
 
+import dis
+import functools
 import io
 import pickle
 import sys
@@ -116,22 +118,24 @@ def notebook_functions(namespace: dict[str, Any]) -> dict[str, frozenset[str]]:
     found = {}
     for name, value in namespace.items():
         if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
-            found[name] = frozenset(code_globals(value.__code__))
+            found[name] = code_globals(value.__code__)
     return found
 
 
-def code_globals(code: types.CodeType) -> set[str]:
-    """Global names used by ``code`` and the code nested in it (inner functions, comprehensions)."""
-    import dis
+@functools.lru_cache(maxsize=4096)
+def code_globals(code: types.CodeType) -> frozenset[str]:
+    """Global names used by ``code`` and the code nested in it (inner functions, comprehensions).
 
-    names = set()
+    Cached per code object: every cell asks this for every function of the notebook.
+    """
+    names: set[str] = set()
     for instruction in dis.get_instructions(code):
         if instruction.opname in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME"):
             names.add(instruction.argval)
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
             names |= code_globals(constant)
-    return names
+    return frozenset(names)
 
 
 # ---------------------------------------------------------------------------- out of the graph

@@ -1,0 +1,26 @@
+"""A real IPython shell with the extension loaded and plain-text output, for the magic's tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from IPython.core.interactiveshell import InteractiveShell
+
+
+@contextlib.contextmanager
+def text_shell() -> Iterator[InteractiveShell]:
+    """The process's InteractiveShell with ``%load_ext golem_jupyter``; its sessions closed after."""
+    saved = os.environ.get("GOLEM_DISPLAY")
+    os.environ["GOLEM_DISPLAY"] = "text"
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "golem_jupyter")
+    try:
+        yield ip
+    finally:
+        ip.run_line_magic("golem", "close")
+        if saved is None:
+            os.environ.pop("GOLEM_DISPLAY", None)
+        else:
+            os.environ["GOLEM_DISPLAY"] = saved
