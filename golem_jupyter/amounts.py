@@ -1,4 +1,4 @@
-"""Amounts of money as people type them: ``0.01``, ``0.01 ETH``, ``5 gwei``, ``1000wei``."""
+"""Amounts of money as people type them (``0.01``, ``0.01 ETH``, ``5 gwei``, ``1000wei``) and read them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from decimal import Decimal, InvalidOperation
 
 from .errors import InvalidInput
 
-UNITS = {"eth": 10**18, "ether": 10**18, "gwei": 10**9, "wei": 1}
+GWEI = 10**9
+ETH = 10**18
+UNITS = {"eth": ETH, "ether": ETH, "gwei": GWEI, "wei": 1}
 _AMOUNT = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
@@ -26,3 +28,32 @@ def parse_amount(text: str, default_unit: str = "eth") -> int:
     if wei != wei.to_integral_value():
         raise InvalidInput(f"{text!r} is a fraction of a wei; amounts are whole numbers of wei.")
     return int(wei)
+
+
+def format_wei(amount: int) -> str:
+    """``amount`` wei for humans: "123 wei", "1.5 gwei" (9 significant digits) or "0.0123 ETH" (exact).
+
+    Integer arithmetic only, so large amounts never pass through a float.
+    """
+    if amount < 0:
+        return "-" + format_wei(-amount)
+    if amount < GWEI:
+        return f"{amount} wei"
+    if amount < 10**15:
+        # Round half up to 9 significant digits: with n digits before the gwei point
+        # the last digit kept is worth 10**n wei.
+        step = 10 ** len(str(amount // GWEI))
+        rounded = (amount + step // 2) // step * step
+        if rounded < 10**15:
+            return f"{_decimal(rounded, GWEI)} gwei"
+        amount = rounded
+    return f"{_decimal(amount, ETH)} ETH"
+
+
+def _decimal(amount: int, unit: int) -> str:
+    """``amount / unit`` written out exactly, without trailing zeros."""
+    whole, fraction = divmod(amount, unit)
+    if not fraction:
+        return str(whole)
+    digits = str(fraction).rjust(len(str(unit)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}"

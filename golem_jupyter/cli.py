@@ -7,7 +7,9 @@ import getpass
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import ConfigurationError, GolemError
 
@@ -115,9 +117,55 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ready-file", help=argparse.SUPPRESS)
     run.set_defaults(run=_provider_run)
 
-    demo = commands.add_parser("demo", help="a sample settlement on a fresh embedded chain, printed step by step")
-    demo.set_defaults(run=_demo)
+    _run_parser(commands)
+    _ledger_parser(commands)
     return parser
+
+
+def _run_parser(commands) -> None:
+    from .batch import exit_codes_help
+
+    run = commands.add_parser(
+        "run",
+        help="execute a notebook, its %%%%golem cells on the market, and print the bill",
+        description="Execute NOTEBOOK with papermill in a new kernel (the Golem kernel unless the notebook or "
+        "--kernel names another). With no --network, an embedded market (a local chain and provider agents) is "
+        "started for the run and stopped after it. The executed notebook is written even when a cell fails, with "
+        "the error at the top; then the cost of each cell (graphs, providers, compute-seconds, amount, "
+        "transaction) is printed and the run is recorded in the ledger.",
+        epilog=exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("notebook", type=Path, help="the notebook to execute (.ipynb)")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (repeatable); VALUE is read as True/False/None, an int, a float or text",
+    )
+    run.add_argument("-f", "--parameters-file", type=Path, metavar="FILE", help="parameters from a YAML file (-p wins)")
+    run.add_argument("-o", "--output", type=Path, help="where to write the executed notebook (default NAME.out.ipynb)")
+    run.add_argument("--network", help="JSON-RPC URL or connection file (default: an embedded market for this run)")
+    run.add_argument("--budget", metavar="X", help="the most the notebook may spend in all (0.01, 0.01eth, 5gwei)")
+    run.add_argument("--kernel", metavar="NAME", help="kernel to run (default: the notebook's, or golem-python)")
+    run.add_argument("--timeout", type=float, metavar="S", help="interrupt a cell running longer than S seconds")
+    run.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working directory (default: the notebook's)")
+    run.add_argument("--providers", type=int, default=2, metavar="N", help="embedded market: provider agents (2)")
+    run.add_argument(
+        "--gpu-providers", type=int, default=None, metavar="M", help="embedded market: of those, M with a GPU "
+        "(default: 1 if this machine has an NVIDIA GPU CuPy can use, else 0)",
+    )  # fmt: skip
+    run.set_defaults(run=_run)
+
+
+def _ledger_parser(commands) -> None:
+    ledger = commands.add_parser("ledger", help="what the ledger recorded: runs and sessions")
+    ledger.add_argument("what", nargs="?", choices=["runs", "sessions"], default="runs")
+    ledger.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default 20)")
+    ledger.set_defaults(run=_ledger)
 
 
 def _wallet_options(parser: argparse.ArgumentParser) -> None:
@@ -283,10 +331,65 @@ def _provider_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _run(args: argparse.Namespace) -> int:
+    from .amounts import parse_amount
+    from .batch import ExitCode, RunOptions, parse_value, read_parameters_file, run_notebook
 
-    run_demo()
+    try:
+        parameters = read_parameters_file(args.parameters_file) if args.parameters_file else {}
+        parameters.update({name: parse_value(value) for name, value in args.parameter})
+        if args.timeout is not None and args.timeout <= 0:
+            raise ConfigurationError("--timeout needs a number of seconds above 0.")
+        if args.providers < 1:
+            raise ConfigurationError("--providers needs at least 1 provider.")
+        gpu_providers = args.gpu_providers if args.gpu_providers is not None else _local_gpus(args.providers)
+        options = RunOptions(
+            notebook=args.notebook,
+            output=args.output,
+            parameters=parameters,
+            network=args.network,
+            budget=parse_amount(args.budget) if args.budget else None,
+            kernel=args.kernel,
+            timeout=args.timeout,
+            cwd=args.cwd,
+            providers=args.providers,
+            gpu_providers=gpu_providers,
+        )
+        outcome = run_notebook(options, out=lambda line: print(line, flush=True))
+    except GolemError as error:  # refused before anything started
+        print(f"golem run: {error}", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    return int(outcome.exit_code)
+
+
+def _local_gpus(providers: int) -> int:
+    """One GPU provider for the embedded market if CuPy can use a GPU here."""
+    from .provider.gpu import detect_gpus
+
+    return min(1, providers, detect_gpus().count)
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from .amounts import format_wei
+    from .ledger import Ledger
+
+    with Ledger() as ledger:
+        print(f"Ledger {ledger.path}")
+        if args.what == "runs":
+            for r in ledger.runs(limit=args.limit):
+                code = "running" if r.exit_code is None else f"exit {r.exit_code}"
+                print(
+                    f"  {r.run_id[:10]}… {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created_at))} "
+                    f"{r.status:<11} {code:<8} {format_wei(r.spent):>16} {r.sessions} session(s)  {r.notebook}"
+                )
+                if r.error:
+                    print(f"      {r.error}")
+        else:
+            for s in ledger.sessions(limit=args.limit):
+                print(
+                    f"  0x{s.session_id[2:12]}… {s.status:<8} chain {s.chain_id} spent {format_wei(s.spent)} "
+                    f"of {format_wei(s.budget)}  {s.label or ''}"
+                )
     return 0
 
 

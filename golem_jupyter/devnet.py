@@ -4,8 +4,8 @@ It starts the embedded EVM, serves it over JSON-RPC on 127.0.0.1, deploys GolemE
 ProviderRegistry, and writes ``$GOLEM_HOME/devnet.json`` so that other processes (provider
 agents, kernels, ``golem`` commands) find the chain. With ``providers=N`` it also starts N
 provider agents as separate processes, each with its own dev key (accounts 1..N; account 0 is
-the requestor's) and its own prices, and lists them in ``$GOLEM_HOME/devnet-providers.json``.
-Both files are removed when the devnet stops.
+the requestor's) and its own prices, and lists them in ``devnet-providers.json`` beside the
+connection file. Both files are removed when the devnet stops.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from .chain.network import DevAccount, Network, write_json_atomic
 from .chain.rpc_server import RPCServer
 from .chain.wallet import Wallet
 from .errors import ConfigurationError
-from .home import devnet_file, golem_home
+from .home import devnet_file
 
 DEFAULT_PORT = 8545
 BASE_CPU_PRICE = 10**9
@@ -52,8 +53,9 @@ class DevnetProvider:
     log: str
 
 
-def providers_file() -> Path:
-    return golem_home() / "devnet-providers.json"
+def providers_file(connection_file: Path | None = None) -> Path:
+    """Where the devnet with this connection file lists its provider agents."""
+    return (connection_file or devnet_file()).with_name("devnet-providers.json")
 
 
 class Devnet:
@@ -157,7 +159,7 @@ class Devnet:
             self.provider_agents.append(
                 DevnetProvider(info["address"], info["endpoint"], process.pid, cpu_price, gpu_price, gpus, str(log))
             )
-        write_json_atomic(providers_file(), [dataclasses.asdict(p) for p in self.provider_agents])
+        write_json_atomic(providers_file(self.connection_file), [dataclasses.asdict(p) for p in self.provider_agents])
 
     def _stop_providers(self) -> None:
         for process in self._processes:
@@ -171,7 +173,10 @@ class Devnet:
                 process.wait()
         self._processes = []
         self.provider_agents = []
-        providers_file().unlink(missing_ok=True)
+        providers_file(self.connection_file).unlink(missing_ok=True)
+        if self._logdir is not None:  # the agents' logs live as long as the agents
+            shutil.rmtree(self._logdir, ignore_errors=True)
+            self._logdir = None
 
     def stop(self) -> None:
         if self._processes:

@@ -1,4 +1,4 @@
-"""The ledger: the requestor's SQLite record of sessions, agreements, graphs and payouts.
+"""The ledger: the requestor's SQLite record of notebook runs, sessions, agreements, graphs and payouts.
 
 It is the requestor's truth about money, so it never holds half-written rows: every write is one
 transaction (a graph and all its payouts commit together or not at all). One file is shared by
@@ -12,12 +12,16 @@ Conventions: amounts are uint256 values in the token's smallest unit, stored as 
 0x-prefixed lowercase hex of 32 bytes (bytes are accepted too); addresses are checksummed;
 times are Unix floats, except ``deadline``, which is the on-chain uint64 in whole seconds.
 
+A run is one ``golem run NOTEBOOK``; the sessions its kernel opens carry its ``run_id``. Opening a
+file of an older schema version upgrades it in place, in one transaction, keeping every row.
+
 >>> with Ledger() as ledger:
 ...     ledger.sessions(limit=10)
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -35,7 +39,7 @@ from eth_utils import is_address, to_checksum_address
 from .errors import GolemError, InvalidInput
 from .home import golem_home
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UINT256_MAX = 2**256 - 1
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
@@ -44,6 +48,7 @@ AGREEMENT_STATUSES = ("negotiating", "active", "rejected", "terminated", "failed
 GRAPH_STATUSES = ("pending", "submitted", "confirmed", "failed", "abandoned")
 FINAL_GRAPH_STATUSES = ("confirmed", "abandoned")
 UNSETTLED_GRAPH_STATUSES = ("pending", "submitted", "failed")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 
 class LedgerError(GolemError):
@@ -74,6 +79,8 @@ class SessionRecord:
     tx_hash: str | None
     status: str
     label: str | None
+    run_id: str | None
+    """The run whose kernel opened this session, if any (not necessarily a run in this ledger)."""
     created_at: float
     updated_at: float
     close_tx: str | None
@@ -82,6 +89,29 @@ class SessionRecord:
     """Sum of payouts of this session's graphs that are not abandoned."""
     settled: int
     """Sum of payouts of this session's confirmed graphs."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    notebook: str
+    output: str
+    kernel: str
+    parameters: dict[str, Any]
+    network: str | None
+    budget: int | None
+    status: str
+    exit_code: int | None
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    spent: int
+    """Sum of the totals of the graphs that are not abandoned, over the sessions of this run."""
+    settled: int
+    """Sum of the totals of the confirmed graphs, over the sessions of this run."""
+    sessions: int
+    """How many sessions carry this run's id."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +151,22 @@ class GraphRecord:
 
 # Each table has an explicit INTEGER PRIMARY KEY: it orders rows by insertion ("newest first") and,
 # unlike an implicit rowid, VACUUM never renumbers it. Amounts are decimal TEXT (see the module doc).
+# sessions.run_id has no REFERENCES: a kernel may carry a run id this ledger never saw, and that must
+# not stop its session from opening. runs.parameters is a JSON object.
+_RUNS = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, notebook TEXT NOT NULL, output TEXT NOT NULL,
+    kernel TEXT NOT NULL, parameters TEXT NOT NULL, network TEXT, budget TEXT, status TEXT NOT NULL,
+    exit_code INTEGER, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
+CREATE INDEX sessions_by_run ON sessions (run_id);
+"""
+# The whole schema, for a new file. run_id is the last column of sessions, where upgrading puts it.
 _SCHEMA = """
 CREATE TABLE sessions (
     id INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, network TEXT NOT NULL, chain_id INTEGER NOT NULL,
     escrow TEXT NOT NULL, requestor TEXT NOT NULL, token TEXT NOT NULL, budget TEXT NOT NULL,
     deadline INTEGER NOT NULL, tx_hash TEXT, status TEXT NOT NULL, label TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, close_tx TEXT, refund TEXT);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, close_tx TEXT, refund TEXT, run_id TEXT);
 CREATE TABLE agreements (
     id INTEGER PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions (session_id), provider TEXT NOT NULL,
     endpoint TEXT NOT NULL, price_per_cpu_second TEXT NOT NULL, price_per_gpu_second TEXT NOT NULL,
@@ -144,6 +184,9 @@ CREATE TABLE payouts (
     cpu_seconds REAL NOT NULL, gpu_seconds REAL NOT NULL, amount TEXT NOT NULL, cumulative TEXT NOT NULL,
     PRIMARY KEY (graph_id, position), UNIQUE (graph_id, provider));
 """
+_SCHEMA += _RUNS
+# From each older version to the next; a file is brought up one version at a time.
+_UPGRADES = {1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS}
 # Columns that hold amounts as decimal TEXT, returned as int.
 _AMOUNTS = {"budget", "refund", "spent", "settled", "price_per_cpu_second", "price_per_gpu_second", "start_fee"}
 _AMOUNTS |= {"total", "amount", "cumulative"}
@@ -282,11 +325,93 @@ class Ledger:
                     f"The ledger {self.path} has schema version {version}, newer than this golem-jupyter "
                     f"understands ({SCHEMA_VERSION}); upgrade golem-jupyter."
                 )
+            if version == SCHEMA_VERSION:
+                return
             if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _execute(connection, _SCHEMA)
+            else:
+                for old in range(version, SCHEMA_VERSION):
+                    _execute(connection, _UPGRADES[old])
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- runs
+
+    def record_run(
+        self,
+        *,
+        run_id: str | bytes,
+        notebook: str,
+        output: str,
+        kernel: str,
+        parameters: dict[str, Any],
+        network: str | None = None,
+        budget: int | None = None,
+    ) -> None:
+        """Record a run of ``notebook`` that has started (status 'running').
+
+        ``parameters`` is stored as JSON; values JSON cannot hold (dates, say) are stored as their str().
+        Raises :class:`LedgerError` if the run is already recorded.
+        """
+        if not isinstance(parameters, dict) or not all(isinstance(key, str) for key in parameters):
+            raise InvalidInput(f"parameters must be a dict with string keys, got {parameters!r}.")
+        try:
+            text = json.dumps(parameters, sort_keys=True, default=str)
+        except (TypeError, ValueError) as error:
+            raise InvalidInput(f"parameters cannot be stored as JSON ({error}); pass plain values.") from None
+        row = {
+            "run_id": _id(run_id, "run_id"),
+            "notebook": _text(notebook, "notebook"),
+            "output": _text(output, "output"),
+            "kernel": _text(kernel, "kernel"),
+            "parameters": text,
+            "network": _text(network, "network", optional=True),
+            "budget": None if budget is None else _amount(budget, "budget"),
+            "status": "running",
+        }
+        with self._write() as connection:
+            if not _insert(connection, "runs", row):
+                raise LedgerError(f"Run {row['run_id']} is already in the ledger; give each run its own id.")
+
+    def finish_run(self, run_id: str | bytes, *, status: str, exit_code: int, error: str | None = None) -> None:
+        """Record how a run ended. A run is finished once: finishing it again raises :class:`LedgerError`."""
+        changes = {
+            "status": _choice(status, RUN_STATUSES[1:], "final run status"),
+            "exit_code": _exit_code(exit_code),
+            "error": _text(error, "error", optional=True, allow_empty=True),
+        }
+        key = _id(run_id, "run_id")
+        with self._write() as connection:
+            found = connection.execute("SELECT status FROM runs WHERE run_id = ?", (key,)).fetchone()
+            if found is None:
+                raise LedgerError(f"No run {key} in the ledger {self.path}; record_run first.")
+            if found["status"] != "running":
+                raise LedgerError(
+                    f"Run {key} is already {found['status']}; a run is finished once, it was not changed."
+                )
+            _update(connection, "runs", "run_id = ?", (key,), changes | {"finished_at": time.time()})
+
+    def run(self, run_id: str | bytes) -> RunRecord | None:
+        found = self._runs("WHERE r.run_id = ?", (_id(run_id, "run_id"),))
+        return found[0] if found else None
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        """Runs, newest first."""
+        return self._runs("ORDER BY r.id DESC LIMIT ? OFFSET ?", (_count(limit, "limit"), _count(offset, "offset")))
+
+    def _runs(self, tail: str, args: tuple[Any, ...]) -> list[RunRecord]:
+        # spent and settled: exact sums of the totals of the graphs of this run's sessions, by status.
+        total = (
+            "SELECT COALESCE(big_sum(g.total), '0') FROM graphs g JOIN sessions s ON s.session_id = g.session_id"
+            " WHERE s.run_id = r.run_id AND g.status"
+        )
+        count = "SELECT COUNT(*) FROM sessions s WHERE s.run_id = r.run_id"
+        query = (
+            f"SELECT r.*, ({total} != 'abandoned') AS spent, ({total} = 'confirmed') AS settled,"
+            f" ({count}) AS sessions FROM runs r"
+        )
+        with self._read() as connection:
+            rows = connection.execute(f"{query} {tail}", args).fetchall()
+        return [_record(RunRecord, row, parameters=json.loads(row["parameters"])) for row in rows]
 
     # -- sessions
 
@@ -304,8 +429,12 @@ class Ledger:
         tx_hash: str | bytes | None = None,
         status: str = "opening",
         label: str | None = None,
+        run_id: str | bytes | None = None,
     ) -> None:
-        """Record a new escrow session. Raises :class:`LedgerError` if it is already recorded."""
+        """Record a new escrow session, opened for the run ``run_id`` if given (recorded or not).
+
+        Raises :class:`LedgerError` if the session is already recorded.
+        """
         row = {
             "session_id": _id(session_id, "session_id"),
             "network": _text(network, "network"),
@@ -318,6 +447,7 @@ class Ledger:
             "tx_hash": _id(tx_hash, "tx_hash", optional=True),
             "status": _choice(status, SESSION_STATUSES, "session status"),
             "label": _text(label, "label", optional=True),
+            "run_id": _id(run_id, "run_id", optional=True),
         }
         with self._write() as connection:
             if not _insert(connection, "sessions", row):
@@ -350,9 +480,11 @@ class Ledger:
         rows = self._sessions("WHERE s.session_id = ?", (_id(session_id, "session_id"),))
         return rows[0] if rows else None
 
-    def sessions(self, limit: int = 50, offset: int = 0) -> list[SessionRecord]:
-        """Sessions, newest first."""
-        return self._sessions("ORDER BY s.id DESC LIMIT ? OFFSET ?", (_count(limit, "limit"), _count(offset, "offset")))
+    def sessions(self, limit: int = 50, offset: int = 0, run_id: str | bytes | None = None) -> list[SessionRecord]:
+        """Sessions, newest first; only those of the run ``run_id`` if given."""
+        where, args = ("", ()) if run_id is None else ("WHERE s.run_id = ?", (_id(run_id, "run_id"),))
+        page = (_count(limit, "limit"), _count(offset, "offset"))
+        return self._sessions(f"{where} ORDER BY s.id DESC LIMIT ? OFFSET ?", (*args, *page))
 
     def _sessions(self, tail: str, args: tuple[Any, ...]) -> list[SessionRecord]:
         # spent and settled: exact sums of the totals of this session's graphs, by status.
@@ -571,6 +703,13 @@ def _enable_wal(connection: sqlite3.Connection, timeout: float) -> None:
             time.sleep(0.02)
 
 
+def _execute(connection: sqlite3.Connection, script: str) -> None:
+    """Run each statement of ``script`` in the current transaction (executescript would commit it)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)
+
+
 def _record(cls: type, row: sqlite3.Row, **extra: Any) -> Any:
     """An instance of the dataclass ``cls`` from a row: its fields by name, amounts back to int."""
     fields = {name: row[name] for name in cls.__dataclass_fields__ if name not in extra}
@@ -580,7 +719,7 @@ def _record(cls: type, row: sqlite3.Row, **extra: Any) -> Any:
 def _insert(connection: sqlite3.Connection, table: str, row: dict[str, Any], *, stamp: bool = True) -> bool:
     """INSERT ``row`` (amounts as decimal text; created_at and updated_at added if ``stamp``); False if a
     constraint refused it."""
-    values = {k: str(v) if k in _AMOUNTS else v for k, v in row.items()}
+    values = {k: str(v) if k in _AMOUNTS and v is not None else v for k, v in row.items()}
     if stamp:
         values["created_at"] = values["updated_at"] = time.time()
     marks = ", ".join("?" * len(values))
@@ -654,6 +793,12 @@ def _count(value: object, what: str) -> int:
     # SQLite INTEGER columns hold up to 2^63 - 1; larger counts are not counts.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise InvalidInput(f"{what} must be a whole number from 0 to 2^63 - 1, got {value!r}.")
+    return value
+
+
+def _exit_code(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise InvalidInput(f"exit_code must be a whole number from 0 to 255, got {value!r}.")
     return value
 
 

@@ -3,6 +3,8 @@ concurrent use from threads and processes on one file."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from golem_jupyter.errors import GolemError, InvalidInput
-from golem_jupyter.ledger import Ledger, LedgerError, Payout
+from golem_jupyter.ledger import RUN_STATUSES, Ledger, LedgerError, Payout
 
 BIG = 2**200 + 12345  # far beyond SQLite's 64-bit integers
 ESCROW = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -96,7 +98,7 @@ def test_schema_is_created_once_and_reopened(path: Path) -> None:
         add_session(ledger)
         add_graph(ledger, 1)
     schema = raw(path, "SELECT name, sql FROM sqlite_master ORDER BY name")
-    assert raw(path, "PRAGMA user_version") == [(1,)]
+    assert raw(path, "PRAGMA user_version") == [(2,)]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(str(path)) as again:
         assert again.session(SESSION).budget == BIG
@@ -469,3 +471,247 @@ def test_readers_see_only_committed_graphs(ledger: Ledger, session: str) -> None
     with Ledger(ledger.path) as reader:
         assert len(reader.graph(hex32(1)).payouts) == 2
         assert reader.session(session).spent == 10 + BIG
+
+
+# -- runs
+
+RUN = hex32(500)
+
+
+def add_run(ledger: Ledger, run_id: str = RUN, **overrides) -> str:
+    fields = dict(run_id=run_id, notebook="train.ipynb", output="train.out.ipynb", kernel="golem", parameters={})
+    ledger.record_run(**(fields | overrides))
+    return run_id
+
+
+def test_run_round_trip(ledger: Ledger) -> None:
+    before = time.time()
+    parameters = {"epochs": 3, "lr": 0.5, "name": "x", "day": datetime.date(2024, 5, 6), "nested": {"a": [1, None]}}
+    add_run(ledger, RUN.upper().replace("0X", "0x"), parameters=parameters, network="devnet", budget=BIG)
+    run = ledger.run(RUN)
+    assert (run.run_id, run.notebook, run.output, run.kernel) == (RUN, "train.ipynb", "train.out.ipynb", "golem")
+    assert run.parameters == {"epochs": 3, "lr": 0.5, "name": "x", "day": "2024-05-06", "nested": {"a": [1, None]}}
+    assert (run.network, run.budget, run.status, run.exit_code, run.error) == ("devnet", BIG, "running", None, None)
+    assert (run.finished_at, run.spent, run.settled, run.sessions) == (None, 0, 0, 0)
+    assert before <= run.created_at == run.updated_at <= time.time()
+    assert raw(ledger.path, "SELECT parameters FROM runs") == [(json.dumps(parameters, sort_keys=True, default=str),)]
+
+    ledger.finish_run(bytes.fromhex(RUN[2:]), status="failed", exit_code=1, error="cell 4 raised ValueError")
+    run = ledger.run(RUN)
+    assert (run.status, run.exit_code, run.error) == ("failed", 1, "cell 4 raised ValueError")
+    assert run.created_at <= run.finished_at <= run.updated_at <= time.time()
+
+    add_run(ledger, hex32(501))
+    ledger.finish_run(hex32(501), status="succeeded", exit_code=0)
+    other = ledger.run(hex32(501))
+    assert (other.network, other.budget, other.parameters, other.status, other.error) == (
+        None,
+        None,
+        {},
+        "succeeded",
+        None,
+    )
+    assert ledger.run(hex32(502)) is None
+    assert RUN_STATUSES == ("running", "succeeded", "failed", "interrupted")
+
+
+def test_runs_newest_first_with_paging(ledger: Ledger) -> None:
+    for n in range(1, 6):
+        add_run(ledger, hex32(n))
+    assert [r.run_id for r in ledger.runs()] == [hex32(n) for n in (5, 4, 3, 2, 1)]
+    assert [r.run_id for r in ledger.runs(limit=2, offset=1)] == [hex32(4), hex32(3)]
+    assert ledger.runs(offset=5) == []
+
+
+def test_a_run_is_recorded_and_finished_once(ledger: Ledger) -> None:
+    add_run(ledger)
+    with pytest.raises(LedgerError, match="already in the ledger"):
+        add_run(ledger, notebook="other.ipynb")
+    assert ledger.run(RUN).notebook == "train.ipynb"
+    ledger.finish_run(RUN, status="interrupted", exit_code=130)
+    before = ledger.run(RUN)
+    for status in RUN_STATUSES[1:]:
+        with pytest.raises(LedgerError, match="finished once"):
+            ledger.finish_run(RUN, status=status, exit_code=0, error="again")
+    assert ledger.run(RUN) == before
+    with pytest.raises(LedgerError, match="record_run first"):
+        ledger.finish_run(hex32(99), status="succeeded", exit_code=0)
+    assert len(ledger.runs()) == 1
+
+
+def test_spent_settled_and_sessions_of_a_run(ledger: Ledger) -> None:
+    add_run(ledger)
+    add_run(ledger, hex32(501))
+    add_session(ledger, hex32(1), run_id=RUN)
+    add_session(ledger, hex32(2), run_id=bytes.fromhex(RUN[2:]))
+    add_session(ledger, hex32(3))  # no run: its graphs count for no run
+    add_session(ledger, hex32(4), run_id=hex32(777))  # a run this ledger never saw
+    statuses = ["pending", "confirmed", "abandoned", "submitted", "confirmed", "failed"]
+    for graph, status in enumerate(statuses, 1):
+        payouts = [Payout(ALICE, 1.0, 0.0, BIG * graph, BIG * graph)]
+        add_graph(ledger, graph, session_id=hex32(1 + graph % 2), payouts=payouts)
+        if status != "pending":
+            ledger.update_graph(hex32(graph), status=status)
+    add_graph(ledger, 7, session_id=hex32(3), status="confirmed")
+    add_graph(ledger, 8, session_id=hex32(4), status="confirmed")
+
+    run = ledger.run(RUN)
+    assert run.sessions == 2
+    assert run.spent == BIG * (1 + 2 + 4 + 5 + 6)  # graph 3 was abandoned
+    assert run.settled == BIG * (2 + 5)
+    assert run.spent == ledger.session(hex32(1)).spent + ledger.session(hex32(2)).spent
+    assert ledger.runs()[1] == run
+    assert (ledger.run(hex32(501)).spent, ledger.run(hex32(501)).settled, ledger.run(hex32(501)).sessions) == (0, 0, 0)
+
+    assert ledger.session(hex32(1)).run_id == RUN
+    assert ledger.session(hex32(3)).run_id is None
+    assert ledger.session(hex32(4)).run_id == hex32(777)
+    assert [s.session_id for s in ledger.sessions(run_id=RUN)] == [hex32(2), hex32(1)]
+    assert [s.session_id for s in ledger.sessions(run_id=RUN, limit=1, offset=1)] == [hex32(1)]
+    assert [s.session_id for s in ledger.sessions(run_id=hex32(777))] == [hex32(4)]
+    assert ledger.sessions(run_id=hex32(501)) == []
+    assert len(ledger.sessions()) == 4
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda ledger: add_run(ledger, hex32(2), parameters=None),
+        lambda ledger: add_run(ledger, hex32(2), parameters=[("a", 1)]),
+        lambda ledger: add_run(ledger, hex32(2), parameters={1: "a"}),
+        lambda ledger: add_run(ledger, hex32(2), parameters={"a": {1: 2, "b": 3}}),  # keys json cannot sort
+        lambda ledger: add_run(ledger, "0x1234"),
+        lambda ledger: add_run(ledger, hex32(2), notebook=""),
+        lambda ledger: add_run(ledger, hex32(2), output=None),
+        lambda ledger: add_run(ledger, hex32(2), kernel=3),
+        lambda ledger: add_run(ledger, hex32(2), network=""),
+        lambda ledger: add_run(ledger, hex32(2), budget=-1),
+        lambda ledger: add_run(ledger, hex32(2), budget=1.5),
+        lambda ledger: ledger.finish_run(RUN, status="running", exit_code=0),
+        lambda ledger: ledger.finish_run(RUN, status="done", exit_code=0),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=-1),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=256),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=1.0),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=True),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=None),
+        lambda ledger: ledger.finish_run(RUN, status="failed", exit_code=1, error=7),
+        lambda ledger: ledger.finish_run("run-1", status="failed", exit_code=1),
+        lambda ledger: add_session(ledger, hex32(2), run_id="0x12"),
+        lambda ledger: ledger.sessions(run_id="0x12"),
+        lambda ledger: ledger.run(None),
+        lambda ledger: ledger.runs(limit=-1),
+    ],
+)
+def test_invalid_run_input_is_refused_before_anything_is_written(ledger: Ledger, session: str, call) -> None:
+    add_run(ledger)
+    snapshot = (ledger.runs(), ledger.sessions())
+    with pytest.raises(InvalidInput):
+        call(ledger)
+    assert (ledger.runs(), ledger.sessions()) == snapshot
+
+
+# -- upgrading a version 1 file
+
+# The schema of version 1, exactly as golem-jupyter wrote it.
+V1_SCHEMA = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, network TEXT NOT NULL, chain_id INTEGER NOT NULL,
+    escrow TEXT NOT NULL, requestor TEXT NOT NULL, token TEXT NOT NULL, budget TEXT NOT NULL,
+    deadline INTEGER NOT NULL, tx_hash TEXT, status TEXT NOT NULL, label TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, close_tx TEXT, refund TEXT);
+CREATE TABLE agreements (
+    id INTEGER PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions (session_id), provider TEXT NOT NULL,
+    endpoint TEXT NOT NULL, price_per_cpu_second TEXT NOT NULL, price_per_gpu_second TEXT NOT NULL,
+    start_fee TEXT NOT NULL, gpus INTEGER NOT NULL, worker_name TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, UNIQUE (session_id, provider));
+CREATE TABLE graphs (
+    id INTEGER PRIMARY KEY, graph_id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL REFERENCES sessions (session_id),
+    label TEXT, n_tasks INTEGER NOT NULL, result_root TEXT NOT NULL, total TEXT NOT NULL, status TEXT NOT NULL,
+    tx_hash TEXT, block_number INTEGER, gas_used INTEGER, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX graphs_by_session ON graphs (session_id, status);
+CREATE INDEX graphs_by_status ON graphs (status);
+CREATE TABLE payouts (
+    graph_id TEXT NOT NULL REFERENCES graphs (graph_id), position INTEGER NOT NULL, provider TEXT NOT NULL,
+    cpu_seconds REAL NOT NULL, gpu_seconds REAL NOT NULL, amount TEXT NOT NULL, cumulative TEXT NOT NULL,
+    PRIMARY KEY (graph_id, position), UNIQUE (graph_id, provider));
+"""
+
+
+def write_v1_file(path: Path) -> None:
+    """A ledger file as version 1 left it: WAL, one session with a confirmed graph paying BIG."""
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.executescript(V1_SCHEMA)
+        connection.execute(
+            "INSERT INTO sessions (session_id, network, chain_id, escrow, requestor, token, budget, deadline,"
+            " status, label, created_at, updated_at) VALUES (?, 'devnet', 1337, ?, ?, ?, ?, 1900000000, 'open',"
+            " 'old', 1.0, 2.0)",
+            (SESSION, ESCROW, REQUESTOR, TOKEN, str(BIG)),
+        )
+        connection.execute(
+            "INSERT INTO graphs (graph_id, session_id, n_tasks, result_root, total, status, created_at, updated_at)"
+            " VALUES (?, ?, 1, ?, ?, 'confirmed', 3.0, 3.0)",
+            (hex32(1), SESSION, hex32(2), str(BIG)),
+        )
+        connection.execute(
+            "INSERT INTO payouts VALUES (?, 0, ?, 1.0, 0.0, ?, ?)", (hex32(1), ALICE, str(BIG), str(BIG))
+        )
+        connection.execute("PRAGMA user_version = 1")
+    connection.close()
+
+
+def columns_and_indexes(path: Path) -> dict[str, list]:
+    with sqlite3.connect(path) as connection:
+        tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        shape = {t: connection.execute(f"PRAGMA table_info({t})").fetchall() for t in sorted(tables)}
+        shape["indexes"] = sorted(
+            connection.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall()
+        )
+    connection.close()
+    return shape
+
+
+def test_a_version_1_file_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+    write_v1_file(old)
+    with Ledger(old) as ledger:
+        session = ledger.session(SESSION)
+        assert (session.label, session.budget, session.run_id, session.created_at) == ("old", BIG, None, 1.0)
+        assert (session.spent, session.settled) == (BIG, BIG)
+        assert ledger.graph(hex32(1)).payouts == (Payout(ALICE, 1.0, 0.0, BIG, BIG),)
+        add_run(ledger)
+        add_session(ledger, hex32(2), run_id=RUN)
+        assert ledger.run(RUN).sessions == 1
+        assert [s.session_id for s in ledger.sessions(run_id=RUN)] == [hex32(2)]
+    assert raw(old, "PRAGMA user_version") == [(2,)]
+    Ledger(new).close()
+    assert columns_and_indexes(old) == columns_and_indexes(new)  # upgraded or new, one schema
+    with Ledger(old) as again:  # opening it again changes nothing
+        assert len(again.sessions()) == 2
+    assert raw(old, "PRAGMA user_version") == [(2,)]
+
+
+def open_and_record_run(path: str, worker: int, ready) -> None:
+    """Run in a spawned process: wait for the other, then open a version 1 file and record a run."""
+    ready.wait(30)
+    with Ledger(path) as ledger:
+        add_run(ledger, hex32(worker))
+        add_session(ledger, hex32(worker), run_id=hex32(worker))
+
+
+def test_processes_upgrade_one_file_at_once(path: Path) -> None:
+    write_v1_file(path)
+    spawn = multiprocessing.get_context("spawn")
+    ready = spawn.Barrier(2)
+    workers = [spawn.Process(target=open_and_record_run, args=(str(path), w, ready)) for w in (11, 12)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert raw(path, "PRAGMA user_version") == [(2,)]
+    with Ledger(path) as ledger:
+        assert [r.run_id for r in ledger.runs()] in ([hex32(12), hex32(11)], [hex32(11), hex32(12)])
+        assert all(ledger.run(hex32(w)).sessions == 1 for w in (11, 12))
+        assert ledger.session(SESSION).run_id is None

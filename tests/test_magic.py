@@ -258,8 +258,11 @@ def test_budget_command_tops_the_escrow_up(shell, market, capsys):
 
 
 def test_providers_lists_the_offers(shell, market, capsys):
-    shell.run_line_magic("golem", "providers")
+    offers = shell.run_line_magic("golem", "providers")
+    assert {o.provider for o in offers} == {p.address for p in market.providers}
+    shell.run_cell("%golem providers")  # the table is the value's display
     out = capsys.readouterr().out
     for provider in market.providers:
         assert provider.address in out
-    assert "(rented)" in out
+    assert "(rented)" in out and "per CPU-s" in out
+    assert "<table>" in offers._repr_html_()

@@ -3,6 +3,7 @@
 A :class:`Network` is everything a process needs to find the market: the JSON-RPC URL, the
 chain id it expects there, and the two contract addresses. It comes from
 
+* ``$GOLEM_NETWORK`` when nothing is given and it is set (``golem run`` sets it for its kernel),
 * the running devnet's connection file (``$GOLEM_HOME/devnet.json``) when nothing is given,
 * a connection file given by path, or
 * a JSON-RPC URL, whose contracts are looked up in the deployments recorded per chain id
@@ -29,6 +30,8 @@ from ..home import devnet_file, golem_home
 from .types import as_address
 
 RPC_TIMEOUT = 10.0
+NETWORK_ENV = "GOLEM_NETWORK"
+"""A JSON-RPC URL or connection file: the network used when none is named."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,11 @@ def record_deployment(network: Network) -> None:
 
 
 def resolve(spec: Network | str | Path | None = None) -> Network:
-    """A :class:`Network` from a Network, a connection file, a JSON-RPC URL, or the devnet."""
+    """A :class:`Network` from a Network, a connection file, a JSON-RPC URL, ``$GOLEM_NETWORK``, or the devnet."""
     if isinstance(spec, Network):
         return spec
+    if spec is None and os.environ.get(NETWORK_ENV):
+        spec = os.environ[NETWORK_ENV]
     if spec is None:
         path = devnet_file()
         if not path.exists():

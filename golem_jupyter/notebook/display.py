@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from IPython.display import display
 
+from ..amounts import format_wei
+
 if TYPE_CHECKING:
     import ipywidgets
 
-GWEI = 10**9
-ETH = 10**18
-GWEI_DIGITS = 9  # significant digits kept for amounts shown in gwei
 TEXT_QUIET_S = 2.0  # the text view says nothing about graphs that end sooner
 TEXT_EVERY_S = 5.0  # and at most one progress line per this many seconds after that
 
@@ -89,35 +88,6 @@ class Receipt:
     tx_hash: str | None = None  # 0x + 64 hex, once known
     budget_left: int | None = None  # wei left in the session after this graph
     note: str = ""  # e.g. "Interrupted; what ran is paid."
-
-
-def format_wei(amount: int) -> str:
-    """``amount`` wei for humans: "123 wei", "1.5 gwei" (9 significant digits) or "0.0123 ETH" (exact).
-
-    Integer arithmetic only, so large amounts never pass through a float.
-    """
-    if amount < 0:
-        return "-" + format_wei(-amount)
-    if amount < GWEI:
-        return f"{amount} wei"
-    if amount < 10**15:
-        # Round half up to GWEI_DIGITS significant digits: with n digits before the gwei point
-        # the last digit kept is worth 10**n wei.
-        step = 10 ** len(str(amount // GWEI))
-        rounded = (amount + step // 2) // step * step
-        if rounded < 10**15:
-            return f"{_decimal(rounded, GWEI)} gwei"
-        amount = rounded
-    return f"{_decimal(amount, ETH)} ETH"
-
-
-def _decimal(amount: int, unit: int) -> str:
-    """``amount / unit`` written out exactly, without trailing zeros."""
-    whole, fraction = divmod(amount, unit)
-    if not fraction:
-        return str(whole)
-    digits = str(fraction).rjust(len(str(unit)) - 1, "0").rstrip("0")
-    return f"{whole}.{digits}"
 
 
 def short_address(address: str) -> str:
@@ -461,3 +431,51 @@ class WidgetProgressView:
             joint = ", " if final else " of "
             parts.append(f"spent {escape(format_wei(spent))}{joint}{escape(format_wei(budget_left))} left")
         return " · ".join(parts)
+
+
+class OfferTable(list):
+    """The offers on the market, as returned by ``%golem providers``: a list of ``Offer``, shown as a table.
+
+    ``reputation`` maps providers to a score in [0, 1] (absent: new on the market); ``rented``
+    holds the providers this notebook rents.
+    """
+
+    def __init__(self, offers: list[Any], network: str, reputation: dict[str, float], rented: set[str]) -> None:
+        super().__init__(offers)
+        self.network = network
+        self.reputation = reputation
+        self.rented = rented
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        rows = []
+        for o in self:
+            score = self.reputation.get(o.provider)
+            rows.append(
+                (
+                    o.provider + (" (rented)" if o.provider in self.rented else ""),
+                    format_wei(o.price_per_cpu_second),
+                    format_wei(o.price_per_gpu_second),
+                    f"{o.gpus} {o.gpu_model}".strip() if o.gpus else "0",
+                    "new" if score is None else f"{score:.2f}",
+                    o.endpoint,
+                )
+            )
+        return rows
+
+    _HEADER = ("provider", "per CPU-s", "per GPU-s", "GPUs", "reputation", "endpoint")
+
+    def __repr__(self) -> str:
+        rows = [self._HEADER, *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        lines = [f"{len(self)} offer(s) on {self.network}:"]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in self._HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self._rows())
+        caption = escape(f"{len(self)} offer(s) on {self.network}")
+        return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

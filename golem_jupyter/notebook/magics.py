@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import shlex
 from dataclasses import replace
 
@@ -17,15 +18,17 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..amounts import parse_amount
-from ..errors import GolemError, InvalidInput
+from ..errors import BudgetExceeded, GolemError, InvalidInput
 from .cellgraph import analyze
-from .display import display_mode, format_wei, progress_view
+from .display import OfferTable, display_mode, format_wei, progress_view
 from .execution import CellRun, RunOptions, register_source
 from .planner import plan_cell
 from .session import Connection, LocalSession, MarketSession, Session, no_gpu_message
 from .transport import notebook_functions
 
 DEFAULT_BUDGET = "0.01"
+BUDGET_ENV = "GOLEM_BUDGET"
+"""The most this kernel's sessions may spend together (``golem run --budget`` sets it)."""
 _cell_numbers = itertools.count(1)
 
 SUBCOMMANDS = ("connect", "status", "providers", "budget", "close")
@@ -48,6 +51,10 @@ class GolemMagics(Magics):
         self.local: LocalSession | None = None
         self.connection = Connection()
         """What sessions are opened with: ``%golem connect``'s choices, or the defaults."""
+        limit = os.environ.get(BUDGET_ENV)
+        self.budget_limit = parse_amount(limit) if limit else None
+        """What all sessions of this kernel may spend together; None: each session's own budget is the limit."""
+        self._closed_spent = 0
         atexit.register(self.close_all)
 
     # ------------------------------------------------------------------ %golem / %%golem
@@ -186,12 +193,13 @@ class GolemMagics(Magics):
         return session
 
     def _open_market(self, connection: Connection) -> MarketSession:
-        from ..chain.network import resolve
+        from ..chain.network import NETWORK_ENV, resolve
         from ..devnet import Devnet, running_devnet
 
+        connection = replace(connection, budget=self._grant(connection.budget))
         devnet = None
         network = connection.network
-        if network is None and running_devnet() is None:
+        if network is None and not os.environ.get(NETWORK_ENV) and running_devnet() is None:
             print("golem: no devnet is running; starting an embedded one with 2 providers (stopped by %golem close).")
             devnet = Devnet(port=0, providers=2)
             network = devnet.start()
@@ -205,6 +213,27 @@ class GolemMagics(Magics):
             raise
         print(f"golem: connected: {session.describe()}; budget {format_wei(connection.budget)}.")
         return session
+
+    def _allowance_left(self) -> int | None:
+        """What the run's budget still allows new deposits to hold; None without a run budget."""
+        if self.budget_limit is None:
+            return None
+        committed = sum(s.cluster.budget for s in (self.market, self.gpu_market) if s is not None)
+        return self.budget_limit - self._closed_spent - committed
+
+    def _grant(self, requested: int) -> int:
+        """The budget a new session gets: what was asked, within the run's budget."""
+        left = self._allowance_left()
+        if left is None or requested <= left:
+            return requested
+        if left <= 0:
+            raise BudgetExceeded(
+                f"This kernel's budget of {format_wei(self.budget_limit)} (${BUDGET_ENV}, set by golem run --budget) "
+                "is committed to its sessions; close one, or run again with a larger --budget."
+            )
+        limit = format_wei(self.budget_limit)
+        print(f"golem: budget lowered to {format_wei(left)}, what is left of this run's {limit}.")
+        return left
 
     def _require_gpu_offers(self, network) -> None:
         from ..chain import Chain
@@ -245,9 +274,7 @@ class GolemMagics(Magics):
         )
         self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"
-        if getattr(self, slot) is not None:
-            getattr(self, slot).close()
-            setattr(self, slot, None)
+        self._close_slot(slot)
         setattr(self, slot, self._open_market(connection))
         return None
 
@@ -268,7 +295,7 @@ class GolemMagics(Magics):
                     amount = format_wei(graph["total"])
                     print(f"  graph {graph['graph_id'][:18]}… {graph['n_tasks']} tasks {amount} {status} {tx}")
 
-    def _providers(self, rest: str) -> None:
+    def _providers(self, rest: str) -> OfferTable:
         from ..chain import Chain
         from ..chain.network import resolve
         from ..chain.wallet import Wallet
@@ -286,15 +313,7 @@ class GolemMagics(Magics):
             if s is not None:
                 rented |= {p for p, r in s.cluster.rentals.items() if r.status == "running"}
         known = reputations(chain.escrow, chain.network.deployed_at_block)
-        print(f"{len(offers)} offer(s) on {chain.network.name}:")
-        for o in offers:
-            rep = known.get(o.provider)
-            score = f"{rep.score:.2f}" if rep is not None else "new"
-            mark = " (rented)" if o.provider in rented else ""
-            print(
-                f"  {o.provider} {format_wei(o.price_per_cpu_second)}/CPU-s {format_wei(o.price_per_gpu_second)}/GPU-s "
-                f"GPUs {o.gpus} reputation {score} {o.endpoint}{mark}"
-            )
+        return OfferTable(offers, chain.network.name, {p: r.score for p, r in known.items()}, rented)
 
     def _budget(self, rest: str) -> None:
         rest = rest.strip()
@@ -316,6 +335,12 @@ class GolemMagics(Magics):
             self.connection = replace(self.connection, budget=amount)
             print(f"golem: the next session gets a budget of {format_wei(amount)}.")
             return
+        left = self._allowance_left()
+        if left is not None and amount - session.cluster.budget > left:
+            raise BudgetExceeded(
+                f"{format_wei(amount)} is more than this run's budget allows "
+                f"({format_wei(self.budget_limit)} in all, golem run --budget)."
+            )
         session.cluster.set_budget(amount)
         print(f"golem: budget {format_wei(amount)}; left {format_wei(session.cluster.remaining)}.")
 
@@ -324,16 +349,20 @@ class GolemMagics(Magics):
         print(f"golem: closed {closed} session(s); what ran is settled." if closed else "golem: nothing to close.")
 
     def close_all(self) -> int:
-        closed = 0
-        for slot in ("gpu_market", "market", "local"):
-            session = getattr(self, slot)
-            if session is not None:
-                setattr(self, slot, None)
-                try:
-                    session.close()
-                finally:
-                    closed += 1
-        return closed
+        return sum([self._close_slot(slot) for slot in ("gpu_market", "market", "local")])
+
+    def _close_slot(self, slot: str) -> bool:
+        """Close the session in ``slot`` (settling what ran); what it spent stays spent for the run's budget."""
+        session = getattr(self, slot)
+        if session is None:
+            return False
+        setattr(self, slot, None)
+        try:
+            session.close()
+        finally:
+            if isinstance(session, MarketSession):
+                self._closed_spent += session.cluster.spent
+        return True
 
 
 def _parse(options, line: str):

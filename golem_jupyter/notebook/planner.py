@@ -38,6 +38,12 @@ from .runner import (
 from .transport import ship
 
 MAX_FANOUT_TASKS = 10_000
+INLINE_INPUT_BYTES = 64 * 1024
+"""A notebook input this small is written into each task that reads it instead of being a graph key of
+its own: Dask runs a task where its dependencies are, so tasks reading one key would all queue on the
+worker that holds it, while tasks with no dependencies spread over every provider."""
+INLINE_GRAPH_BYTES = 8 * 1024 * 1024
+"""The most inlined copies may add to one graph."""
 """A fan-out over more elements than this gives each task several consecutive elements."""
 
 
@@ -411,8 +417,31 @@ class _Builder:
             self.tasks[collect_key] = (run_and_collect, program, Collect(sources, labels), *args)
         else:
             self.tasks[collect_key] = (collect, Collect(sources, labels), *units)
+        self._inline_small_inputs()
         n_tasks = sum(1 for v in self.tasks.values() if isinstance(v, tuple))
         return DaskGraph(self.tasks, collect_key, self.input_keys, n_tasks)
+
+    def _inline_small_inputs(self) -> None:
+        from dask.sizeof import sizeof
+
+        keys = set(self.input_keys.values())
+        uses: dict[str, int] = {}
+        for task in self.tasks.values():
+            if isinstance(task, tuple):
+                for arg in task[1:]:
+                    if isinstance(arg, str) and arg in keys:
+                        uses[arg] = uses.get(arg, 0) + 1
+        room = INLINE_GRAPH_BYTES
+        inline = {}
+        for key, count in sorted(uses.items(), key=lambda kv: kv[1]):
+            size = sizeof(self.tasks[key].value)
+            if size <= INLINE_INPUT_BYTES and size * count <= room:
+                inline[key] = self.tasks.pop(key)
+                room -= size * count
+        if inline:
+            for key, task in self.tasks.items():
+                if isinstance(task, tuple):
+                    self.tasks[key] = tuple(inline.get(a, a) if isinstance(a, str) else a for a in task)
 
     def _sources(self, name: str, writer: int) -> list[tuple[str, bool]]:
         """(key, is a task's result) to take ``name`` from, as of ``writer``: a loop over nothing

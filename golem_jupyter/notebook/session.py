@@ -10,6 +10,7 @@ restricted decoder must stay in force while a market session is open.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -121,7 +122,8 @@ class MarketSession(Session):
             max_price_cpu=connection.max_price_cpu,
             max_price_gpu=connection.max_price_gpu,
             network=network if network is not None else connection.network,
-            label="notebook",
+            # Jupyter tells a kernel which notebook it serves (golem run too): the ledger says so.
+            label=os.environ.get("JPY_SESSION_NAME") or "notebook",
             quiet=True,
         )
         try:

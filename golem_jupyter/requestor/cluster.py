@@ -47,7 +47,7 @@ from ..ledger import Ledger, Payout
 from ..market.certificates import SessionCA
 from ..market.matching import Demand, rank, reputations
 from ..market.messages import Rejection
-from . import decoding
+from . import decoding, labels
 from .negotiation import Negotiator
 from .scheduler import security_for
 from .settlement import Settler
@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 SCHEDULER_START_TIMEOUT = 30.0
 DEFAULT_SESSION_SECONDS = 24 * 3600
+RUN_ID_ENV = "GOLEM_RUN_ID"
+"""Set by ``golem run`` for its kernel: the run each session of that kernel belongs to."""
 GRAPH_POLL_SECONDS = 1.0
 
 
@@ -97,6 +99,11 @@ class GolemCluster(Cluster):
         its first dev account.
     session_seconds:
         How long the session accepts work (its on-chain deadline is now plus this).
+    label:
+        What the ledger calls this session; each graph is labelled with the notebook cell that
+        submitted it (see :mod:`.labels`), or with this label outside a notebook.
+    run_id:
+        The ``golem run`` this session belongs to; default ``$GOLEM_RUN_ID``.
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class GolemCluster(Cluster):
         dashboard: bool = False,
         ledger: Ledger | None = None,
         label: str | None = None,
+        run_id: str | None = None,
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
@@ -141,6 +149,7 @@ class GolemCluster(Cluster):
         self.dashboard = dashboard
         self.ledger = ledger or Ledger()
         self.label = label
+        self.run_id = run_id if run_id is not None else os.environ.get(RUN_ID_ENV) or None
         self.rentals: dict[str, Rental] = {}
         self.session_id = new_id()
         self.spent = 0
@@ -240,6 +249,7 @@ class GolemCluster(Cluster):
             budget=self.budget,
             deadline=deadline,
             label=self.label,
+            run_id=self.run_id,
         )
         try:
             receipt = self.chain.escrow.open_session(self.session_id, self.budget, deadline)
@@ -380,10 +390,12 @@ class GolemCluster(Cluster):
             for p, r in self.rentals.items()
         }
         limit = max(0, self.budget - fees)
+        cap = None
         if self._spending_cap is not None:
             state = await self.scheduler_comm.golem_meter_state()
-            limit = min(limit, int(state["spent"]) + self._spending_cap)
-        await self.scheduler_comm.golem_configure(prices=prices, limit=limit)
+            if int(state["spent"]) + self._spending_cap < limit:
+                limit, cap = int(state["spent"]) + self._spending_cap, self._spending_cap
+        await self.scheduler_comm.golem_configure(prices=prices, limit=limit, cap=cap)
 
     def set_budget(self, amount: int) -> None:
         """Change what this session may spend: above the deposit tops the escrow up (a transaction)."""
@@ -454,7 +466,7 @@ class GolemCluster(Cluster):
             n_tasks=graph["n_tasks"],
             result_root=graph["result_root"],
             payouts=payouts,
-            label=self.label,
+            label=labels.label_at(graph["started"]) or self.label,
         )
         for payout in payouts:
             task = asyncio.create_task(self._send_voucher(graph_id, self.rentals[payout.provider], payout.cumulative))

@@ -27,6 +27,7 @@ from typing import Any
 from distributed.core import error_message
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ..amounts import format_wei
 from ..errors import BudgetExceeded
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class GraphMeter(SchedulerPlugin):
         self.prices: dict[str, Price] = {}
         self.limit: float | None = None
         """Metered cost at which the budget guard stops work (budget minus start fees)."""
+        self.cap: int | None = None
         self.spent = 0.0
         self.exhausted = False
         self.graphs: dict[str, GraphRun] = {}
@@ -109,13 +111,17 @@ class GraphMeter(SchedulerPlugin):
 
     # ------------------------------------------------------------------ handlers
 
-    def configure(self, prices: dict[str, list[int]] | None = None, limit: float | None = None) -> dict[str, Any]:
-        """Set or update prices (``{worker name: [cpu, gpu]}``) and the budget limit."""
+    def configure(
+        self, prices: dict[str, list[int]] | None = None, limit: float | None = None, cap: int | None = None
+    ) -> dict[str, Any]:
+        """Set or update prices (``{worker name: [cpu, gpu]}``) and the budget limit; ``cap`` says that
+        the limit is a cell's own budget of that many wei (what the guard's error names)."""
         for name, (cpu, gpu) in (prices or {}).items():
             self.prices[name] = Price(int(cpu), int(gpu))
         if limit is not None:
             self.limit = float(limit)
             self.exhausted = self.spent >= self.limit
+            self.cap = cap
         return self.state()
 
     async def finished_graphs(self, timeout: float = 1.0) -> list[dict[str, Any]]:
@@ -250,9 +256,14 @@ class GraphMeter(SchedulerPlugin):
 
     def _stop_work(self) -> None:
         """Fail every task still to run with :class:`BudgetExceeded`; what ran stays metered."""
+        if self.cap is not None:
+            spent = f"This cell's budget of {format_wei(self.cap)} is spent"
+            advice = "Raise it with --budget to run more."
+        else:
+            spent = f"The session's budget is spent ({format_wei(round(self.spent))} of metered work)"
+            advice = "Raise it with `%golem budget X` (GolemCluster.set_budget) to run more."
         error = BudgetExceeded(
-            f"The budget is spent: tasks worth {self.spent:.0f} wei ran against a limit of {self.limit:.0f} wei. "
-            "The rest of the graph was cancelled; what ran is settled. Raise the budget to run more."
+            f"{spent}: the rest of the graph was cancelled, and what ran is settled and paid. {advice}"
         )
         message = error_message(error)
         stimulus_id = f"golem-budget-{time.time()}"
