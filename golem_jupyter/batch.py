@@ -172,6 +172,10 @@ def run_notebook(options: RunOptions, *, out: Out = print, ledger: Ledger | None
     cwd = (options.cwd or notebook.parent).expanduser().resolve()
     if not cwd.is_dir():
         raise ConfigurationError(f"--cwd {cwd} is not a directory.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"Cannot write the output notebook in {output.parent}: {error.strerror}.") from None
     ledger = ledger or Ledger()
     run_id = "0x" + os.urandom(32).hex()
     ledger.record_run(

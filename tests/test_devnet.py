@@ -1,4 +1,4 @@
-"""``golem devnet`` and ``golem demo`` as a user runs them: real subprocesses on 127.0.0.1.
+"""``golem devnet`` as a user runs it: real subprocesses on 127.0.0.1.
 
 Each test starts its own ``golem devnet --port 0`` with ``GOLEM_HOME`` set to the test's own
 temporary home, talks to it from this process and through other ``golem`` commands, and always
@@ -262,15 +262,3 @@ def test_golem_devnet_stop_removes_a_stale_connection_file(golem_home):
 
     assert (result.returncode, result.stdout.strip()) == (0, "No devnet is running.")
     assert not path.exists()
-
-
-# ---------------------------------------------------------------------------- golem demo
-
-
-def test_golem_demo_runs_a_whole_session_and_refunds_the_rest(golem_home):
-    result = golem(golem_home, "demo", timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "refunded" in result.stdout
-    assert "Settled a graph" in result.stdout
-    assert "Traceback" not in result.stderr
-    assert not (golem_home / "devnet.json").exists()  # the demo's chain is its own
