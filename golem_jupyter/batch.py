@@ -63,7 +63,7 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS = {
     ExitCode.OK: "every cell ran",
     ExitCode.CELL_ERROR: "a cell raised an error",
-    ExitCode.USAGE: "bad arguments, notebook, parameters file, kernel name or network file",
+    ExitCode.USAGE: "bad arguments, notebook, parameters, kernel or network; or the market could not start",
     ExitCode.BUDGET_EXCEEDED: "the budget was spent (BudgetExceeded)",
     ExitCode.NETWORK_UNREACHABLE: "the chain's JSON-RPC endpoint did not answer",
     ExitCode.KERNEL_DIED: "the kernel died or did not start",

@@ -90,21 +90,21 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="publish an offer and serve workers until Ctrl-C",
         description="Publish (or update) this provider's offer in the ProviderRegistry, answer "
-        "negotiation requests, and start one Dask worker per agreement. Prices are in wei.",
+        "negotiation requests, and start one Dask worker per agreement. Amounts are like 1gwei (a bare number is wei).",
     )
     _wallet_options(run)
     run.add_argument("--network", help="JSON-RPC URL or connection file (default: the running devnet)")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=0, help="negotiation port (default 0: a free one)")
-    run.add_argument("--price-cpu", type=int, default=10**9, metavar="WEI", help="price per CPU-second")
-    run.add_argument("--price-gpu", type=int, default=10**10, metavar="WEI", help="price per GPU-second")
-    run.add_argument("--start-fee", type=int, default=0, metavar="WEI", help="fee per agreement")
+    run.add_argument("--price-cpu", type=_wei, default=10**9, metavar="X", help="price per CPU-second (1gwei)")
+    run.add_argument("--price-gpu", type=_wei, default=10**10, metavar="X", help="price per GPU-second (10gwei)")
+    run.add_argument("--start-fee", type=_wei, default=0, metavar="X", help="fee per agreement")
     run.add_argument("--cpus", type=int, default=1, help="threads per worker (default 1)")
     run.add_argument("--gpus", type=int, default=None, help="GPUs to offer (default: what CuPy finds)")
     run.add_argument("--memory", type=int, default=None, metavar="BYTES", help="memory limit per worker")
     run.add_argument("--max-agreements", type=int, default=4, help="sessions served at once (default 4)")
     run.add_argument("--tolerance", type=float, default=0.02, help="underpayment tolerated (fraction, default 0.02)")
-    run.add_argument("--max-unpaid", type=int, default=10**16, metavar="WEI", help="unpaid work at which serving stops")
+    run.add_argument("--max-unpaid", type=_wei, default=10**16, metavar="X", help="unpaid work that stops serving")
     run.add_argument("--claim-grace", type=float, default=3.0, metavar="SECONDS")
     run.add_argument(
         "--min-deposit-seconds",
@@ -166,6 +166,16 @@ def _ledger_parser(commands) -> None:
     ledger.add_argument("what", nargs="?", choices=["runs", "sessions"], default="runs")
     ledger.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default 20)")
     ledger.set_defaults(run=_ledger)
+
+
+def _wei(text: str) -> int:
+    """An amount option: ``1gwei``, ``0.001eth`` or a number of wei."""
+    from .amounts import parse_amount
+
+    try:
+        return parse_amount(text, "wei")
+    except GolemError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _wallet_options(parser: argparse.ArgumentParser) -> None:
