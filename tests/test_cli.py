@@ -23,7 +23,7 @@ def test_provider_prices_default_to_one_and_ten_gwei():
 
 @pytest.mark.parametrize("bad", ["1gwee", "0.5", "-", "1e-30eth"])
 def test_a_bad_price_is_a_usage_error_naming_the_text(bad, capsys):
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as stopped:
         provider_run("--price-cpu", bad)
-    assert exit.value.code == 2
+    assert stopped.value.code == 2
     assert repr(bad) in capsys.readouterr().err
