@@ -339,7 +339,7 @@ def test_a_cell_past_the_timeout_is_interrupted_settled_and_exits_6(home, tmp_pa
 def test_ctrl_c_interrupts_the_cell_settles_and_stops_the_market(home, tmp_path):
     notebook = write_notebook(
         tmp_path / "long.ipynb",
-        "print('started')",
+        "%golem connect",  # connected before the long cell starts, however slow the machine
         "%%golem\nimport time\n"
         "def busy(s):\n    end = time.perf_counter() + s\n    while time.perf_counter() < end:\n        pass\n"
         "spins = [busy(1.0) for _ in range(120)]",
@@ -355,7 +355,7 @@ def test_ctrl_c_interrupts_the_cell_settles_and_stops_the_market(home, tmp_path)
             lines.append(line)
             if "In [1]" in line:
                 break
-        time.sleep(6)  # well into the long cell
+        time.sleep(6)  # well into the long cell: 120 one-second tasks on two providers
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=180)
     finally:
