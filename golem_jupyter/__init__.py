@@ -23,6 +23,16 @@ def unload_ipython_extension(shell: Any) -> None:
     unload(shell)
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built side panel lies, for ``jupyter labextension develop``."""
+    return [{"src": "labextension", "dest": "golem-jupyter-labextension"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """``jupyter server extension enable golem_jupyter`` enables the side panel's REST API."""
+    return [{"module": "golem_jupyter.server"}]
+
+
 def __getattr__(name: str) -> Any:
     if name == "GolemCluster":  # imported lazily: it pulls in web3 and distributed
         from .requestor.cluster import GolemCluster

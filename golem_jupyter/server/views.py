@@ -1,0 +1,151 @@
+"""The JSON documents of the REST API, built from ledger records and chain objects.
+
+Pure functions, no I/O, so that the shape the side panel reads is easy to test on its own.
+Amounts are decimal strings of wei under keys ending in ``_wei``: a JavaScript number holds
+integers exactly only up to 2^53, and one ETH is 10^18 wei.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..chain.network import Network
+from ..chain.registry import Offer
+from ..devnet import DevnetProvider
+from ..ledger import GraphRecord, Payout, SessionRecord
+
+
+def wei(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def network_view(network: Network) -> dict[str, Any]:
+    # Only what a client needs to find the market: the dev accounts' keys stay out.
+    return {
+        "name": network.name,
+        "rpc_url": network.rpc_url,
+        "chain_id": network.chain_id,
+        "escrow": network.escrow,
+        "registry": network.registry,
+    }
+
+
+def wallet_view(address: str, balance: int, credited: int) -> dict[str, Any]:
+    return {"address": address, "balance_wei": wei(balance), "credited_wei": wei(credited)}
+
+
+def escrow_view(locked: int, open_sessions: int) -> dict[str, Any]:
+    return {"locked_wei": wei(locked), "open_sessions": open_sessions}
+
+
+def offer_view(offer: Offer, reputation: float | None, reachable: bool) -> dict[str, Any]:
+    """One offer of the registry; ``reputation`` is None for a provider the escrow has no events of."""
+    return {
+        "provider": offer.provider,
+        "endpoint": offer.endpoint,
+        "price_per_cpu_second_wei": wei(offer.price_per_cpu_second),
+        "price_per_gpu_second_wei": wei(offer.price_per_gpu_second),
+        "start_fee_wei": wei(offer.start_fee),
+        "cpus": offer.cpus,
+        "gpus": offer.gpus,
+        "gpu_model": offer.gpu_model,
+        "memory_bytes": offer.memory_bytes,
+        "reputation": reputation,
+        "reachable": reachable,
+    }
+
+
+def devnet_view(
+    network: Network | None, providers: Iterable[DevnetProvider] = (), started_here: bool = False
+) -> dict[str, Any]:
+    """The local market: ``network`` is the running devnet, None when none runs."""
+    if network is None:
+        return {
+            "running": False,
+            "rpc_url": None,
+            "chain_id": None,
+            "pid": None,
+            "providers": [],
+            "started_here": False,
+        }
+    return {
+        "running": True,
+        "rpc_url": network.rpc_url,
+        "chain_id": network.chain_id,
+        "pid": network.pid,
+        "providers": [
+            {
+                "address": p.address,
+                "endpoint": p.endpoint,
+                "pid": p.pid,
+                "price_per_cpu_second_wei": wei(p.price_per_cpu_second),
+                "gpus": p.gpus,
+            }
+            for p in providers
+        ],
+        "started_here": started_here,
+    }
+
+
+def job_view(graph: GraphRecord, session: SessionRecord | None) -> dict[str, Any]:
+    """A graph execution as the job list shows it. ``session`` is None only if the ledger lost it."""
+    return {
+        "graph_id": graph.graph_id,
+        "session_id": graph.session_id,
+        "label": graph.label,
+        "notebook": session.label if session else None,
+        "run_id": session.run_id if session else None,
+        "n_tasks": graph.n_tasks,
+        "amount_wei": wei(graph.total),
+        "status": graph.status,
+        "tx_hash": graph.tx_hash,
+        "providers": [p.provider for p in graph.payouts],
+        "created_at": graph.created_at,
+        "updated_at": graph.updated_at,
+    }
+
+
+def payout_view(payout: Payout) -> dict[str, Any]:
+    return {
+        "provider": payout.provider,
+        "cpu_seconds": payout.cpu_seconds,
+        "gpu_seconds": payout.gpu_seconds,
+        "amount_wei": wei(payout.amount),
+        "cumulative_wei": wei(payout.cumulative),
+    }
+
+
+def session_view(session: SessionRecord) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "label": session.label,
+        "status": session.status,
+        "budget_wei": wei(session.budget),
+        "spent_wei": wei(session.spent),
+        "settled_wei": wei(session.settled),
+        "network": session.network,
+        "chain_id": session.chain_id,
+        "escrow": session.escrow,
+        "requestor": session.requestor,
+        "tx_hash": session.tx_hash,
+        "deadline": session.deadline,
+        "run_id": session.run_id,
+    }
+
+
+def job_detail_view(graph: GraphRecord, session: SessionRecord | None) -> dict[str, Any]:
+    """One job in full: the list's fields, its payouts, its settlement and its session."""
+    return {
+        **job_view(graph, session),
+        "payouts": [payout_view(p) for p in graph.payouts],
+        "block_number": graph.block_number,
+        "gas_used": graph.gas_used,
+        "error": graph.error,
+        "attempts": graph.attempts,
+        "session": session_view(session) if session else None,
+    }
+
+
+def jobs_page_view(jobs: list[dict[str, Any]], total: int, limit: int, offset: int) -> dict[str, Any]:
+    return {"total": total, "limit": limit, "offset": offset, "jobs": jobs}

@@ -1,0 +1,98 @@
+/** The receipt of one job (a graph execution): settlement, payouts per provider, its session. */
+
+import { IReceipt } from './api';
+import { Child, h } from './dom';
+import { formatSeconds, formatTimestamp, formatWei, notebookName, shortAddress } from './formatting';
+
+/** A status badge: pending, submitted, confirmed, failed, abandoned (or whatever the server says). */
+export function statusBadge(status: string): HTMLElement {
+  const known = ['pending', 'submitted', 'confirmed', 'failed', 'abandoned', 'open', 'closed', 'settled'];
+  const kind = known.includes(status) ? status : 'other';
+  return h('span', { className: `jp-GolemPanel-badge jp-GolemPanel-badge-${kind}`, data: { 'golem-badge': status } }, status);
+}
+
+function field(name: string, ...value: (Child | Child[])[]): HTMLElement[] {
+  return [h('dt', {}, name), h('dd', {}, ...value)];
+}
+
+function mono(text: string | null | undefined, hook?: string): HTMLElement {
+  return h('span', { className: 'jp-GolemPanel-mono jp-GolemPanel-break', data: { golem: hook } }, text || '—');
+}
+
+/** The receipt's body (the panel adds the frame and the close button). */
+export function renderReceipt(receipt: IReceipt): HTMLElement {
+  const payouts = receipt.payouts ?? [];
+  const session = receipt.session;
+  const payoutRows = payouts.map(payout =>
+    h(
+      'tr',
+      { data: { golem: 'payout', provider: payout.provider } },
+      h('td', { className: 'jp-GolemPanel-mono', title: payout.provider }, shortAddress(payout.provider)),
+      h('td', { className: 'jp-GolemPanel-num' }, formatSeconds(payout.cpu_seconds)),
+      h('td', { className: 'jp-GolemPanel-num' }, formatSeconds(payout.gpu_seconds)),
+      h('td', { className: 'jp-GolemPanel-num', title: `${payout.amount_wei} wei (cumulative ${formatWei(payout.cumulative_wei)})` }, formatWei(payout.amount_wei))
+    )
+  );
+  if (!payoutRows.length) {
+    payoutRows.push(h('tr', { className: 'jp-GolemPanel-empty' }, h('td', { attrs: { colspan: 4 } }, 'No payouts.')));
+  }
+  const payoutTable = h(
+    'table',
+    { className: 'jp-GolemPanel-table', data: { golem: 'payouts' } },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        h('th', {}, 'Provider'),
+        h('th', { className: 'jp-GolemPanel-num', title: 'CPU compute-seconds' }, 'CPU'),
+        h('th', { className: 'jp-GolemPanel-num', title: 'GPU compute-seconds' }, 'GPU'),
+        h('th', { className: 'jp-GolemPanel-num' }, 'Amount')
+      )
+    ),
+    h('tbody', {}, payoutRows)
+  );
+  return h(
+    'div',
+    { className: 'jp-GolemPanel-receiptBody' },
+    h(
+      'dl',
+      { className: 'jp-GolemPanel-fields' },
+      field('Graph', mono(receipt.graph_id, 'receipt-graph-id')),
+      field('Status', statusBadge(receipt.status)),
+      field('Transaction', mono(receipt.tx_hash || (receipt.status === 'pending' ? 'not sent yet' : null), 'receipt-tx')),
+      receipt.block_number !== null && receipt.block_number !== undefined ? field('Block', String(receipt.block_number)) : null,
+      receipt.gas_used !== null && receipt.gas_used !== undefined ? field('Gas used', String(receipt.gas_used)) : null,
+      receipt.attempts ? field('Attempts', String(receipt.attempts)) : null,
+      receipt.error ? field('Error', h('span', { className: 'jp-GolemPanel-errorText' }, receipt.error)) : null,
+      field('Cell', [receipt.label || '—', receipt.notebook ? ` · ${notebookName(receipt.notebook)}` : '']),
+      field('Tasks', String(receipt.n_tasks)),
+      field('Amount', h('span', { title: `${receipt.amount_wei} wei` }, formatWei(receipt.amount_wei))),
+      field('Created', formatTimestamp(receipt.created_at))
+    ),
+    h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Payouts'),
+    h('div', { className: 'jp-GolemPanel-tableWrap' }, payoutTable),
+    session
+      ? [
+          h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Session'),
+          h(
+            'dl',
+            { className: 'jp-GolemPanel-fields', data: { golem: 'receipt-session' } },
+            field('Id', mono(session.session_id)),
+            session.label ? field('Label', session.label) : null,
+            field('Status', statusBadge(session.status)),
+            field(
+              'Budget',
+              `${formatWei(session.budget_wei)}; spent ${formatWei(session.spent_wei)}, settled ${formatWei(session.settled_wei)}`
+            ),
+            field('Network', `${session.network ?? '—'}${session.chain_id !== null && session.chain_id !== undefined ? ` (chain ${session.chain_id})` : ''}`),
+            field('Escrow', mono(session.escrow)),
+            field('Requestor', mono(session.requestor)),
+            field('Opened in', mono(session.tx_hash)),
+            field('Deadline', formatTimestamp(session.deadline))
+          )
+        ]
+      : null
+  );
+}
