@@ -216,7 +216,7 @@ def running_devnet(connection_file: Path | None = None) -> Network | None:
     if not path.exists():
         return None
     network = Network.load(path)
-    if network.pid is None or not _alive(network.pid):
+    if network.pid is None or not process_alive(network.pid):
         return None
     return network
 
@@ -226,7 +226,7 @@ def running_providers() -> list[DevnetProvider]:
     path = providers_file()
     if not path.exists() or running_devnet() is None:
         return []
-    return [p for p in (DevnetProvider(**d) for d in json.loads(path.read_text())) if _alive(p.pid)]
+    return [p for p in (DevnetProvider(**d) for d in json.loads(path.read_text())) if process_alive(p.pid)]
 
 
 def stop_devnet(connection_file: Path | None = None, timeout: float = 15.0) -> Network | None:
@@ -240,13 +240,14 @@ def stop_devnet(connection_file: Path | None = None, timeout: float = 15.0) -> N
     os.kill(network.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(network.pid) or not path.exists():
+        if not process_alive(network.pid) or not path.exists():
             return network
         time.sleep(0.1)
     raise ConfigurationError(f"The devnet (pid {network.pid}) did not stop within {timeout:.0f} s.")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user counts; a zombie does too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

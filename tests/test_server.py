@@ -22,7 +22,7 @@ from marketkit import Market, local_market
 from tornado.httpclient import HTTPClientError
 
 from golem_jupyter.chain import Offer, Wallet
-from golem_jupyter.devnet import running_devnet
+from golem_jupyter.devnet import process_alive, running_devnet
 from golem_jupyter.ledger import Ledger, Payout
 from golem_jupyter.requestor import labels
 from golem_jupyter.requestor.cluster import GolemCluster
@@ -49,13 +49,6 @@ def unused_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -475,7 +468,7 @@ async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on
 async def test_a_devnet_started_here_runs_until_stopped_here(jp_fetch, home: Path, control) -> None:
     devnet = await api(jp_fetch, "devnet", method="POST", body={"action": "start", "providers": 2})
     assert devnet["running"] is True and devnet["started_here"] is True
-    assert len(devnet["providers"]) == 2 and all(alive(p["pid"]) for p in devnet["providers"])
+    assert len(devnet["providers"]) == 2 and all(process_alive(p["pid"]) for p in devnet["providers"])
     pids = [devnet["pid"], *(p["pid"] for p in devnet["providers"])]
 
     status = await api(jp_fetch, "status")
@@ -487,7 +480,7 @@ async def test_a_devnet_started_here_runs_until_stopped_here(jp_fetch, home: Pat
 
     stopped = await api(jp_fetch, "devnet", method="POST", body={"action": "stop"})
     assert stopped["running"] is False
-    assert not any(alive(pid) for pid in pids)
+    assert not any(process_alive(pid) for pid in pids)
     assert not (home / "devnet.json").exists()
     code, _ = await refused(jp_fetch, "devnet", method="POST", body={"action": "stop"})
     assert code == 409
@@ -542,7 +535,7 @@ def test_a_devnet_started_here_stops_with_the_jupyter_server(home: Path, tmp_pat
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0, log.read_text()
         pids = [devnet["pid"], *(p["pid"] for p in devnet["providers"])]
-        assert not any(alive(pid) for pid in pids)
+        assert not any(process_alive(pid) for pid in pids)
         assert not (home / "devnet.json").exists()
     finally:
         if server.poll() is None:
@@ -550,5 +543,5 @@ def test_a_devnet_started_here_stops_with_the_jupyter_server(home: Path, tmp_pat
             server.wait()
         if devnet is not None:  # only if the server failed to: never leave a chain running
             for pid in (devnet["pid"], *(p["pid"] for p in devnet["providers"])):
-                if alive(pid):
+                if process_alive(pid):
                     os.killpg(pid, signal.SIGKILL)

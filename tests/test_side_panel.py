@@ -28,7 +28,7 @@ import pytest
 import requests
 from jupyter_core.paths import jupyter_config_path, jupyter_path
 
-from golem_jupyter.devnet import running_devnet, running_providers, stop_devnet
+from golem_jupyter.devnet import process_alive, running_devnet, running_providers, stop_devnet
 from golem_jupyter.ledger import Ledger
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -273,16 +273,9 @@ def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel
             expect(toggle).to_have_attribute("data-running", "false", timeout=60_000)
             expect(toggle).to_have_text("Start")
             assert running_devnet() is None
-            assert not any(_alive(pid) for pid in pids)
+            assert not any(process_alive(pid) for pid in pids)
             shot("6-market-stopped")
         finally:
             browser.close()
     assert page_errors == []
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
