@@ -148,6 +148,43 @@ def test_budget_guard_cancels_the_rest_settles_what_ran(market: Market) -> None:
     assert ledger.session(session_id).settled == state.paid_out
 
 
+def test_a_task_still_running_when_the_guard_fires_is_paid_as_the_provider_metered(market: Market) -> None:
+    """The guard fails a running task at once, but the worker cannot stop it: it finishes, and the
+    provider's meter counts it. Its late report is billed too (a graph of its own), so the bill
+    equals the provider's meter, the provider is not underpaid, and it goes on serving."""
+    price = min(p.price_per_cpu_second for p in market.providers)
+    with rent(market, 1, max_price_cpu=price) as cluster, Client(cluster) as client:
+        [provider] = cluster.rentals
+        cluster.cap_next_graphs(price // 2)  # half a CPU-second: the guard fires after the first nap
+        futures = client.map(nap, [0.5] * 12, pure=False)
+        with pytest.raises(BudgetExceeded, match="budget"):
+            client.gather(futures)
+        # The erred futures stay held, so the worker's report comes while the scheduler keeps the
+        # tasks as erred: the case where Dask drops the report.
+        session_id = cluster.session_id
+        ledger = market.ledger()
+
+        def billed() -> float:
+            return sum(p.cpu_seconds for g in ledger.graphs(session_id=session_id) for p in g.payouts)
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            metered = market.meter(provider, session_id)
+            if metered["tasks"] >= 2 and billed() == pytest.approx(metered["cpu_seconds"], rel=1e-6):
+                break
+            time.sleep(0.1)
+        metered = market.meter(provider, session_id)
+        assert metered["tasks"] >= 2, "a second nap was running when the guard fired"
+        assert billed() == pytest.approx(metered["cpu_seconds"], rel=1e-6)
+
+        time.sleep(3)  # past the provider's 2 s grace for an idle, underpaid agreement
+        cluster.cap_next_graphs(None)
+        assert client.submit(square, 7).result(timeout=60) == 49
+        assert cluster.wait_for_settlement(60)
+    agent = next(p for p in market.providers if p.address == provider)
+    assert "stopped serving" not in market.log(agent)
+
+
 def test_providers_claim_their_vouchers_when_the_requestor_is_killed(market: Market, tmp_path: Path) -> None:
     """The requestor dies after a graph, before settling it: each provider claims its voucher."""
     script = tmp_path / "requestor.py"

@@ -19,6 +19,9 @@ from pathlib import Path
 import pytest
 from chainkit import free_port
 from distributed import Client
+from distributed.scheduler import NoWorkerError
+from IPython.core.error import UsageError
+from magic_shell import text_shell
 from market_tasks import nap
 from marketkit import Market, local_market
 from web3 import Web3
@@ -138,6 +141,42 @@ def test_an_unreachable_provider_is_skipped_and_named(market: Market, dead_offer
 
     with pytest.raises(MarketError, match=f"Could rent only 3 of 4 providers.*{dead_offer}"):
         rent(market, 4)
+
+
+def kill_the_workers(client: Client) -> None:
+    """SIGKILL every worker of ``client``'s cluster and wait until the scheduler has let them go."""
+    for pid in client.run(os.getpid).values():
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not client.scheduler_info()["workers"], 60, "the scheduler has no workers left")
+
+
+def test_a_task_no_provider_is_left_to_run_fails_instead_of_waiting(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rented provider's worker dies: a task submitted then fails after the scheduler's
+    no-workers timeout (shortened here; 30 s by default) instead of waiting forever."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT", "1s")  # read by the scheduler process
+    with rent(market, 1) as cluster, Client(cluster) as client:
+        kill_the_workers(client)
+        with pytest.raises(NoWorkerError, match=r"timed out after .* waiting without any running workers"):
+            client.submit(nap, 0, pure=False).result(timeout=60)
+
+
+def test_a_cell_whose_providers_are_gone_says_so(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a notebook: once the session's providers are gone, ``--max-price`` refuses at once
+    (no live provider is cheap enough), and a plain cell fails with a MarketError that says
+    the providers are gone and how to rent new ones; nothing is written to the namespace."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT", "1s")
+    with text_shell() as shell:
+        shell.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 1 --budget 0.01")
+        magics = shell.magics_manager.registry["GolemMagics"]
+        [rental] = magics.market.cluster.rentals.values()
+        kill_the_workers(magics.market.client)
+        with pytest.raises(UsageError, match="No rented provider"):
+            shell.run_cell_magic("golem", f"--max-price {rental.offer.price_per_cpu_second}wei", "x = 1 + 1")
+        with pytest.raises(MarketError, match=r"providers it rented are gone.*%golem connect"):
+            shell.run_cell_magic("golem", "", "y = sum(range(10))")
+        assert "y" not in shell.user_ns
 
 
 # ---------------------------------------------------------------------------- the RPC node goes away

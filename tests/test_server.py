@@ -50,7 +50,6 @@ def unused_port() -> int:
         return s.getsockname()[1]
 
 
-
 @pytest.fixture
 def jp_server_config():
     return {"ServerApp": {"jpserver_extensions": {"golem_jupyter.server": True}}}

@@ -278,4 +278,3 @@ def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel
         finally:
             browser.close()
     assert page_errors == []
-

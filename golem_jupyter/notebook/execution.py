@@ -18,7 +18,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BudgetExceeded, GolemError
+from dask.utils import format_time
+from distributed.scheduler import NoValidWorkerError, NoWorkerError
+
+from ..errors import BudgetExceeded, GolemError, MarketError
 from ..requestor.decoder import RemoteTaskError
 from .cellgraph import CellGraph
 from .display import ProgressView, Receipt
@@ -166,6 +169,13 @@ class CellRun:
         except BudgetExceeded:
             note = "Stopped: the budget is spent; what ran is paid."
             raise
+        except (NoWorkerError, NoValidWorkerError) as error:
+            note = "Failed: no provider was left to run the rest of the graph; what ran is paid."
+            raise MarketError(
+                f"No provider of this session is left to run the cell (the scheduler waited "
+                f"{format_time(error.timeout)}): the providers it rented are gone, or stopped serving. "
+                "`%golem status` shows them; `%golem close` and `%golem connect` rent new ones."
+            ) from None
         except CellTaskError as error:
             note = f"Failed: {error.type_name} at {error.where}; the rest of the graph was cancelled."
             raise_task_error(error)

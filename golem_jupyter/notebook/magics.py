@@ -146,7 +146,9 @@ class GolemMagics(Magics):
         workers = None
         if args.max_price and isinstance(session, MarketSession):
             limit = parse_amount(args.max_price, "wei")
-            rentals = [r for r in session.cluster.rentals.values() if r.status == "running"]
+            # Only providers whose workers are still here: a task bound to a gone one never runs.
+            joined = {str(w["name"]) for w in session.client.scheduler_info()["workers"].values()}
+            rentals = [r for r in session.cluster.rentals.values() if r.status == "running" and r.provider in joined]
             workers = [r.provider for r in rentals if r.offer.price_per_cpu_second <= limit]
             if not workers:
                 raise UsageError(

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GolemError
-from .transport import NOTEBOOK_MODULE, OutputError, Shipped, check_returnable, encode_value, unship
+from .transport import (
+    NOTEBOOK_MODULE,
+    KeepsFilenames,
+    OutputError,
+    Shipped,
+    check_returnable,
+    encode_value,
+    unship,
+)
 
 ITEM = "__golem_item__"
 """The name a fan-out element is bound to before its loop target is assigned from it."""
@@ -65,7 +73,7 @@ class Bind:
 
 
 @dataclass(frozen=True)
-class Exec:
+class Exec(KeepsFilenames):
     """Execute compiled statements of the cell in the namespace."""
 
     code: types.CodeType
@@ -93,7 +101,7 @@ class UnitResult:
 
 
 @dataclass(frozen=True)
-class Elements:
+class Elements(KeepsFilenames):
     """One fan-out task: evaluate the element expression for each of its items."""
 
     where: str
@@ -120,7 +128,7 @@ class ElementResults:
 
 
 @dataclass(frozen=True)
-class Gather:
+class Gather(KeepsFilenames):
     """Assemble a fan-out's results in order into the container, as the loop would have."""
 
     where: str

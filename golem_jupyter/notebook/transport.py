@@ -5,6 +5,9 @@ cloudpickle for what the notebook defined), with one exception: a function defin
 notebook is shipped as :class:`NotebookFunction`, its code without its globals, and rebound on
 the provider to the namespace of the task that calls it. It then reads the values that plain
 Python would give it at that point of the cell, not copies taken when the graph was built.
+Classes that carry code objects (:class:`KeepsFilenames`) pickle them with :mod:`marshal`, so
+the code keeps the file name it was compiled under and a provider's traceback points at the
+cell's own lines (cloudpickle renames every file it pickles to ``<dynamic-code>``).
 
 Out of the graph (providers to kernel) each written name is encoded on the provider by
 :func:`encode_value` and decoded in the kernel by :func:`decode_value`, which is the restricted
@@ -18,16 +21,48 @@ from __future__ import annotations
 import dis
 import functools
 import io
+import marshal
 import pickle
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import GolemError
 from ..requestor.decoder import notebook_class, restricted_loads
 
 NOTEBOOK_MODULE = "__main__"
+
+
+class _Code:
+    """A code object that pickles through :mod:`marshal`: file names and line numbers intact."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: types.CodeType) -> None:
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return marshal.loads, (marshal.dumps(self.code),)
+
+
+def _portable(value: Any) -> Any:
+    if isinstance(value, types.CodeType):
+        return _Code(value)
+    if type(value) is tuple:
+        return tuple(_portable(v) for v in value)
+    return value
+
+
+class KeepsFilenames:
+    """Mixin for a dataclass: its code objects (in fields, or tuples of them) pickle with marshal.
+
+    It unpickles as ``cls(*fields)``; marshal ties the bytes to the Python version, as
+    cloudpickle's code objects already do.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), tuple(_portable(getattr(self, f.name)) for f in fields(self))  # type: ignore[arg-type]
 
 
 class OutputError(GolemError):
@@ -45,7 +80,7 @@ class Shipped:
 
 
 @dataclass(frozen=True)
-class NotebookFunction:
+class NotebookFunction(KeepsFilenames):
     """A function defined in the notebook, without its globals; see :meth:`bind`."""
 
     code: types.CodeType

@@ -11,7 +11,9 @@ code in the Jupyter kernel. :func:`restricted_loads` reads the same pickles but 
 * NumPy arrays, dtypes and scalars, never of object dtype;
 * exceptions: every exception class of the ``builtins`` module, every class of
   :mod:`golem_jupyter.errors`, every :class:`GolemError` subclass of golem_jupyter, with their
-  tracebacks (tblib's pickling helpers, rebuilt from file names and line numbers only);
+  tracebacks (tblib's pickling helpers, rebuilt from file names and line numbers only), and
+  distributed's ``NoWorkerError``/``NoValidWorkerError``, the scheduler's verdict on a task
+  that no worker is left to run;
 * instances of classes defined in the notebook (``__main__``) or registered with
   :func:`allow_class`, rebuilt from their state (``__new__`` then ``__setstate__``/``__dict__``),
   never by calling the class (exception classes excepted: exceptions are rebuilt from their
@@ -60,6 +62,7 @@ from typing import Any, ClassVar
 import numpy as np
 import tblib
 import tblib.pickling_support as tblib_pickling
+from distributed.scheduler import NoValidWorkerError, NoWorkerError
 
 from ..errors import GolemError
 
@@ -498,6 +501,8 @@ def _build_static_rules() -> dict[tuple[str, str], _Rule]:
     rules[("builtins", "bytearray")] = _checked_class(bytearray, _make_bytearray)
     rules[("builtins", "type")] = _checked_class(type, _type_of_singleton)
     rules[("numpy", "ndarray")] = _checked_class(np.ndarray, None)
+    for cls in (NoWorkerError, NoValidWorkerError):  # raised by the scheduler, not by a provider
+        rules[(cls.__module__, cls.__qualname__)] = _value_class(cls)
     rules[("builtins", "Ellipsis")] = _constant("builtins.Ellipsis", Ellipsis)
     rules[("builtins", "NotImplemented")] = _constant("builtins.NotImplemented", NotImplemented)
 

@@ -2,11 +2,18 @@
 
 :class:`GraphMeter` is a Dask ``SchedulerPlugin``. Each ``update_graph`` (a cell, a
 ``compute``, a batch of ``submit``\\ s) opens one *graph execution*: the tasks it brings that are
-not computed yet belong to it. When a task finishes on a worker, the seconds the worker spent
-computing it (the worker's own ``startstops``, the same numbers the provider's meter reads) are
-charged to the provider the worker is named after, at its GPU rate when the task holds GPU
-resources and its CPU rate otherwise. When the last task of a graph is done, the graph is
-priced and queued for the requestor, which signs vouchers and settles it on-chain.
+not computed yet belong to it. Every time a worker reports a task it ran (finished or erred),
+the seconds it spent computing it (the worker's own ``startstops``, the same numbers the
+provider's meter reads) are charged to the provider the worker is named after, at its GPU rate
+when the task holds GPU resources and its CPU rate otherwise. When the last task of a graph is
+done, the graph is priced and queued for the requestor, which signs vouchers and settles it
+on-chain.
+
+The meter reads the workers' reports themselves, not the scheduler's transitions, because a
+worker cannot stop a task it has started: a task the scheduler gave up on (the budget guard, a
+cancelled cell, a timeout) still runs to its end, the provider's meter counts it, and Dask drops
+its late report. Such late work is priced as a graph of its own, so the bill always equals what
+the provider metered and the provider has no reason to stop serving.
 
 The requestor talks to the plugin through two scheduler handlers:
 ``golem_configure`` (prices per provider, the budget) and ``golem_finished_graphs`` (a long
@@ -17,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +47,16 @@ DIGEST_METADATA = "golem-digest"
 """Task metadata key under which the provider's worker reports a digest of the result."""
 
 NO_DIGEST = "0" * 64
+
+REPORTS = ("task-finished", "task-erred")
+"""The worker-to-scheduler messages that say a task ran; each carries its ``startstops``."""
+
+LATE_SECONDS = 0.25
+"""How long late work waits for more late work before it is priced as a graph of its own."""
+
+MAX_TAKEN = 10_000
+"""Tasks taken from a worker that may still report; a worker that never does (it cancelled the
+task before it ended, or died) leaves an entry behind, and the oldest are dropped past this."""
 
 
 @dataclass
@@ -95,8 +113,13 @@ class GraphMeter(SchedulerPlugin):
         self.graphs: dict[str, GraphRun] = {}
         self.key_graph: dict[Any, str] = {}
         self.carry_over: dict[str, Usage] = {}
-        """Compute finished for a graph that had already been priced (e.g. a lost result
-        recomputed); it is charged with the next graph."""
+        """Compute reported after its graph was priced (a task that ran on after the scheduler
+        gave up on it, a lost result recomputed); priced with the next graph to finish, or on its
+        own after ``LATE_SECONDS``."""
+        self.carry_over_since: float | None = None
+        self.taken: OrderedDict[Any, tuple[str | None, bool]] = OrderedDict()
+        """Tasks taken from their worker without a report (key: graph id, GPU or not)."""
+        self._late: asyncio.TimerHandle | None = None
         self.finished: deque[dict[str, Any]] = deque()
         self.finished_total = 0
         self._finished_event: asyncio.Event | None = None
@@ -108,6 +131,23 @@ class GraphMeter(SchedulerPlugin):
         scheduler.handlers["golem_finished_graphs"] = self.finished_graphs
         scheduler.handlers["golem_meter_state"] = self.state
         scheduler.handlers["golem_flush"] = self.flush
+        for op in REPORTS:
+            scheduler.stream_handlers[op] = self._metered(scheduler.stream_handlers[op])
+
+    def _metered(self, handler: Any) -> Any:
+        """``handler`` for a worker report, charging the report first, whatever Dask then makes of it."""
+
+        def report(**msg: Any) -> Any:
+            self._report(msg.get("key"), msg.get("worker"), msg.get("startstops") or ())
+            return handler(**msg)
+
+        if inspect.iscoroutinefunction(handler):  # the stream loop awaits only coroutine functions
+
+            async def report_async(**msg: Any) -> Any:
+                return await report(**msg)
+
+            return report_async
+        return report
 
     # ------------------------------------------------------------------ handlers
 
@@ -143,6 +183,9 @@ class GraphMeter(SchedulerPlugin):
         for run in runs:
             run.pending.clear()
             self._finish(run)
+        if self._late is not None:
+            self._late.cancel()
+        self._price_late_work()
         return len(runs)
 
     def state(self) -> dict[str, Any]:
@@ -171,8 +214,10 @@ class GraphMeter(SchedulerPlugin):
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
         graph_id = self.key_graph.get(key)
-        if start == "processing" and finish in ("memory", "erred") and "startstops" in kwargs:
-            self._charge(key, graph_id, kwargs)
+        if start == "processing" and "startstops" not in kwargs:
+            # Taken from its worker without a report (cancelled, failed by the guard, stolen back):
+            # the worker may still be running it, and its report may come later.
+            self._remember_taken(key, graph_id)
         if finish == "forgotten":
             self.key_graph.pop(key, None)
         if graph_id is None or finish not in DONE:
@@ -186,21 +231,39 @@ class GraphMeter(SchedulerPlugin):
         if not run.pending:
             self._finish(run)
 
+    def _remember_taken(self, key: Any, graph_id: str | None) -> None:
+        ts = self.scheduler.tasks.get(key)
+        self.taken[key] = (graph_id, _holds_gpu(ts))
+        self.taken.move_to_end(key)
+        while len(self.taken) > MAX_TAKEN:
+            self.taken.popitem(last=False)
+
     # ------------------------------------------------------------------ metering
 
-    def _charge(self, key: Any, graph_id: str | None, info: dict[str, Any]) -> None:
-        seconds = sum(s["stop"] - s["start"] for s in info["startstops"] if s.get("action") == "compute")
+    def _report(self, key: Any, worker: str | None, startstops: Any) -> None:
+        """Charge the compute of one task a worker says it ran."""
+        taken = self.taken.pop(key, None)
+        seconds = sum(s["stop"] - s["start"] for s in startstops if s.get("action") == "compute")
         if seconds <= 0:
             return
-        ws = self.scheduler.workers.get(info.get("worker"))
+        ws = self.scheduler.workers.get(worker)
         provider = str(ws.name) if ws is not None else None
         if provider is None or provider not in self.prices:
-            logger.warning("Task %s ran on %s, which has no agreement; it is not paid.", key, info.get("worker"))
+            logger.warning("Task %s ran on %s, which has no agreement; it is not paid.", key, worker)
             return
-        ts = self.scheduler.tasks.get(key)
-        gpu = bool(ts is not None and ts.resource_restrictions and ts.resource_restrictions.get("GPU"))
+        if taken is not None:
+            graph_id, gpu = taken
+        else:
+            graph_id, gpu = self.key_graph.get(key), _holds_gpu(self.scheduler.tasks.get(key))
         run = self.graphs.get(graph_id) if graph_id else None
-        usage = (run.usage if run is not None else self.carry_over).setdefault(provider, Usage())
+        if run is not None:
+            usage = run.usage.setdefault(provider, Usage())
+        else:
+            usage = self.carry_over.setdefault(provider, Usage())
+            started = min(s["start"] for s in startstops if s.get("action") == "compute")
+            self.carry_over_since = min(started, self.carry_over_since or started)
+            if self._late is None:
+                self._late = asyncio.get_running_loop().call_later(LATE_SECONDS, self._price_late_work)
         if gpu:
             usage.gpu_seconds += seconds
         else:
@@ -209,8 +272,18 @@ class GraphMeter(SchedulerPlugin):
         self.spent += self.prices[provider].cost(seconds, gpu)
         if self.limit is not None and not self.exhausted and self.spent >= self.limit:
             self.exhausted = True
-            # Never start transitions from inside a transition hook.
+            # Never start transitions from inside a stream handler.
             asyncio.get_running_loop().call_soon(self._stop_work)
+
+    def _price_late_work(self) -> None:
+        """Price late work that no graph has taken along yet, as a graph of its own."""
+        self._late = None
+        if not self.carry_over:
+            return
+        started = self.carry_over_since or time.time()
+        run = GraphRun(os.urandom(32).hex(), "", [], set(), 0, started=started)
+        self.graphs[run.graph_id] = run
+        self._finish(run)
 
     def _finish(self, run: GraphRun) -> None:
         del self.graphs[run.graph_id]
@@ -221,6 +294,7 @@ class GraphMeter(SchedulerPlugin):
             merged.gpu_seconds += extra.gpu_seconds
             merged.tasks += extra.tasks
         self.carry_over = {}
+        self.carry_over_since = None
         payouts = {}
         for provider, u in usage.items():
             price = self.prices[provider]
@@ -297,6 +371,10 @@ def merkle_root(leaves: list[bytes]) -> bytes:
             level = [*level, level[-1]]
         level = [hashlib.sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
     return level[0]
+
+
+def _holds_gpu(ts: Any) -> bool:
+    return bool(ts is not None and ts.resource_restrictions and ts.resource_restrictions.get("GPU"))
 
 
 def _state(scheduler: Any, key: Any) -> str | None:

@@ -7,7 +7,9 @@ restricted decoder. Keeping them apart lets each process have one rule.
 ``python -m golem_jupyter.requestor.scheduler --credentials DIR --scheduler-file FILE``
 listens with TLS and mutual authentication (only certificates from the session's CA get in),
 meters graphs with :class:`~.metering.GraphMeter`, and exits when its parent process dies, so a
-killed kernel never leaves a scheduler behind.
+killed kernel never leaves a scheduler behind. A task no worker can run (its providers stopped
+serving) fails after ``distributed.scheduler.no-workers-timeout``, 30 s unless configured,
+instead of waiting forever for a worker that is not coming back.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import os
 import signal
 from pathlib import Path
 
+import dask
 from distributed import Scheduler
 from distributed.security import Security
 
 from .metering import GraphMeter
 
 PARENT_POLL_SECONDS = 0.5
+NO_WORKERS_TIMEOUT = "30s"
+NO_WORKERS_KEY = "distributed.scheduler.no-workers-timeout"
 
 
 def security_for(credentials: Path, role: str) -> Security:
@@ -45,6 +50,8 @@ def security_for(credentials: Path, role: str) -> Security:
 
 async def serve(args: argparse.Namespace) -> None:
     dashboard = args.dashboard and importlib.util.find_spec("bokeh") is not None
+    if dask.config.get(NO_WORKERS_KEY, None) is None:
+        dask.config.set({NO_WORKERS_KEY: NO_WORKERS_TIMEOUT})
     scheduler = Scheduler(
         host=args.host,
         port=0,
