@@ -12,8 +12,8 @@ on-chain.
 The meter reads the workers' reports themselves, not the scheduler's transitions, because a
 worker cannot stop a task it has started: a task the scheduler gave up on (the budget guard, a
 cancelled cell, a timeout) still runs to its end, the provider's meter counts it, and Dask drops
-its late report. Such late work is priced as a graph of its own, so the bill always equals what
-the provider metered and the provider has no reason to stop serving.
+its late report. Such late work is priced as a graph of its own (no tasks, no outputs), so the
+bill always equals what the provider metered and the provider has no reason to stop serving.
 
 The requestor talks to the plugin through two scheduler handlers:
 ``golem_configure`` (prices per provider, the budget) and ``golem_finished_graphs`` (a long
@@ -114,8 +114,8 @@ class GraphMeter(SchedulerPlugin):
         self.key_graph: dict[Any, str] = {}
         self.carry_over: dict[str, Usage] = {}
         """Compute reported after its graph was priced (a task that ran on after the scheduler
-        gave up on it, a lost result recomputed); priced with the next graph to finish, or on its
-        own after ``LATE_SECONDS``."""
+        gave up on it, a lost result recomputed): late work, priced as a graph of its own after
+        ``LATE_SECONDS``."""
         self.carry_over_since: float | None = None
         self.taken: OrderedDict[Any, tuple[str | None, bool]] = OrderedDict()
         """Tasks taken from their worker without a report (key: graph id, GPU or not)."""
@@ -276,25 +276,19 @@ class GraphMeter(SchedulerPlugin):
             asyncio.get_running_loop().call_soon(self._stop_work)
 
     def _price_late_work(self) -> None:
-        """Price late work that no graph has taken along yet, as a graph of its own."""
+        """Price the late work as a graph of its own (no cell's receipt takes on another's work)."""
         self._late = None
         if not self.carry_over:
             return
         started = self.carry_over_since or time.time()
-        run = GraphRun(os.urandom(32).hex(), "", [], set(), 0, started=started)
+        run = GraphRun(os.urandom(32).hex(), "", [], set(), 0, started=started, usage=self.carry_over)
+        self.carry_over, self.carry_over_since = {}, None
         self.graphs[run.graph_id] = run
         self._finish(run)
 
     def _finish(self, run: GraphRun) -> None:
         del self.graphs[run.graph_id]
         usage = run.usage
-        for provider, extra in self.carry_over.items():
-            merged = usage.setdefault(provider, Usage())
-            merged.cpu_seconds += extra.cpu_seconds
-            merged.gpu_seconds += extra.gpu_seconds
-            merged.tasks += extra.tasks
-        self.carry_over = {}
-        self.carry_over_since = None
         payouts = {}
         for provider, u in usage.items():
             price = self.prices[provider]
