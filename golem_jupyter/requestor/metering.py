@@ -215,8 +215,8 @@ class GraphMeter(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
         graph_id = self.key_graph.get(key)
         if start == "processing" and "startstops" not in kwargs:
-            # Taken from its worker without a report (cancelled, failed by the guard, stolen back):
-            # the worker may still be running it, and its report may come later.
+            # Taken from its worker without a report (cancelled, failed by the guard, its worker
+            # gone): the worker may still be running it, and its report may come later.
             self._remember_taken(key, graph_id)
         if finish == "forgotten":
             self.key_graph.pop(key, None)
@@ -243,7 +243,8 @@ class GraphMeter(SchedulerPlugin):
     def _report(self, key: Any, worker: str | None, startstops: Any) -> None:
         """Charge the compute of one task a worker says it ran."""
         taken = self.taken.pop(key, None)
-        seconds = sum(s["stop"] - s["start"] for s in startstops if s.get("action") == "compute")
+        computed = [s for s in startstops if s.get("action") == "compute"]
+        seconds = sum(s["stop"] - s["start"] for s in computed)
         if seconds <= 0:
             return
         ws = self.scheduler.workers.get(worker)
@@ -260,7 +261,7 @@ class GraphMeter(SchedulerPlugin):
             usage = run.usage.setdefault(provider, Usage())
         else:
             usage = self.carry_over.setdefault(provider, Usage())
-            started = min(s["start"] for s in startstops if s.get("action") == "compute")
+            started = min(s["start"] for s in computed)
             self.carry_over_since = min(started, self.carry_over_since or started)
             if self._late is None:
                 self._late = asyncio.get_running_loop().call_later(LATE_SECONDS, self._price_late_work)
