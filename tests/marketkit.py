@@ -11,7 +11,7 @@ from pathlib import Path
 from golem_jupyter.chain import Chain, Network, Wallet
 from golem_jupyter.devnet import Devnet, DevnetProvider
 from golem_jupyter.ledger import Ledger
-from golem_jupyter.provider.meter import read_meter
+from golem_jupyter.worker.meter import read_meter
 
 CLAIM_GRACE = "1"
 TESTS = Path(__file__).parent

@@ -43,9 +43,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from golem_jupyter import trust
 from golem_jupyter.errors import ConfigurationError, GolemError
-from golem_jupyter.requestor import decoding
-from golem_jupyter.requestor.decoder import (
+from golem_jupyter.trust import (
     RemoteTaskError,
     UnsafePayload,
     allow_class,
@@ -674,29 +674,29 @@ def distributed_module(name: str) -> types.ModuleType:
 def test_install_is_idempotent_and_uninstall_restores() -> None:
     protocol_pickle = distributed_module("distributed.protocol.pickle")
     core, client = distributed_module("distributed.core"), distributed_module("distributed.client")
-    was = decoding.is_installed()
-    decoding.uninstall()
+    was = trust.is_decoder_installed()
+    trust.uninstall_decoder()
     try:
         originals = (protocol_pickle.loads, core.clean_exception, client.loads, client.clean_exception, client.pickle)
         assert client.pickle is pickle
-        decoding.install()
-        decoding.install()
-        assert decoding.is_installed()
+        trust.install_decoder()
+        trust.install_decoder()
+        assert trust.is_decoder_installed()
         assert protocol_pickle.loads is not originals[0] and client.loads is protocol_pickle.loads
         assert core.clean_exception is not originals[1] and client.clean_exception is core.clean_exception
         assert client.pickle is not pickle and client.pickle.loads is restricted_loads
-        decoding.uninstall()
-        decoding.uninstall()
-        assert not decoding.is_installed()
+        trust.uninstall_decoder()
+        trust.uninstall_decoder()
+        assert not trust.is_decoder_installed()
         assert (protocol_pickle.loads, core.clean_exception, client.loads, client.clean_exception, client.pickle) == (
             originals
         )
-        with decoding.installed():
-            assert decoding.is_installed()
-        assert not decoding.is_installed()
+        with trust.decoder_installed():
+            assert trust.is_decoder_installed()
+        assert not trust.is_decoder_installed()
     finally:
         if was:
-            decoding.install()
+            trust.install_decoder()
 
 
 def test_no_loaded_distributed_module_keeps_an_unrestricted_decoder() -> None:
@@ -705,9 +705,9 @@ def test_no_loaded_distributed_module_keeps_an_unrestricted_decoder() -> None:
         "clean_exception": distributed_module("distributed.core").clean_exception,
         "import_allowed_module": distributed_module("distributed.protocol.serialize").import_allowed_module,
     }
-    if decoding.is_installed():
+    if trust.is_decoder_installed():
         pytest.skip("measured against the originals, which are hidden while installed")
-    with decoding.installed():
+    with trust.decoder_installed():
         for name, module in list(sys.modules.items()):
             if name == "distributed" or name.startswith("distributed."):
                 for attribute, value in vars(module).items():
@@ -719,7 +719,7 @@ def test_no_loaded_distributed_module_keeps_an_unrestricted_decoder() -> None:
 
 
 # distributed files that unpickle with the *standard* pickle (or cloudpickle) module, reviewed
-# by hand (see the docstring of golem_jupyter.requestor.decoding): protocol/pickle.py is the
+# by hand (see the docstring of golem_jupyter.trust._hooks): protocol/pickle.py is the
 # loads that install() replaces, client.py is covered by the module swap, the others run in
 # the scheduler and worker processes only.
 REVIEWED_STD_PICKLE_DECODERS = {
@@ -746,7 +746,7 @@ def test_distributed_unpickling_call_sites_are_the_reviewed_ones() -> None:
         # ... or importing a decoder from it by name.
         if re.search(r"^\s*from (cloud)?pickle import .*\b(loads?|Unpickler)\b", source, re.M):
             found.add(relative)
-    assert found == REVIEWED_STD_PICKLE_DECODERS, "distributed changed where it unpickles: review decoding.py"
+    assert found == REVIEWED_STD_PICKLE_DECODERS, "distributed changed where it unpickles: review trust/_hooks.py"
 
 
 def test_pickle_and_dask_families_refuse_hostile_bytes(tmp_path: Path) -> None:
@@ -754,7 +754,7 @@ def test_pickle_and_dask_families_refuse_hostile_bytes(tmp_path: Path) -> None:
 
     marker = tmp_path / "pwned"
     header, frames = serialize(Hostile(str(marker)), serializers=["pickle"])
-    with decoding.installed():
+    with trust.decoder_installed():
         with pytest.raises(UnsafePayload, match="system"):
             deserialize(header, frames)
         array = np.arange(10.0).reshape(2, 5)
@@ -770,7 +770,7 @@ def test_pickled_frames_in_messages_refuse_hostile_bytes(tmp_path: Path) -> None
 
     marker = tmp_path / "pwned"
     frames = dumps({"op": "x", "value": ToPickle(Hostile(str(marker)))})
-    with decoding.installed(), pytest.raises(UnsafePayload, match="system"):
+    with trust.decoder_installed(), pytest.raises(UnsafePayload, match="system"):
         loads(frames)
     assert not marker.exists()
 
@@ -785,7 +785,7 @@ def test_dask_numpy_header_cannot_make_an_object_array(dtype: Any) -> None:
         "type-serialized": pickle.dumps(np.ndarray),
         "sub-header": {"dtype": dtype, "shape": (1,), "strides": (16,), "writeable": [True]},
     }
-    with decoding.installed(), pytest.raises(UnsafePayload, match="object"):
+    with trust.decoder_installed(), pytest.raises(UnsafePayload, match="object"):
         deserialize(header, [bytearray(b"A" * 16)])
 
 
@@ -797,7 +797,7 @@ def test_clean_exception_turns_refused_types_into_remote_task_error() -> None:
     except hostile_payloads.HostileError as e:
         message = error_message(e)  # as a worker builds it (it can unpickle its own classes)
     exception, tb = message["exception"].data, message["traceback"].data
-    with decoding.installed():
+    with trust.decoder_installed():
         from distributed import client, core
 
         typ, error, remote_tb = core.clean_exception(exception, tb)
@@ -812,7 +812,7 @@ def test_worker_warn_events_are_decoded_restricted(tmp_path: Path) -> None:
     from distributed.client import _handle_warn
 
     marker = tmp_path / "pwned"
-    with decoding.installed():
+    with trust.decoder_installed():
         with pytest.raises(UnsafePayload, match="system"):
             _handle_warn(("warn", {"message": pickle.dumps(Hostile(str(marker)))}))
         with pytest.warns(UserWarning, match="from a worker"):
@@ -824,7 +824,7 @@ def test_enum_messages_never_import() -> None:
     from distributed.protocol.serialize import msgpack_decode_default
 
     assert "dask.__main__" not in sys.modules
-    with decoding.installed(), pytest.raises(UnsafePayload, match="import"):
+    with trust.decoder_installed(), pytest.raises(UnsafePayload, match="import"):
         msgpack_decode_default({"__Enum__": True, "__module__": "dask.__main__", "__name__": "x", "name": "y"})
     assert "dask.__main__" not in sys.modules
 
@@ -906,7 +906,7 @@ def scheduler_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def client(scheduler_file: Path) -> Iterator[distributed.Client]:
-    with decoding.installed(), distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
+    with trust.decoder_installed(), distributed.Client(scheduler_file=str(scheduler_file), timeout=30) as client:
         client.wait_for_workers(1, timeout=60)
         yield client
 
@@ -969,12 +969,12 @@ def test_cluster_remote_exceptions(client: distributed.Client) -> None:
 
 
 def test_cluster_after_uninstall_distributed_is_unchanged(client: distributed.Client) -> None:
-    decoding.uninstall()
+    trust.uninstall_decoder()
     try:
         assert client.submit(hostile_payloads.make_plain, 7, pure=False).result(timeout=30) == Plain(7)
         with pytest.raises(hostile_payloads.HostileError, match="plain again"):
             client.submit(hostile_payloads.raise_hostile_error, "plain again", pure=False).result(timeout=30)
     finally:
-        decoding.install()
+        trust.install_decoder()
     with pytest.raises(UnsafePayload):
         client.submit(hostile_payloads.make_plain, 8, pure=False).result(timeout=30)

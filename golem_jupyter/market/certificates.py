@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import GolemError
+
+if TYPE_CHECKING:
+    from distributed.security import Security
 
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 """Certificates start this long before now, so a peer whose clock is a little behind accepts them."""
@@ -302,3 +306,20 @@ def verify_issued_by(cert_pem: str, ca_pem: str) -> bool:
     except (CertificateError, x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def security_for(credentials: Path, role: str) -> Security:
+    """Dask TLS settings from a credentials directory holding ca.pem, ROLE.pem and ROLE.key."""
+    from distributed.security import Security  # only the processes that run Dask need it
+
+    cert, key = str(credentials / f"{role}.pem"), str(credentials / f"{role}.key")
+    return Security(
+        tls_ca_file=str(credentials / "ca.pem"),
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_client_cert=cert,
+        tls_client_key=key,
+        tls_worker_cert=cert,
+        tls_worker_key=key,
+        require_encryption=True,
+    )

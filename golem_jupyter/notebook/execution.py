@@ -22,11 +22,11 @@ from dask.utils import format_time
 from distributed.scheduler import NoValidWorkerError, NoWorkerError
 
 from ..errors import BudgetExceeded, GolemError, MarketError
-from ..requestor.decoder import RemoteTaskError
+from ..trust import RemoteTaskError
+from ..worker.runner import CellTaskError
 from .cellgraph import CellGraph
 from .display import ProgressView, Receipt
 from .planner import Plan, build_graph, iterable_code, kernel_iterable
-from .runner import CellTaskError
 from .session import Session
 from .transport import decode_value
 

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cellgraph import CellGraph, Statement
-from .runner import (
+from ..worker.runner import (
     ITEM,
     Bind,
     Collect,
@@ -35,6 +34,7 @@ from .runner import (
     run_elements,
     run_program,
 )
+from .cellgraph import CellGraph, Statement
 from .transport import ship
 
 MAX_FANOUT_TASKS = 10_000

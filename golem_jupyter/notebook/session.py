@@ -18,8 +18,8 @@ from typing import Any
 
 from distributed import Client
 
+from ..scheduler.progress import CellProgress, read_progress
 from .display import Progress, ProviderProgress, Receipt, ReceiptLine
-from .progress import CellProgress, read_progress
 
 logger = logging.getLogger(__name__)
 

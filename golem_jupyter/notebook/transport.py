@@ -12,7 +12,7 @@ cell's own lines (cloudpickle renames every file it pickles to ``<dynamic-code>`
 Out of the graph (providers to kernel) each written name is encoded on the provider by
 :func:`encode_value` and decoded in the kernel by :func:`decode_value`, which is the restricted
 decoder: provider bytes never reach ``pickle.loads``. Classes defined in the notebook travel by
-name (:func:`~golem_jupyter.requestor.decoder.notebook_class`), so their instances come back
+name (:func:`~golem_jupyter.trust.notebook_class`), so their instances come back
 as instances of the kernel's own class. CuPy arrays come back as NumPy arrays.
 """
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import GolemError
-from ..requestor.decoder import notebook_class, restricted_loads
+from ..trust import notebook_class, restricted_loads
 
 NOTEBOOK_MODULE = "__main__"
 

@@ -54,9 +54,9 @@ from ..market.messages import (
     sign_message,
     verify_message,
 )
+from ..worker.meter import read_meter
 from .agreements import Agreement, PaymentPolicy, State
 from .gpu import detect_gpus
-from .meter import read_meter
 from .workers import run_worker, worker_command
 
 logger = logging.getLogger(__name__)

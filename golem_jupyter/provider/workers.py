@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from .meter import METER_ENV
+from ..worker.meter import METER_ENV
 
 STOP_TIMEOUT = 5.0
 DEATH_TIMEOUT = "3s"
@@ -41,7 +41,7 @@ def worker_command(
         "--tls-key",
         str(directory / "worker.key"),
         "--preload",
-        "golem_jupyter.provider.meter",
+        "golem_jupyter.worker.meter",
         "--local-directory",
         str(directory / "scratch"),
         "--death-timeout",

@@ -1,6 +1,6 @@
 """The requestor side: :class:`GolemCluster`, per-graph metering and on-chain settlement.
 
-Imports are lazy so that the scheduler process (which loads :mod:`.metering`) stays light.
+Imports are lazy: ``import golem_jupyter.requestor`` pulls in neither web3 nor distributed.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from typing import Any
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster
 
+from .. import trust
 from ..chain import Chain
 from ..chain.network import Network, resolve
 from ..chain.registry import Offer
@@ -44,12 +45,11 @@ from ..chain.types import new_id
 from ..chain.wallet import KEY_ENV, Wallet
 from ..errors import ConfigurationError, GolemError, InvalidInput, MarketError
 from ..ledger import Ledger, Payout
-from ..market.certificates import SessionCA
+from ..market.certificates import SessionCA, security_for
 from ..market.matching import Demand, rank, reputations
 from ..market.messages import Rejection
-from . import decoding, labels
+from . import labels
 from .negotiation import Negotiator
-from .scheduler import security_for
 from .settlement import Settler
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class GolemCluster(Cluster):
             raise
 
     async def _start_session(self) -> None:
-        _use_decoder()
+        trust.hold_decoder()
         self._decoder_installed = True
         network = await asyncio.to_thread(resolve, self._network_spec)
         wallet = self._wallet or _default_wallet(network)
@@ -266,7 +266,7 @@ class GolemCluster(Cluster):
         command = [
             sys.executable,
             "-m",
-            "golem_jupyter.requestor.scheduler",
+            "golem_jupyter.scheduler",
             "--credentials",
             str(credentials),
             "--scheduler-file",
@@ -556,7 +556,7 @@ class GolemCluster(Cluster):
         await asyncio.gather(*(self._terminate(r, "session closed") for r in list(self.rentals.values())))
         await self._stop_scheduler()
         if self._decoder_installed:
-            _release_decoder()
+            trust.release_decoder()
             self._decoder_installed = False
         shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -629,23 +629,6 @@ class GolemCluster(Cluster):
             return await asyncio.to_thread(self._settler.drain, left)
 
         return self.sync(_drain)
-
-
-_decoder_users = 0
-
-
-def _use_decoder() -> None:
-    """Install the restricted decoder; it stays while any GolemCluster in this process is open."""
-    global _decoder_users
-    decoding.install()
-    _decoder_users += 1
-
-
-def _release_decoder() -> None:
-    global _decoder_users
-    _decoder_users -= 1
-    if _decoder_users == 0:
-        decoding.uninstall()
 
 
 def _default_wallet(network: Network) -> Wallet:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GolemError
-from .transport import (
+from ..notebook.transport import (
     NOTEBOOK_MODULE,
     KeepsFilenames,
     OutputError,

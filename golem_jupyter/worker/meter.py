@@ -23,7 +23,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from tornado.ioloop import PeriodicCallback
 
 METER_ENV = "GOLEM_METER_FILE"
-DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.requestor.metering
+DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.scheduler.metering
 FLUSH_SECONDS = 0.2
 
 

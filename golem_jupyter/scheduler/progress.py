@@ -15,7 +15,7 @@ from typing import Any
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 PREFIX = "golem-cell-"
-METER = "golem-graph-meter"  # the name of requestor.metering.GraphMeter
+METER = "golem-graph-meter"  # the name of scheduler.metering.GraphMeter
 KEEP_RUNS = 64
 
 

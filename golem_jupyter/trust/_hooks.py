@@ -2,7 +2,7 @@
 
 The requestor process is the Jupyter kernel: its Dask client receives results, exceptions and
 events that workers on provider machines produced. The Dask scheduler runs in a separate
-process (see :mod:`.scheduler`), so the graphs the client pickles are never decoded here and
+process (see :mod:`golem_jupyter.scheduler`), so the graphs the client pickles are never decoded here and
 every pickle decoded in this process comes, directly or through the scheduler, from workers.
 :func:`install` therefore replaces every place where distributed unpickles in this process:
 
@@ -31,7 +31,7 @@ every pickle decoded in this process comes, directly or through the scheduler, f
 3. ``clean_exception`` (distributed/core.py, and the copies imported into client.py,
    diagnostics/progressbar.py, shuffle/*, scheduler.py, utils_test.py): distributed turns a
    decode failure into ``Exception(bytes)``; the wrapper turns a *refused* exception type
-   into :class:`~.decoder.RemoteTaskError` with the type's name, message and traceback text.
+   into :class:`~golem_jupyter.trust.RemoteTaskError` with the type's name, message and traceback text.
 4. NumPy arrays in the 'dask' family do not go through pickle for their data:
    ``deserialize_numpy_ndarray`` builds ``np.ndarray(shape, dtype, buffer=frame)`` with the
    dtype string from the header, and NumPy accepts ``'O'`` there, turning provider bytes into
@@ -76,9 +76,10 @@ from typing import Any
 import dask
 import numpy as np
 
-from .decoder import UnsafePayload, decode_exception, restricted_loads
+from ._errors import UnsafePayload
+from ._reader import decode_exception, restricted_loads
 
-__all__ = ["install", "installed", "is_installed", "uninstall"]
+__all__ = ["hold", "install", "installed", "is_installed", "release", "uninstall"]
 
 _lock = threading.Lock()
 _undo: list[Callable[[], None]] | None = None
@@ -245,3 +246,24 @@ def installed() -> Iterator[None]:
     finally:
         if not was_installed:
             uninstall()
+
+
+_holders = 0
+
+
+def hold() -> None:
+    """Install the decoder for one more user (a market session); it stays while any holds it."""
+    global _holders
+    with _lock:
+        _holders += 1
+    install()
+
+
+def release() -> None:
+    """One user is done with the decoder; the last one out uninstalls it."""
+    global _holders
+    with _lock:
+        _holders -= 1
+        last = _holders == 0
+    if last:
+        uninstall()

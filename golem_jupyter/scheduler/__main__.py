@@ -4,7 +4,7 @@ It is a separate process on purpose: the scheduler unpickles the graphs the requ
 sends (trusted code), while the requestor process decodes provider bytes only through the
 restricted decoder. Keeping them apart lets each process have one rule.
 
-``python -m golem_jupyter.requestor.scheduler --credentials DIR --scheduler-file FILE``
+``python -m golem_jupyter.scheduler --credentials DIR --scheduler-file FILE``
 listens with TLS and mutual authentication (only certificates from the session's CA get in),
 meters graphs with :class:`~.metering.GraphMeter`, and exits when its parent process dies, so a
 killed kernel never leaves a scheduler behind. A task no worker can run (its providers stopped
@@ -24,28 +24,13 @@ from pathlib import Path
 
 import dask
 from distributed import Scheduler
-from distributed.security import Security
 
+from ..market.certificates import security_for
 from .metering import GraphMeter
 
 PARENT_POLL_SECONDS = 0.5
 NO_WORKERS_TIMEOUT = "30s"
 NO_WORKERS_KEY = "distributed.scheduler.no-workers-timeout"
-
-
-def security_for(credentials: Path, role: str) -> Security:
-    """TLS settings from a credentials directory holding ca.pem, ROLE.pem and ROLE.key."""
-    cert, key = str(credentials / f"{role}.pem"), str(credentials / f"{role}.key")
-    return Security(
-        tls_ca_file=str(credentials / "ca.pem"),
-        tls_scheduler_cert=cert,
-        tls_scheduler_key=key,
-        tls_client_cert=cert,
-        tls_client_key=key,
-        tls_worker_cert=cert,
-        tls_worker_key=key,
-        require_encryption=True,
-    )
 
 
 async def serve(args: argparse.Namespace) -> None:

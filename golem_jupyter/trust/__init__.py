@@ -1,0 +1,50 @@
+"""What stands between this process and a stranger: the restricted decoder and its hooks.
+
+Providers are strangers: what their workers send back (results, exceptions, events) is decoded
+by :func:`restricted_loads`, never by ``pickle.loads``. It rebuilds only an allowlist (the rules
+live in ``_rules.py``, the two unpicklers that apply them in ``_reader.py``):
+
+* Python's value types (None, bool, int, float, complex, str, bytes, bytearray, tuple, list,
+  dict, set, frozenset, slice, range), ``types.SimpleNamespace``, ``fractions.Fraction``,
+  ``decimal.Decimal``, the ``datetime`` types, ``collections`` containers and ``uuid.UUID``;
+* NumPy arrays, dtypes and scalars, never of object dtype;
+* exceptions of the ``builtins`` module and of golem_jupyter, with their tracebacks; an
+  exception of any other type arrives as :class:`RemoteTaskError`;
+* instances of classes defined in the notebook or registered with :func:`allow_class`,
+  rebuilt from their state, never by calling the class.
+
+Anything else raises :class:`UnsafePayload` naming the type. :func:`install_decoder` routes
+every unpickle distributed does in this process through it (``_hooks.py``).
+
+This package is also where the next trust rules go: result verification, and the scheduler's
+per-role authorization of its peers (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+from ._errors import RemoteTaskError, UnsafePayload
+from ._hooks import hold as hold_decoder
+from ._hooks import install as install_decoder
+from ._hooks import installed as decoder_installed
+from ._hooks import is_installed as is_decoder_installed
+from ._hooks import release as release_decoder
+from ._hooks import uninstall as uninstall_decoder
+from ._reader import decode_exception, restricted_loads
+from ._rules import allow_class, allow_namespace, disallow_class, notebook_class
+
+__all__ = [
+    "RemoteTaskError",
+    "UnsafePayload",
+    "allow_class",
+    "allow_namespace",
+    "decode_exception",
+    "decoder_installed",
+    "disallow_class",
+    "hold_decoder",
+    "install_decoder",
+    "is_decoder_installed",
+    "notebook_class",
+    "release_decoder",
+    "restricted_loads",
+    "uninstall_decoder",
+]
