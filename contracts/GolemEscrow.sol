@@ -7,23 +7,15 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+import {IGolemEscrow} from "./interfaces/IGolemEscrow.sol";
+
 /**
  * @title GolemEscrow
  * @notice Holds a requestor's deposit for a compute session and pays providers for each
- * graph execution settled in it.
+ * graph execution settled in it. The external interface, its events, errors and their
+ * documentation are in {IGolemEscrow}.
  *
- * A *session* is one deposit by one requestor, in one token (`address(0)` is the chain's
- * native currency). A *graph* is one execution inside it. Providers are credited in two
- * ways: the requestor settles each graph with `settleGraph`, or a provider presents the
- * requestor's latest EIP-712 voucher with `claim` (for when the requestor vanished). Both
- * raise the same cumulative counter `paid[sessionId][provider]`, so a voucher never pays
- * twice for what a settlement already paid.
- *
- * Credits are pulled with `withdraw`. After `deadline + CLAIM_WINDOW` anyone may close the
- * session, which refunds what no provider was credited to the requestor. Claims are taken
- * up to and including that instant, the refund only after it, so the two never race.
- *
- * Invariant, per token: this contract's balance == sum of `remaining` over open sessions
+ * @dev Invariant, per token: this contract's balance == sum of `remaining` over open sessions
  * + sum over accounts of credited-but-not-withdrawn amounts.
  *
  * Every function that transfers tokens or native currency (openSession, topUp, closeSession,
@@ -31,7 +23,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * reportFault only move amounts between internal counters and make no external call, so
  * nothing can re-enter them; they skip the guard to keep per-graph settlement cheap.
  */
-contract GolemEscrow is EIP712, ReentrancyGuardTransient {
+contract GolemEscrow is IGolemEscrow, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     /// @dev One slot for who and when, one for the token and what is left, one for the total.
@@ -56,49 +48,15 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
     bytes32 private constant VOUCHER_TYPEHASH =
         keccak256("Voucher(bytes32 sessionId,address provider,uint256 cumulativeAmount)");
 
-    /// @notice Seconds after a session's deadline during which providers may still claim.
+    /// @inheritdoc IGolemEscrow
     uint64 public immutable CLAIM_WINDOW;
 
     mapping(bytes32 sessionId => Session) private _sessions;
     mapping(bytes32 sessionId => mapping(bytes32 graphId => bool)) private _settled;
     mapping(address account => mapping(address token => Account)) private _accounts;
 
-    /// @notice Cumulative amount credited to `provider` in `sessionId`, by settlements and claims.
+    /// @inheritdoc IGolemEscrow
     mapping(bytes32 sessionId => mapping(address provider => uint256)) public paid;
-
-    event SessionOpened(
-        bytes32 indexed sessionId, address indexed requestor, address indexed token, uint256 amount, uint64 deadline
-    );
-    event ToppedUp(bytes32 indexed sessionId, uint256 amount, uint256 deposited);
-    event GraphSettled(bytes32 indexed sessionId, bytes32 indexed graphId, uint256 total, bytes32 resultRoot);
-    event Paid(bytes32 indexed sessionId, address indexed provider, uint256 amount);
-    event Claimed(bytes32 indexed sessionId, address indexed provider, uint256 amount);
-    event FaultReported(bytes32 indexed sessionId, bytes32 indexed graphId, address indexed provider, bytes32 evidence);
-    event SessionClosed(bytes32 indexed sessionId, uint256 refund);
-    event Withdrawn(address indexed account, address indexed token, uint256 amount);
-
-    error SessionAlreadyExists(bytes32 sessionId);
-    error SessionNotFound(bytes32 sessionId);
-    error SessionAlreadyClosed(bytes32 sessionId);
-    error NotRequestor(bytes32 sessionId, address caller);
-    error ZeroAmount();
-    error AmountTooLarge(uint256 amount, uint256 max);
-    error DeadlineNotInFuture(uint64 deadline, uint256 timestamp);
-    error DeadlinePassed(bytes32 sessionId, uint64 deadline);
-    error ClaimWindowOver(bytes32 sessionId, uint256 endedAt);
-    error RefundNotYetAvailable(bytes32 sessionId, uint256 availableAfter);
-    error WrongNativeValue(uint256 expected, uint256 sent);
-    error TokenTransferMismatch(uint256 expected, uint256 received);
-    error GraphAlreadySettled(bytes32 sessionId, bytes32 graphId);
-    error LengthMismatch(uint256 providers, uint256 amounts);
-    error InvalidProvider(address provider);
-    error InsufficientDeposit(bytes32 sessionId, uint256 requested, uint256 remaining);
-    error InvalidVoucherSignature(bytes32 sessionId, address provider);
-    error VoucherAlreadyPaid(bytes32 sessionId, address provider, uint256 cumulativeAmount, uint256 alreadyPaid);
-    error DepositExhausted(bytes32 sessionId);
-    error NothingToWithdraw(address account, address token);
-    error NativeTransferFailed(address to, uint256 amount);
-    error InvalidClaimWindow();
 
     /// @param claimWindow Seconds after each session's deadline during which providers may claim.
     constructor(uint64 claimWindow) EIP712("GolemEscrow", "1") {
@@ -108,16 +66,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ requestor
 
-    /**
-     * @notice Opens session `sessionId` with a deposit of `amount` of `token`.
-     * @dev For the native currency send exactly `amount` as value; for an ERC-20, approve
-     * this contract first and send no value. Fee-on-transfer tokens are refused, because the
-     * escrow must hold exactly what it records.
-     * @param sessionId Identifier chosen by the requestor; must be unused.
-     * @param token ERC-20 address, or `address(0)` for the native currency.
-     * @param amount Deposit, in the token's smallest unit; at most 2^96 - 1.
-     * @param deadline Unix time after which no new work is expected; must be in the future.
-     */
+    /// @inheritdoc IGolemEscrow
     function openSession(bytes32 sessionId, address token, uint256 amount, uint64 deadline)
         external
         payable
@@ -142,10 +91,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
         _pull(token, amount);
     }
 
-    /**
-     * @notice Adds `amount` to the deposit of an open session before its deadline.
-     * @dev Same value rules as {openSession}. Requestor only.
-     */
+    /// @inheritdoc IGolemEscrow
     function topUp(bytes32 sessionId, uint256 amount) external payable nonReentrant {
         Session storage s = _requestorSession(sessionId);
         if (block.timestamp > s.deadline) revert DeadlinePassed(sessionId, s.deadline);
@@ -162,13 +108,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
         _pull(token, amount);
     }
 
-    /**
-     * @notice Settles graph execution `graphId`: credits `amounts[i]` to `providers[i]`.
-     * @dev Requestor only, once per `graphId`, until `deadline + CLAIM_WINDOW`. The total may
-     * not exceed what remains of the deposit. Zero amounts are skipped. Makes no external call.
-     * @param resultRoot Merkle root over the graph's output keys and result digests, recorded
-     * in the event so that anyone can later check a result against what was paid for.
-     */
+    /// @inheritdoc IGolemEscrow
     function settleGraph(
         bytes32 sessionId,
         bytes32 graphId,
@@ -204,11 +144,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
         emit GraphSettled(sessionId, graphId, total, resultRoot);
     }
 
-    /**
-     * @notice Records that `provider` returned a wrong result in `graphId`. Requestor only.
-     * @dev Stores nothing: reputation is computed off-chain from these events and `Paid`.
-     * @param evidence Digest of whatever proves the fault (e.g. the disagreeing results).
-     */
+    /// @inheritdoc IGolemEscrow
     function reportFault(bytes32 sessionId, bytes32 graphId, address provider, bytes32 evidence) external {
         _requestorSession(sessionId);
         if (provider == address(0)) revert InvalidProvider(provider);
@@ -217,13 +153,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ provider
 
-    /**
-     * @notice Raises the caller's credit in `sessionId` to `cumulativeAmount`, as signed by the
-     * session's requestor in an EIP-712 `Voucher`.
-     * @dev Credits `cumulativeAmount - paid`, capped by what remains of the deposit. A voucher
-     * that is not above what was already credited reverts with {VoucherAlreadyPaid}, so a
-     * replayed or older voucher credits nothing. Accepted until `deadline + CLAIM_WINDOW`.
-     */
+    /// @inheritdoc IGolemEscrow
     function claim(bytes32 sessionId, uint256 cumulativeAmount, bytes calldata signature) external {
         Session storage s = _existingSession(sessionId);
         if (s.closed) revert SessionAlreadyClosed(sessionId);
@@ -252,10 +182,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ anyone
 
-    /**
-     * @notice Closes `sessionId` once its claim window is over and refunds what remains of the
-     * deposit to the requestor. Anyone may call it.
-     */
+    /// @inheritdoc IGolemEscrow
     function closeSession(bytes32 sessionId) external nonReentrant {
         Session storage s = _existingSession(sessionId);
         if (s.closed) revert SessionAlreadyClosed(sessionId);
@@ -269,9 +196,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
         if (refund != 0) _push(s.token, s.requestor, refund);
     }
 
-    /**
-     * @notice Pays the caller everything credited to it in `token` and not yet withdrawn.
-     */
+    /// @inheritdoc IGolemEscrow
     function withdraw(address token) external nonReentrant {
         Account storage a = _accounts[msg.sender][token];
         uint256 amount = a.credited - a.withdrawn;
@@ -285,15 +210,7 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
 
     // ------------------------------------------------------------------ views
 
-    /**
-     * @notice The state of `sessionId`; all zero if it was never opened.
-     * @return requestor Who opened it.
-     * @return token Its token, zero for the native currency.
-     * @return deposited Total deposited.
-     * @return paidOut Total credited to providers.
-     * @return deadline Its deadline.
-     * @return closed Whether it was closed and its remainder refunded.
-     */
+    /// @inheritdoc IGolemEscrow
     function sessions(bytes32 sessionId)
         external
         view
@@ -303,18 +220,18 @@ contract GolemEscrow is EIP712, ReentrancyGuardTransient {
         return (s.requestor, s.token, s.deposited, s.deposited - s.remaining, s.deadline, s.closed);
     }
 
-    /// @notice Amount of `token` credited to `account` and not yet withdrawn.
+    /// @inheritdoc IGolemEscrow
     function balanceOf(address account, address token) external view returns (uint256) {
         Account storage a = _accounts[account][token];
         return a.credited - a.withdrawn;
     }
 
-    /// @notice Whether `graphId` of `sessionId` was settled (lets a client retry safely).
+    /// @inheritdoc IGolemEscrow
     function isGraphSettled(bytes32 sessionId, bytes32 graphId) external view returns (bool) {
         return _settled[sessionId][graphId];
     }
 
-    /// @notice The EIP-712 digest a requestor signs for a voucher.
+    /// @inheritdoc IGolemEscrow
     function hashVoucher(bytes32 sessionId, address provider, uint256 cumulativeAmount) public view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(VOUCHER_TYPEHASH, sessionId, provider, cumulativeAmount)));
     }

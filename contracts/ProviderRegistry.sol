@@ -1,58 +1,33 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {IProviderRegistry} from "./interfaces/IProviderRegistry.sol";
+
 /**
  * @title ProviderRegistry
  * @notice Where providers publish what they rent out and at what price, and where requestors
- * find them. One offer per provider address.
- *
- * Reputation is deliberately not stored here: anyone can compute it from GolemEscrow's
- * `Paid` and `FaultReported` events, and nobody has to trust a number the provider wrote.
+ * find them. The external interface, its events, errors and their documentation are in
+ * {IProviderRegistry}.
  */
-contract ProviderRegistry {
-    /// @notice What a provider offers. Prices are per second of compute, in the smallest unit
-    /// of the native currency; `startFee` is charged once per agreement.
-    struct Offer {
-        string endpoint;
-        uint256 pricePerCpuSecond;
-        uint256 pricePerGpuSecond;
-        uint256 startFee;
-        uint32 cpus;
-        uint32 gpus;
-        string gpuModel;
-        uint64 memoryBytes;
-        string capabilities;
-    }
-
+contract ProviderRegistry is IProviderRegistry {
+    /// @inheritdoc IProviderRegistry
     uint256 public constant MAX_ENDPOINT_LENGTH = 256;
+    /// @inheritdoc IProviderRegistry
     uint256 public constant MAX_GPU_MODEL_LENGTH = 128;
+    /// @inheritdoc IProviderRegistry
     uint256 public constant MAX_CAPABILITIES_LENGTH = 4096;
+    /// @inheritdoc IProviderRegistry
     uint256 public constant MAX_PAGE_SIZE = 100;
 
     mapping(address provider => Offer) private _offers;
+    /// @inheritdoc IProviderRegistry
     mapping(address provider => uint64) public updatedAt;
     /// @dev Active providers, in no particular order; `_position` is index + 1 (0 = inactive),
     /// so withdrawing is a swap with the last entry and a pop.
     address[] private _active;
     mapping(address provider => uint256) private _position;
 
-    event OfferPublished(address indexed provider, string endpoint);
-    event OfferUpdated(address indexed provider, string endpoint);
-    event OfferWithdrawn(address indexed provider);
-
-    error OfferAlreadyActive(address provider);
-    error NoActiveOffer(address provider);
-    error EmptyEndpoint();
-    error FieldTooLong(string field, uint256 length, uint256 max);
-    error NoCpus();
-    error GpuModelMissing();
-    error GpuPriceWithoutGpus();
-    error PageSizeTooLarge(uint256 limit, uint256 max);
-
-    /**
-     * @notice Publishes the caller's offer. Reverts if the caller already has an active one
-     * (use {update}).
-     */
+    /// @inheritdoc IProviderRegistry
     function publish(Offer calldata offer) external {
         if (_position[msg.sender] != 0) revert OfferAlreadyActive(msg.sender);
         _validate(offer);
@@ -63,7 +38,7 @@ contract ProviderRegistry {
         emit OfferPublished(msg.sender, offer.endpoint);
     }
 
-    /// @notice Replaces the caller's active offer.
+    /// @inheritdoc IProviderRegistry
     function update(Offer calldata offer) external {
         if (_position[msg.sender] == 0) revert NoActiveOffer(msg.sender);
         _validate(offer);
@@ -72,7 +47,7 @@ contract ProviderRegistry {
         emit OfferUpdated(msg.sender, offer.endpoint);
     }
 
-    /// @notice Removes the caller's offer from the market.
+    /// @inheritdoc IProviderRegistry
     function withdraw() external {
         uint256 position = _position[msg.sender];
         if (position == 0) revert NoActiveOffer(msg.sender);
@@ -86,27 +61,23 @@ contract ProviderRegistry {
         emit OfferWithdrawn(msg.sender);
     }
 
-    /// @notice Whether `provider` has an active offer.
+    /// @inheritdoc IProviderRegistry
     function isActive(address provider) external view returns (bool) {
         return _position[provider] != 0;
     }
 
-    /// @notice The active offer of `provider`; reverts with {NoActiveOffer} if there is none.
+    /// @inheritdoc IProviderRegistry
     function offerOf(address provider) external view returns (Offer memory) {
         if (_position[provider] == 0) revert NoActiveOffer(provider);
         return _offers[provider];
     }
 
-    /// @notice Number of active offers.
+    /// @inheritdoc IProviderRegistry
     function activeCount() external view returns (uint256) {
         return _active.length;
     }
 
-    /**
-     * @notice A page of active offers: at most `limit` (<= MAX_PAGE_SIZE) starting at `offset`.
-     * @dev The order changes when offers are withdrawn; a client reading many pages while the
-     * market moves may see an offer twice or miss one, and should de-duplicate by address.
-     */
+    /// @inheritdoc IProviderRegistry
     function activeOffers(uint256 offset, uint256 limit)
         external
         view

@@ -3,8 +3,10 @@
 //   node contracts/build.mjs           write artifacts
 //   node contracts/build.mjs --check   compile in memory, exit 1 if a committed artifact is stale
 //
-// contracts/*.sol      -> golem_jupyter/chain/artifacts/<Contract>.json (shipped in the wheel)
-// contracts/test/*.sol -> tests/artifacts/<Contract>.json                (test doubles only)
+// contracts/*.sol            -> golem_jupyter/chain/artifacts/<Contract>.json (shipped in the wheel)
+// contracts/test/*.sol       -> tests/artifacts/<Contract>.json                (test doubles only)
+// contracts/interfaces/*.sol -> compiled with the rest, no artifact of their own: the contracts
+//                               that implement them carry their ABI and list them in sources_sha256
 //
 // Artifacts are committed so that users need no Node to run the project.
 
@@ -30,6 +32,8 @@ const OUTPUTS = [
   { dir: here, out: join(root, "golem_jupyter", "chain", "artifacts") },
   { dir: join(here, "test"), out: join(root, "tests", "artifacts") },
 ];
+// Compiled (so that an interface no contract imports yet still has to compile) but not written out.
+const SOURCE_ONLY = [join(here, "interfaces")];
 
 function solidityFiles(dir) {
   return readdirSync(dir).filter((f) => f.endsWith(".sol")).sort().map((f) => join(dir, f));
@@ -50,7 +54,7 @@ function sha256(text) {
 
 function compile() {
   const sources = {};
-  for (const { dir } of OUTPUTS) {
+  for (const dir of [...OUTPUTS.map((o) => o.dir), ...SOURCE_ONLY]) {
     for (const file of solidityFiles(dir)) {
       sources[relative(root, file)] = { content: readFileSync(file, "utf8") };
     }

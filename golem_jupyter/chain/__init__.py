@@ -2,12 +2,16 @@
 
 >>> chain = Chain.connect()                      # the running devnet
 >>> chain.escrow.session(session_id).remaining
+
+The rest of the code base uses ``chain.escrow`` and ``chain.registry`` only through
+:class:`EscrowBackend` and :class:`RegistryBackend` (see :mod:`.backends` to add another backend).
 """
 
 from __future__ import annotations
 
 from web3 import Web3
 
+from .backends import EscrowBackend, RegistryBackend
 from .escrow import Escrow, SessionState
 from .network import Network, connect, resolve
 from .registry import Offer, Registry
@@ -17,10 +21,12 @@ from .wallet import Wallet
 __all__ = [
     "Chain",
     "Escrow",
+    "EscrowBackend",
     "EscrowDomain",
     "Network",
     "Offer",
     "Registry",
+    "RegistryBackend",
     "SessionState",
     "Voucher",
     "Wallet",
@@ -36,8 +42,8 @@ class Chain:
         self.network = network
         self.wallet = wallet
         account = wallet.account if wallet else None
-        self.escrow = Escrow(w3, network.escrow, account)
-        self.registry = Registry(w3, network.registry, account)
+        self.escrow: EscrowBackend = Escrow(w3, network.escrow, account)
+        self.registry: RegistryBackend = Registry(w3, network.registry, account)
 
     @classmethod
     def connect(cls, network: Network | str | None = None, wallet: Wallet | None = None) -> Chain:
