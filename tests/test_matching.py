@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 from conftest import Deployed
@@ -12,7 +13,15 @@ from eth_utils import to_checksum_address as _checksum
 from golem_jupyter.chain import Offer
 from golem_jupyter.chain.types import new_id
 from golem_jupyter.errors import InvalidInput
-from golem_jupyter.market import Demand, Reputation, explain, matches, rank, reputations
+from golem_jupyter.market import (
+    Demand,
+    Reputation,
+    explain,
+    matches,
+    offers_with_reputations,
+    rank,
+    reputations,
+)
 
 A = "0x" + "a1" * 20
 B = "0x" + "b2" * 20
@@ -194,3 +203,49 @@ def test_reputations_come_from_paid_claimed_and_fault_events(contracts: Deployed
 
 def test_no_events_means_no_reputations(contracts: Deployed):
     assert reputations(contracts.escrow()) == {}
+
+
+def test_offers_with_reputations_ranks_the_market(contracts: Deployed, requestor, providers, stranger):
+    """The one reader of the market: every active offer with its provider's reputation from the
+    escrow's events since the deployment block; all offers cheapest first without a demand, the
+    fitting ones first (ranked) and the others with their reason with one."""
+    p1, p2, p3 = providers
+    start = contracts.chain.w3.eth.block_number
+    prices = {p1: 30, p2: 10, p3: 20, stranger: 40}
+    for wallet, cpu in prices.items():
+        gpus = 1 if wallet is stranger else 0
+        model = "H100" if gpus else ""
+        published = Offer(
+            f"127.0.0.1:{7000 + cpu}", cpu, 50 * gpus, cpus=2, gpus=gpus, gpu_model=model, memory_bytes=GIB
+        )
+        contracts.registry(wallet).publish(published)
+    escrow = contracts.escrow(requestor)
+    session = new_id()
+    escrow.open_session(session, 10**18, contracts.chain.now() + 3600)
+    escrow.settle_graph(session, new_id(), {p1.address: 100, p2.address: 50})
+    escrow.report_fault(session, new_id(), p2.address)
+    chain = SimpleNamespace(
+        registry=contracts.registry(), escrow=contracts.escrow(), network=SimpleNamespace(deployed_at_block=start)
+    )
+
+    everything = offers_with_reputations(chain)
+    assert [r.offer.provider for r in everything] == [p2.address, p3.address, p1.address, stranger.address]
+    assert all(r.fits and r.reason is None for r in everything)
+    by_provider = {r.offer.provider: r for r in everything}
+    assert by_provider[p1.address].reputation == Reputation(paid_count=1, paid_total=100)
+    assert by_provider[p2.address].reputation == Reputation(paid_count=1, paid_total=50, faults=1)
+    assert by_provider[p2.address].score == pytest.approx(2 / 7)
+    assert by_provider[p3.address].reputation is None and by_provider[p3.address].score is None  # new
+    assert by_provider[p1.address].score == 1.0
+
+    trusted = offers_with_reputations(chain, Demand(min_reputation=0.5))
+    assert [r.offer.provider for r in trusted] == [p3.address, p1.address, stranger.address, p2.address]
+    assert [r.fits for r in trusted] == [True, True, True, False]
+    assert "min_reputation" in trusted[-1].reason
+    known = reputations(contracts.escrow(), from_block=start)
+    fitting = rank([r.offer for r in everything], Demand(min_reputation=0.5), known)
+    assert [r.offer for r in trusted if r.fits] == fitting
+
+    gpu = offers_with_reputations(chain, Demand(gpu=True))
+    assert [r.offer.provider for r in gpu if r.fits] == [stranger.address]
+    assert all("offers no GPU" in r.reason for r in gpu if not r.fits)

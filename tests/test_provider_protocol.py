@@ -570,7 +570,7 @@ def test_after_every_refusal_the_provider_state_the_offer_and_the_sessions_are_u
 def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_no_worker(peer: Peer) -> None:
     """A valid propose gets an accept with a PEM CSR. A confirm whose certificate comes from
     another CA, comes from the session's CA but for another key and name, or does not parse is
-    BAD_CERTIFICATE: the agreement stays proposed, no certificate is written and no worker
+    BAD_CERTIFICATE: the agreement stays negotiating, no certificate is written and no worker
     process starts. Nobody but the requestor can touch the agreement; terminating it ends it,
     after which even the right certificate cannot confirm it."""
     before = peer.agreement_dirs()
@@ -593,7 +593,7 @@ def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_n
         peer.expect_rejection(confirm, Reason.BAD_CERTIFICATE, signed_to=REQUESTOR.address)
 
     status = peer.answer(peer.send(peer.sign("status", {"agreementId": agreement_id})), REQUESTOR.address)
-    assert status.kind == "ack" and status.body["detail"].startswith("proposed"), status.body
+    assert status.kind == "ack" and status.body["detail"].startswith("negotiating"), status.body
     assert sorted(p.name for p in directory.iterdir()) == []  # no key, certificate, scratch or worker log
     assert psutil.Process(peer.provider.pid).children(recursive=True) == []
 

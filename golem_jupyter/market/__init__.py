@@ -1,11 +1,13 @@
-"""The market: signed negotiation messages, matching offers to a demand, per-session certificates.
+"""The market: signed negotiation messages, matching offers to a demand, per-session certificates,
+what an agreement costs (:class:`Tariff`) and where it stands (:class:`AgreementStatus`).
 
-These parts are pure (no network, no event loop): the provider agent and the requestor's
-``GolemCluster`` build their negotiation on them.
+These parts are pure (no event loop; only :func:`offers_with_reputations` reads the chain): the
+provider agent and the requestor's ``GolemCluster`` build their negotiation on them.
 """
 
 from __future__ import annotations
 
+from .agreements import AgreementStatus
 from .certificates import (
     CertificateError,
     Credentials,
@@ -14,7 +16,7 @@ from .certificates import (
     make_key_and_csr,
     verify_issued_by,
 )
-from .matching import Demand, Reputation, explain, matches, rank, reputations
+from .matching import Demand, RankedOffer, Reputation, explain, matches, offers_with_reputations, rank, reputations
 from .messages import (
     MAX_MESSAGE_BYTES,
     MAX_TTL,
@@ -30,6 +32,7 @@ from .messages import (
     sign_message,
     verify_message,
 )
+from .pricing import Tariff
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -37,21 +40,25 @@ __all__ = [
     "SCHEMAS",
     "TO_PROVIDER",
     "TO_REQUESTOR",
+    "AgreementStatus",
     "CertificateError",
     "Credentials",
     "Demand",
     "Message",
+    "RankedOffer",
     "Reason",
     "Rejection",
     "ReplayGuard",
     "Reputation",
     "SessionCA",
+    "Tariff",
     "certificate_common_name",
     "decode_line",
     "encode",
     "explain",
     "make_key_and_csr",
     "matches",
+    "offers_with_reputations",
     "rank",
     "reputations",
     "sign_message",

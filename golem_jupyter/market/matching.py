@@ -3,6 +3,10 @@
 Reputation is not stored on-chain; it is computed here from the escrow's events: every
 ``Paid`` (a settled graph) and ``Claimed`` (a voucher cashed) counts for a provider, every
 ``FaultReported`` against it.
+
+:func:`offers_with_reputations` is the one way to read the market: the offers and their
+providers' reputations, read once and ranked. The requestor's cluster, ``%golem providers``
+and the side panel's server all use it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
 
@@ -18,6 +22,9 @@ from ..chain.escrow import Escrow
 from ..chain.registry import Offer
 from ..chain.types import as_address, as_amount
 from ..errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ..chain import Chain
 
 FAULT_WEIGHT = 5
 """How many paid graphs one reported fault outweighs in :attr:`Reputation.score`."""
@@ -184,3 +191,39 @@ def explain(
         fitting.append((key, offer))
     fitting.sort(key=lambda pair: pair[0])
     return [(offer, None) for _, offer in fitting] + refused
+
+
+@dataclass(frozen=True)
+class RankedOffer:
+    """One active offer, what the escrow says about its provider, and whether it fits a demand."""
+
+    offer: Offer
+    reputation: Reputation | None
+    """``None`` for a provider the escrow has no events of: new on the market, ranked as a newcomer."""
+    reason: str | None = None
+    """Why the offer does not fit the demand (a sentence); ``None`` when it fits."""
+
+    @property
+    def fits(self) -> bool:
+        return self.reason is None
+
+    @property
+    def score(self) -> float | None:
+        """The provider's :attr:`Reputation.score`; ``None`` for a newcomer, which a UI shows as "new"."""
+        return None if self.reputation is None else self.reputation.score
+
+
+def offers_with_reputations(chain: Chain, demand: Demand | None = None) -> list[RankedOffer]:
+    """Every active offer on ``chain``'s registry with its provider's reputation, read once.
+
+    With a ``demand``, the offers that fit come first, best first (:func:`rank`'s order), then
+    the others, each with the reason it does not fit (:func:`explain`'s order). Without one,
+    every offer fits and they come cheapest CPU-second first (then start fee, reputation).
+    Reputations count the escrow's events since the network's deployment block.
+    """
+    offers = chain.registry.active_offers()
+    known = _by_address(reputations(chain.escrow, chain.network.deployed_at_block))
+    return [
+        RankedOffer(offer, _lookup(known, offer), reason)
+        for offer, reason in explain(offers, demand if demand is not None else Demand(), known)
+    ]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -41,6 +40,7 @@ from ..chain.vouchers import Voucher
 from ..chain.wallet import Wallet
 from ..errors import GolemError
 from ..home import golem_home
+from ..market.agreements import AgreementStatus
 from ..market.certificates import CertificateError, certificate_common_name, make_key_and_csr, verify_issued_by
 from ..market.messages import (
     MAX_MESSAGE_BYTES,
@@ -54,8 +54,9 @@ from ..market.messages import (
     sign_message,
     verify_message,
 )
+from ..market.pricing import Tariff
 from ..worker.meter import read_meter
-from .agreements import Agreement, PaymentPolicy, State
+from .agreements import Agreement, PaymentPolicy
 from .gpu import detect_gpus
 from .workers import run_worker, worker_command
 
@@ -249,7 +250,7 @@ class ProviderAgent:
                 Reason.WRONG_CHAIN,
                 f"This provider is paid by the escrow {self.chain.escrow.address} on chain {self.chain_id}.",
             )
-        active = [a for a in self.agreements.values() if a.state != State.ENDED]
+        active = [a for a in self.agreements.values() if not a.state.is_final]
         if len(active) >= self.config.max_agreements:
             raise Rejection(Reason.NO_CAPACITY, f"All {self.config.max_agreements} worker slots are taken.")
         if body["gpus"] > self.gpus:
@@ -264,9 +265,7 @@ class ProviderAgent:
             agreement_id=agreement_id,
             session_id=body["sessionId"],
             requestor=message.sender,
-            price_per_cpu_second=body["pricePerCpuSecond"],
-            price_per_gpu_second=body["pricePerGpuSecond"],
-            start_fee=body["startFee"],
+            tariff=_tariff(body),
             gpus=body["gpus"],
             scheduler_address=body["schedulerAddress"],
             ca_certificate=body["caCertificate"],
@@ -301,8 +300,8 @@ class ProviderAgent:
             raise Rejection(Reason.WRONG_REQUESTOR, f"Session {session_hex} belongs to {session.requestor}.")
         if session.deadline < time.time() + DEADLINE_MARGIN:
             raise Rejection(Reason.SESSION_ENDING, f"Session {session_hex} ends too soon to start work.")
-        price = body["pricePerGpuSecond"] if body["gpus"] else body["pricePerCpuSecond"]
-        needed = body["startFee"] + math.ceil(price * self.config.min_deposit_seconds)
+        # One thread computing for min_deposit_seconds at the rate the agreement bills most.
+        needed = _tariff(body).bound(self.config.min_deposit_seconds, threads=1, gpu=bool(body["gpus"]))
         if session.remaining < needed:
             raise Rejection(
                 Reason.INSUFFICIENT_DEPOSIT,
@@ -312,8 +311,8 @@ class ProviderAgent:
 
     async def _expire_proposal(self, agreement: Agreement) -> None:
         await trio.sleep(CONFIRM_TIMEOUT)
-        if agreement.state == State.PROPOSED:
-            agreement.state = State.ENDED
+        if agreement.state == AgreementStatus.NEGOTIATING:
+            agreement.state = AgreementStatus.TERMINATED
             agreement.end_reason = "never confirmed"
             shutil.rmtree(agreement.directory, ignore_errors=True)
 
@@ -325,7 +324,7 @@ class ProviderAgent:
 
     async def _on_confirm(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
-        if agreement.state != State.PROPOSED:
+        if agreement.state != AgreementStatus.NEGOTIATING:
             raise Rejection(Reason.BAD_VALUE, f"This agreement is {agreement.state}; it can be confirmed only once.")
         certificate = message.body["certificate"]
         try:
@@ -342,7 +341,7 @@ class ProviderAgent:
         (agreement.directory / "worker.pem").write_text(certificate)
         (agreement.directory / "ca.pem").write_text(agreement.ca_certificate)
         (agreement.directory / "scratch").mkdir(exist_ok=True)
-        agreement.state = State.RUNNING
+        agreement.state = AgreementStatus.ACTIVE
         self._nursery.start_soon(self._serve_agreement, agreement)
         return "started", {"agreementId": agreement.agreement_id, "workerName": self.address}
 
@@ -377,8 +376,8 @@ class ProviderAgent:
     # ------------------------------------------------------------------ serving one agreement
 
     def _end(self, agreement: Agreement, reason: str) -> None:
-        if agreement.state == State.PROPOSED:
-            agreement.state = State.ENDED
+        if agreement.state == AgreementStatus.NEGOTIATING:
+            agreement.state = AgreementStatus.TERMINATED
         if not agreement.end_reason:
             agreement.end_reason = reason
         scope = self._scopes.get(agreement.agreement_id)
@@ -402,7 +401,7 @@ class ProviderAgent:
                 agreement.end_reason = agreement.end_reason or f"worker exited with code {code}"
                 nursery.cancel_scope.cancel()
         del self._scopes[agreement.agreement_id]
-        agreement.state = State.ENDED
+        agreement.state = AgreementStatus.TERMINATED
         logger.info("Agreement %s ended: %s", agreement.agreement_id.hex()[:16], agreement.end_reason)
         with trio.CancelScope(shield=True):
             await self._collect(agreement)
@@ -466,6 +465,11 @@ class ProviderAgent:
                 for a in self.agreements.values()
             ],
         }
+
+
+def _tariff(body: dict[str, Any]) -> Tariff:
+    """The tariff a proposal offers (no GPU price without a GPU)."""
+    return Tariff(body["pricePerCpuSecond"], body["pricePerGpuSecond"] if body["gpus"] else 0, body["startFee"])
 
 
 async def _read_line(stream: trio.SocketStream, limit: int) -> bytes | None:

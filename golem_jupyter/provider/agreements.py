@@ -12,7 +12,6 @@ The provider trusts its own meter, not the requestor. Two rules decide whether i
 
 from __future__ import annotations
 
-import enum
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,12 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..chain.vouchers import Voucher
-
-
-class State(enum.StrEnum):
-    PROPOSED = "proposed"
-    RUNNING = "running"
-    ENDED = "ended"
+from ..market.agreements import AgreementStatus
+from ..market.pricing import Tariff
 
 
 @dataclass(frozen=True)
@@ -54,15 +49,14 @@ class Agreement:
     agreement_id: bytes
     session_id: bytes
     requestor: str
-    price_per_cpu_second: int
-    price_per_gpu_second: int
-    start_fee: int
+    tariff: Tariff
     gpus: int
     scheduler_address: str
     ca_certificate: str
     directory: Path
     key_pem: str = field(repr=False, default="")
-    state: State = State.PROPOSED
+    state: AgreementStatus = AgreementStatus.NEGOTIATING
+    """NEGOTIATING until the requestor confirms, ACTIVE while the worker serves, then TERMINATED."""
     voucher: Voucher | None = None
     end_reason: str = ""
     created: float = field(default_factory=time.time)
@@ -78,9 +72,7 @@ class Agreement:
 
     def owed(self, meter: dict[str, Any]) -> int:
         """What the meter says this session owes, start fee included."""
-        compute = meter.get("cpu_seconds", 0.0) * self.price_per_cpu_second
-        compute += meter.get("gpu_seconds", 0.0) * self.price_per_gpu_second
-        return self.start_fee + round(compute)
+        return self.tariff.bill(meter.get("cpu_seconds", 0.0), meter.get("gpu_seconds", 0.0), first=True)
 
     def accept_voucher(self, voucher: Voucher) -> bool:
         """Keep ``voucher`` if it promises more than the one held; older ones change nothing."""

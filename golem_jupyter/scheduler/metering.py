@@ -5,9 +5,10 @@
 not computed yet belong to it. Every time a worker reports a task it ran (finished or erred),
 the seconds it spent computing it (the worker's own ``startstops``, the same numbers the
 provider's meter reads) are charged to the provider the worker is named after, at its GPU rate
-when the task holds GPU resources and its CPU rate otherwise. When the last task of a graph is
-done, the graph is priced and queued for the requestor, which signs vouchers and settles it
-on-chain.
+when the task holds GPU resources and its CPU rate otherwise (its
+:class:`~golem_jupyter.market.pricing.Tariff`). When the last task of a graph is done, the
+graph's compute is priced (no start fee: the requestor adds it to an agreement's first paid
+graph) and queued for the requestor, which signs vouchers and settles it on-chain.
 
 The meter reads the workers' reports themselves, not the scheduler's transitions, because a
 worker cannot stop a task it has started: a task the scheduler gave up on (the budget guard, a
@@ -16,7 +17,7 @@ its late report. Such late work is priced as a graph of its own (no tasks, no ou
 bill always equals what the provider metered and the provider has no reason to stop serving.
 
 The requestor talks to the plugin through two scheduler handlers:
-``golem_configure`` (prices per provider, the budget) and ``golem_finished_graphs`` (a long
+``golem_configure`` (each provider's tariff, the budget) and ``golem_finished_graphs`` (a long
 poll that hands over finished graphs). Nothing here touches the chain or any key.
 """
 
@@ -37,6 +38,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..amounts import format_wei
 from ..errors import BudgetExceeded
+from ..market.pricing import Tariff
 
 logger = logging.getLogger(__name__)
 
@@ -71,17 +73,6 @@ class Usage:
         return {"cpu_seconds": self.cpu_seconds, "gpu_seconds": self.gpu_seconds, "tasks": self.tasks}
 
 
-@dataclass(frozen=True)
-class Price:
-    """A provider's agreed rates, in wei per second of compute."""
-
-    cpu: int
-    gpu: int
-
-    def cost(self, seconds: float, gpu: bool) -> float:
-        return seconds * (self.gpu if gpu else self.cpu)
-
-
 @dataclass
 class GraphRun:
     """One graph execution being metered."""
@@ -104,7 +95,7 @@ class GraphMeter(SchedulerPlugin):
 
     def __init__(self) -> None:
         self.scheduler: Any = None
-        self.prices: dict[str, Price] = {}
+        self.prices: dict[str, Tariff] = {}
         self.limit: float | None = None
         """Metered cost at which the budget guard stops work (budget minus start fees)."""
         self.cap: int | None = None
@@ -154,10 +145,10 @@ class GraphMeter(SchedulerPlugin):
     def configure(
         self, prices: dict[str, list[int]] | None = None, limit: float | None = None, cap: int | None = None
     ) -> dict[str, Any]:
-        """Set or update prices (``{worker name: [cpu, gpu]}``) and the budget limit; ``cap`` says that
-        the limit is a cell's own budget of that many wei (what the guard's error names)."""
-        for name, (cpu, gpu) in (prices or {}).items():
-            self.prices[name] = Price(int(cpu), int(gpu))
+        """Set or update tariffs (``{worker name: Tariff.to_wire()}``) and the budget limit; ``cap`` says
+        that the limit is a cell's own budget of that many wei (what the guard's error names)."""
+        tariffs = {name: Tariff.from_wire(wire) for name, wire in (prices or {}).items()}  # all valid, or none set
+        self.prices.update(tariffs)
         if limit is not None:
             self.limit = float(limit)
             self.exhausted = self.spent >= self.limit
@@ -270,7 +261,7 @@ class GraphMeter(SchedulerPlugin):
         else:
             usage.cpu_seconds += seconds
         usage.tasks += 1
-        self.spent += self.prices[provider].cost(seconds, gpu)
+        self.spent += self.prices[provider].charge(seconds, gpu=gpu)
         if self.limit is not None and not self.exhausted and self.spent >= self.limit:
             self.exhausted = True
             # Never start transitions from inside a stream handler.
@@ -292,8 +283,7 @@ class GraphMeter(SchedulerPlugin):
         usage = run.usage
         payouts = {}
         for provider, u in usage.items():
-            price = self.prices[provider]
-            amount = round(u.cpu_seconds * price.cpu + u.gpu_seconds * price.gpu)
+            amount = self.prices[provider].price(u.cpu_seconds, u.gpu_seconds)
             payouts[provider] = {**u.as_dict(), "amount": amount}
         self.finished.append(
             {

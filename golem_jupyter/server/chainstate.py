@@ -20,7 +20,7 @@ from ..chain.registry import Offer
 from ..chain.wallet import KEY_ENV, Wallet
 from ..devnet import running_devnet
 from ..errors import ChainMismatch, ConfigurationError, NetworkUnreachable
-from ..market.matching import reputations
+from ..market.matching import offers_with_reputations
 from . import records, views
 
 PROBE_TIMEOUT = 1.0
@@ -114,15 +114,16 @@ def _locked(chain: Chain, address: str) -> tuple[int, int]:
 
 
 def read_offers(spec: str | None) -> tuple[Network, list[Offer], dict[str, float]]:
-    """The network, its active offers, and the reputation score of each provider the escrow has events of."""
+    """The network, its active offers (cheapest first), and the reputation score of each provider the
+    escrow has events of."""
     network = network_for(spec)
     chain = connected(network)
     try:
-        offers = chain.registry.active_offers()
-        known = reputations(chain.escrow, network.deployed_at_block)
+        ranked = offers_with_reputations(chain)
     except RPC_FAILURES as error:
         raise _stopped(network, error) from None
-    return network, offers, {to_checksum_address(p): r.score for p, r in known.items()}
+    scores = {to_checksum_address(r.offer.provider): r.score for r in ranked if r.score is not None}
+    return network, [r.offer for r in ranked], scores
 
 
 def _stopped(network: Network, error: Exception) -> NetworkUnreachable:
