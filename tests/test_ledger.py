@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from golem_jupyter.errors import GolemError, InvalidInput
-from golem_jupyter.ledger import RUN_STATUSES, Ledger, LedgerError, Payout
+from golem_jupyter.ledger import AGREEMENT_STATUSES, RUN_STATUSES, Ledger, LedgerError, Payout
+from golem_jupyter.market import AgreementStatus
 
 BIG = 2**200 + 12345  # far beyond SQLite's 64-bit integers
 ESCROW = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -194,6 +195,21 @@ def test_agreements(ledger: Ledger, session: str) -> None:
         ledger.update_agreement(session, CAROL, status="active")
     assert ledger.agreements(hex32(99)) == []
     assert len(ledger.agreements(session)) == 2
+
+
+def test_agreement_statuses_are_the_one_enum_given_as_member_or_value(ledger: Ledger, session: str) -> None:
+    assert AGREEMENT_STATUSES == ("negotiating", "active", "rejected", "terminated", "failed")  # stored: never change
+    assert AGREEMENT_STATUSES == tuple(AgreementStatus)
+    add_agreement(ledger, BOB, session, status=AgreementStatus.ACTIVE)
+    bob = ledger.agreements(session)[0]
+    assert bob.status is AgreementStatus.ACTIVE and bob.status == "active"
+    ledger.update_agreement(session, BOB, status=AgreementStatus.FAILED, reason="worker never joined")
+    ledger.update_agreement(session, BOB, status="terminated")
+    assert ledger.agreements(session)[0].status is AgreementStatus.TERMINATED
+    assert raw(ledger.path, "SELECT status FROM agreements") == [("terminated",)]
+    for bad in ("ended", "ACTIVE", 1, None):
+        with pytest.raises(InvalidInput, match="agreement status"):
+            ledger.update_agreement(session, BOB, status=bad)
 
 
 # -- graphs
