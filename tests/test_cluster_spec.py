@@ -109,10 +109,18 @@ def test_async_use_and_scale(market: Market) -> None:
     asyncio.run(main())
 
 
-def test_status_goes_to_logs_not_to_print(market: Market, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_goes_to_logs_and_the_widget_not_to_print(market: Market, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a Dask user looks at works: get_logs, the widget (with its scaling controls), the
+    HTML repr naming each rental, and nothing is printed."""
     with rent(market, 1) as cluster:
         logs = cluster.get_logs(cluster=True, scheduler=False, workers=False)["Cluster"]
         assert "Opened session" in logs and "Rented" in logs
+        assert cluster._supports_scaling
+        widget = cluster._widget()
+        assert widget is not None and widget.get_title(1) == "Scaling"  # scale and adapt buttons
+        [provider] = cluster.rentals
+        assert provider in cluster._repr_html_() and "active" in cluster._repr_html_()
+        assert cluster.dashboard_link == ""  # no dashboard asked for
     assert capsys.readouterr().out == ""
 
 

@@ -8,6 +8,7 @@ provider agents).
 
 from __future__ import annotations
 
+import re
 import types
 
 import numpy as np
@@ -155,8 +156,68 @@ def test_unknown_option_shows_usage(shell):
 
 
 def test_unknown_line_command_lists_commands(shell):
-    with pytest.raises(UsageError, match="connect"):
+    with pytest.raises(UsageError, match="connect") as raised:
         shell.run_line_magic("golem", "launch")
+    message = str(raised.value)
+    assert "'launch'" in message
+    for name in SUBCOMMANDS:
+        assert f"%golem {name} [-h]" in message, name
+    assert "%%golem [--gpu]" in message
+
+
+SUBCOMMANDS = ("connect", "status", "providers", "budget", "close")
+CELL_OPTIONS = "--gpu --providers --budget --max-price --verify --timeout --out --local --dry-run".split()
+
+
+def golem_magics(shell):
+    return shell.magics_manager.registry["GolemMagics"]
+
+
+def test_help_lists_every_cell_option_and_subcommand(shell, capsys):
+    doc = shell.find_cell_magic("golem").__doc__
+    assert shell.find_line_magic("golem").__doc__ == doc
+    shell.run_cell("%%golem?")
+    shown = capsys.readouterr().out
+    for text in (doc, shown):
+        assert "%%golem [--gpu]" in text
+        for option in CELL_OPTIONS:
+            # Listed as an option, with its help on the same line.
+            assert re.search(rf"^  {re.escape(option)}\b.*  \S", text, re.MULTILINE), option
+        for name in SUBCOMMANDS:
+            assert re.search(rf"^  %golem {name} +\S", text, re.MULTILINE), name
+    assert "not active" in doc
+
+
+def test_subcommand_help_shows_its_usage_and_runs_nothing(shell, capsys):
+    magics = golem_magics(shell)
+    before = (magics.market, magics.gpu_market, magics.connection)
+    for flag in ("-h", "--help"):
+        assert shell.run_line_magic("golem", f"connect {flag}") is None
+        out = capsys.readouterr().out
+        assert "%golem connect [-h]" in out
+        for option in ("NETWORK", "--providers N", "--gpu", "--budget X", "--max-price X"):
+            assert option in out, option
+        assert "golem:" not in out and "--dry-run" not in out
+    assert (magics.market, magics.gpu_market, magics.connection) == before
+
+
+def test_wrong_subcommand_option_shows_that_subcommands_usage(shell):
+    with pytest.raises(UsageError) as raised:
+        shell.run_line_magic("golem", "budget --frobnicate")
+    message = str(raised.value)
+    assert "--frobnicate" in message and "%golem budget [-h]" in message
+    assert "%%golem" not in message and "--dry-run" not in message
+
+
+def test_budget_amount_may_have_its_unit_apart(shell):
+    magics = golem_magics(shell)
+    saved = (magics.connection, magics.market)
+    magics.market = None
+    try:
+        shell.run_line_magic("golem", "budget 0.02 ETH")
+        assert magics.connection.budget == 2 * 10**16
+    finally:
+        magics.connection, magics.market = saved
 
 
 def test_out_restricts_what_comes_back(shell):
@@ -266,3 +327,15 @@ def test_providers_lists_the_offers(shell, market, capsys):
         assert provider.address in out
     assert "(rented)" in out and "per CPU-s" in out
     assert "<table>" in offers._repr_html_()
+
+
+def test_a_cell_inherits_no_compiler_flags_from_the_project(shell):
+    """golem_jupyter's own modules use ``from __future__ import annotations``; code compiled for
+    a cell must not inherit it: annotations of a function defined in a cell stay objects, as in
+    plain Python (and in the cell's computed statements too)."""
+    fresh(shell)
+    cell = "def f(x: int) -> float:\n    return x / 2\n\nannotations = dict(f.__annotations__)\ny = f(3)\n"
+    shell.run_cell_magic("golem", "--local", cell)
+    assert shell.user_ns["f"].__annotations__ == {"x": int, "return": float}
+    assert shell.user_ns["annotations"] == {"x": int, "return": float}
+    assert shell.user_ns["y"] == 1.5

@@ -12,11 +12,7 @@ import pytest
 from golem_jupyter.notebook import display as gd
 from golem_jupyter.notebook.display import (
     NullProgressView,
-    Progress,
     ProgressView,
-    ProviderProgress,
-    Receipt,
-    ReceiptLine,
     TextProgressView,
     WidgetProgressView,
     display_mode,
@@ -26,6 +22,7 @@ from golem_jupyter.notebook.display import (
     receipt_text,
     short_address,
 )
+from golem_jupyter.notebook.receipts import Progress, ProviderProgress, Receipt, ReceiptLine
 
 A = "0x" + "a1" * 20
 B = "0x" + "b2" * 20

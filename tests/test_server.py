@@ -442,6 +442,7 @@ async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on
         locked, count = open_sessions_on_chain(on_market)
         assert status["escrow"] == {"locked_wei": str(locked), "open_sessions": count} and count >= 1
         assert locked >= remaining
+        rented = set(cluster.rentals)
     finally:
         await asyncio.to_thread(close, cluster, client)
 
@@ -450,7 +451,7 @@ async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on
     for job in page["jobs"]:
         assert job["status"] == "confirmed" and job["tx_hash"].startswith("0x") and len(job["tx_hash"]) == 66
         assert job["label"] == "In [7]" and job["notebook"] == "demo" and job["session_id"] == session_id
-        assert set(job["providers"]) <= set(cluster.rentals) and int(job["amount_wei"]) > 0
+        assert set(job["providers"]) <= rented and int(job["amount_wei"]) > 0
     detail = (await api(jp_fetch, "jobs", page["jobs"][-1]["graph_id"]))["job"]
     assert detail["block_number"] > 0 and detail["gas_used"] > 0
     assert sum(int(p["amount_wei"]) for p in detail["payouts"]) == int(detail["amount_wei"])
@@ -458,7 +459,7 @@ async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on
 
     # Paid work is what reputation is made of.
     offers = (await api(jp_fetch, "providers"))["offers"]
-    assert all(offer["reputation"] == 1.0 for offer in offers if offer["provider"] in cluster.rentals)
+    assert all(offer["reputation"] == 1.0 for offer in offers if offer["provider"] in rented)
 
 
 # -- devnets started over the API

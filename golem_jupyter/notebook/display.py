@@ -1,6 +1,7 @@
-"""What the user sees while a ``%%golem`` cell runs, and the receipt when it ends.
+"""What the user sees while a ``%%golem`` cell runs, and the receipt when it ends: rendering only.
 
-Two renderings of the same information: ipywidgets in a Jupyter frontend
+The data rendered (:class:`~.receipts.Progress`, :class:`~.receipts.Receipt`) lives in
+:mod:`.receipts`. Two renderings of the same information: ipywidgets in a Jupyter frontend
 (:class:`WidgetProgressView`) and plain text where widgets cannot render, such as terminal
 IPython, papermill batch runs or ``$GOLEM_DISPLAY=text`` (:class:`TextProgressView`).
 :func:`display_mode` picks one, :func:`progress_view` builds it.
@@ -15,13 +16,13 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from IPython.display import display
 
 from ..amounts import format_wei
+from .receipts import Progress, ProviderProgress, Receipt
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -36,58 +37,6 @@ STATUS_TEXT = {
     "confirmed": "confirmed",
     "failed": "failed, will be retried",
 }
-
-
-@dataclass(frozen=True)
-class ProviderProgress:
-    """One provider's share of a running graph."""
-
-    provider: str  # provider address (0x...40 hex) or, for a local cluster, a worker name
-    done: int  # tasks of this graph finished on this provider
-    running: int  # tasks of this graph executing there now
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot of a running graph."""
-
-    total: int  # tasks in the graph
-    done: int  # finished (all providers)
-    erred: int
-    providers: tuple[ProviderProgress, ...]
-    elapsed: float  # seconds since the graph was submitted
-    spent: int  # wei metered for this graph so far
-    budget_left: int | None  # wei the session had left when the graph started; None on a local cluster
-
-
-@dataclass(frozen=True)
-class ReceiptLine:
-    """What one provider is paid for a graph."""
-
-    provider: str
-    cpu_seconds: float
-    gpu_seconds: float
-    amount: int  # wei
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What a graph cost, and where its payment stands.
-
-    ``status`` is one of "local" (ran on a local cluster, no money), "nothing to pay",
-    "pending", "submitted", "confirmed" or "failed" (the settlement transaction failed and is
-    retried).
-    """
-
-    lines: tuple[ReceiptLine, ...]
-    total: int  # wei
-    n_tasks: int
-    elapsed: float
-    status: str
-    graph_id: str | None = None  # 0x + 64 hex
-    tx_hash: str | None = None  # 0x + 64 hex, once known
-    budget_left: int | None = None  # wei left in the session after this graph
-    note: str = ""  # e.g. "Interrupted; what ran is paid."
 
 
 def short_address(address: str) -> str:

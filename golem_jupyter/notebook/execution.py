@@ -25,8 +25,9 @@ from ..errors import BudgetExceeded, GolemError, MarketError
 from ..trust import RemoteTaskError
 from ..worker.runner import CellTaskError
 from .cellgraph import CellGraph
-from .display import ProgressView, Receipt
+from .display import ProgressView
 from .planner import Plan, build_graph, iterable_code, kernel_iterable
+from .receipts import Receipt
 from .session import Session
 from .transport import decode_value
 
@@ -124,7 +125,7 @@ class CellRun:
 
     def _exec_in_kernel(self, index: int) -> None:
         node = self.graph.statements[index].node
-        code = compile(ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec")
+        code = compile(ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec", dont_inherit=True)
         exec(code, self.namespace)
 
     # -- the graph

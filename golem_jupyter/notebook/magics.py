@@ -11,6 +11,7 @@ import atexit
 import itertools
 import os
 import shlex
+import textwrap
 from dataclasses import replace
 
 from IPython.core.error import UsageError
@@ -32,12 +33,8 @@ BUDGET_ENV = "GOLEM_BUDGET"
 _cell_numbers = itertools.count(1)
 
 SUBCOMMANDS = ("connect", "status", "providers", "budget", "close")
-LINE_USAGE = (
-    "%golem connect [NETWORK] [--providers N] [--gpu] [--budget X] [--max-price X]\n"
-    "%golem status | %golem providers | %golem budget [X] | %golem close\n"
-    "%%golem [--gpu] [--providers N] [--budget X] [--max-price X] [--verify F] [--timeout S] [--out a,b] "
-    "[--local] [--dry-run]"
-)
+"""The ``%golem`` subcommands, in the order help lists them; ``_<name>`` handles each, its options declared on it."""
+_help_option = argument("-h", "--help", action="store_true", help="Show this usage and run nothing.")
 
 
 @magics_class
@@ -59,23 +56,6 @@ class GolemMagics(Magics):
 
     # ------------------------------------------------------------------ %golem / %%golem
 
-    @line_cell_magic
-    def golem(self, line: str, cell: str | None = None) -> object:
-        """Run a cell on the market (``%%golem [options]``), or manage the session (``%golem connect|status|...``)."""
-        __tracebackhide__ = True
-        if cell is None:
-            return self._line(line)
-        return self._cell(line, cell)
-
-    def _line(self, line: str) -> object:
-        words = shlex.split(line)
-        if not words or words[0] not in SUBCOMMANDS:
-            raise UsageError(f"Unknown %golem command {words[0] if words else ''!r}. Usage:\n{LINE_USAGE}")
-        rest = line.split(None, 1)[1] if len(words) > 1 else ""
-        return getattr(self, f"_{words[0]}")(rest)
-
-    # ------------------------------------------------------------------ the cell magic
-
     @magic_arguments(name="%golem")
     @argument("--gpu", action="store_true", help="Rent GPU providers; `xp` is CuPy on them.")
     @argument("--providers", type=int, metavar="N", help="Have at least N providers rented before running.")
@@ -86,12 +66,38 @@ class GolemMagics(Magics):
     @argument("--out", metavar="a,b", help="Write back only these names.")
     @argument("--local", action="store_true", help="Run the same graph on a local cluster: no market, no money.")
     @argument("--dry-run", action="store_true", help="Show the graph and a cost bound; run nothing.")
-    def _cell_options(self, line: str) -> None:
-        """%%golem [options]: run this cell as a Dask graph on providers rented on the market."""
+    @line_cell_magic
+    def golem(self, line: str, cell: str | None = None) -> object:
+        """Run a cell as a Dask graph on providers rented on the market.
+
+        %%golem [options] runs the cell below it: one task per statement, the names it reads
+        sent as inputs, the names it assigns written back. %golem SUBCOMMAND manages the
+        session the cells run on (the subcommands are listed after the options).
+        """
+        __tracebackhide__ = True
+        if cell is None:
+            return self._line(line)
+        return self._cell(line, cell)
+
+    def _line(self, line: str) -> object:
+        words = shlex.split(line)
+        if words and words[0] in ("-h", "--help"):
+            print(_plain(self.golem.__doc__))
+            return None
+        if not words or words[0] not in SUBCOMMANDS:
+            raise UsageError(f"Unknown %golem command {words[0] if words else ''!r}. Usage:\n{_line_usage()}")
+        handler = getattr(self, f"_{words[0]}")
+        args = _parse(handler, line.split(None, 1)[1] if len(words) > 1 else "")
+        if args.help:
+            print(_plain(handler.parser.format_help()))
+            return None
+        return handler(args)
+
+    # ------------------------------------------------------------------ the cell magic
 
     def _cell(self, line: str, cell: str) -> None:
         __tracebackhide__ = True
-        args = _parse(self._cell_options, line)
+        args = _parse(self.golem, line)
         self._check_cell_options(args)
         if self.shell.transform_cell(cell).rstrip("\n") != cell.rstrip("\n") and _has_ipython_syntax(cell):
             raise UsageError("A %%golem cell is plain Python: IPython syntax (!, %, ?) cannot run on providers.")
@@ -148,7 +154,7 @@ class GolemMagics(Magics):
             limit = parse_amount(args.max_price, "wei")
             # Only providers whose workers are still here: a task bound to a gone one never runs.
             joined = {str(w["name"]) for w in session.client.scheduler_info()["workers"].values()}
-            rentals = [r for r in session.cluster.rentals.values() if r.status == "running" and r.provider in joined]
+            rentals = [r for r in session.cluster.rentals.values() if r.serving and r.provider in joined]
             workers = [r.provider for r in rentals if r.offer.price_per_cpu_second <= limit]
             if not workers:
                 raise UsageError(
@@ -165,11 +171,14 @@ class GolemMagics(Magics):
         bound = cap if cap is not None else (session.cluster.remaining if session else self.connection.budget)
         text = f"Cost: at most {format_wei(bound)} (the budget guard stops the graph there)"
         if args.timeout and session is not None:
-            rate = 0
-            for r in session.cluster.rentals.values():
-                price = r.offer.price_per_gpu_second if args.gpu else r.offer.price_per_cpu_second
-                rate += price * max(1, r.offer.cpus)
-            text += f"; with --timeout {args.timeout:g} s at most {format_wei(min(bound, int(rate * args.timeout)))}"
+            from ..market.pricing import Tariff
+
+            # Every rented worker's threads busy for the whole timeout (start fees included).
+            most = sum(
+                Tariff.from_offer(r.offer, gpu=args.gpu).bound(args.timeout, threads=max(1, r.offer.cpus), gpu=args.gpu)
+                for r in session.cluster.rentals.values()
+            )
+            text += f"; with --timeout {args.timeout:g} s at most {format_wei(min(bound, most))}"
         return text + "."
 
     # ------------------------------------------------------------------ sessions
@@ -189,7 +198,7 @@ class GolemMagics(Magics):
                 self.market = self._open_market(self.connection)
             session = self.market
         if args.providers is not None:
-            running = sum(r.status == "running" for r in session.cluster.rentals.values())
+            running = sum(r.serving for r in session.cluster.rentals.values())
             if running < args.providers:
                 session.cluster.scale(args.providers)
         return session
@@ -249,16 +258,17 @@ class GolemMagics(Magics):
     # ------------------------------------------------------------------ %golem subcommands
 
     @magic_arguments(name="golem connect")
-    @argument("network", nargs="?", help="JSON-RPC URL or connection file; default: the running devnet.")
-    @argument("--providers", type=int, default=2, metavar="N")
-    @argument("--gpu", action="store_true")
-    @argument("--budget", default=DEFAULT_BUDGET, metavar="X")
-    @argument("--max-price", metavar="X", help="Most per CPU-second (e.g. 2gwei).")
-    def _connect_options(self, line: str) -> None:
-        """%golem connect [NETWORK]: rent providers for this notebook."""
+    @_help_option
+    @argument("network", nargs="?", metavar="NETWORK", help="JSON-RPC URL or connection file (default: the devnet).")
+    @argument("--providers", type=int, default=2, metavar="N", help="Rent N providers (default 2).")
+    @argument("--gpu", action="store_true", help="Rent GPU providers, for cells run with --gpu.")
+    @argument("--budget", default=DEFAULT_BUDGET, metavar="X", help=f"Spend at most X (default {DEFAULT_BUDGET}).")
+    @argument("--max-price", metavar="X", help="Most per CPU-second (per GPU-second with --gpu), e.g. 2gwei.")
+    def _connect(self, args) -> None:
+        """Rent providers for this notebook's cells.
 
-    def _connect(self, rest: str) -> object:
-        args = _parse(self._connect_options, rest)
+        A session of the same kind (CPU, or --gpu) opened before is closed and settled first.
+        """
         if args.providers < 1:
             raise UsageError("--providers needs at least 1.")
         try:
@@ -280,7 +290,10 @@ class GolemMagics(Magics):
         setattr(self, slot, self._open_market(connection))
         return None
 
-    def _status(self, rest: str) -> None:
+    @magic_arguments(name="golem status")
+    @_help_option
+    def _status(self, args) -> None:
+        """Show the sessions, what they spent and their last graphs."""
         sessions = [s for s in (self.market, self.gpu_market, self.local) if s is not None]
         if not sessions:
             print("golem: not connected; run %golem connect (or any %%golem cell).")
@@ -297,11 +310,14 @@ class GolemMagics(Magics):
                     amount = format_wei(graph["total"])
                     print(f"  graph {graph['graph_id'][:18]}… {graph['n_tasks']} tasks {amount} {status} {tx}")
 
-    def _providers(self, rest: str) -> OfferTable:
+    @magic_arguments(name="golem providers")
+    @_help_option
+    def _providers(self, args) -> OfferTable:
+        """List the providers offering on the market."""
         from ..chain import Chain
         from ..chain.network import resolve
         from ..chain.wallet import Wallet
-        from ..market.matching import reputations
+        from ..market.matching import offers_with_reputations
 
         session = self.market or self.gpu_market
         if session is not None:
@@ -309,16 +325,20 @@ class GolemMagics(Magics):
         else:
             network = resolve(self.connection.network)
             chain = Chain.connect(network, Wallet.dev(0) if network.accounts else None)
-        offers = chain.registry.active_offers()
+        ranked = offers_with_reputations(chain)
         rented = set()
         for s in (self.market, self.gpu_market):
             if s is not None:
-                rented |= {p for p, r in s.cluster.rentals.items() if r.status == "running"}
-        known = reputations(chain.escrow, chain.network.deployed_at_block)
-        return OfferTable(offers, chain.network.name, {p: r.score for p, r in known.items()}, rented)
+                rented |= {p for p, r in s.cluster.rentals.items() if r.serving}
+        scores = {r.offer.provider: r.score for r in ranked if r.score is not None}
+        return OfferTable([r.offer for r in ranked], chain.network.name, scores, rented)
 
-    def _budget(self, rest: str) -> None:
-        rest = rest.strip()
+    @magic_arguments(name="golem budget")
+    @_help_option
+    @argument("amount", nargs="*", metavar="X", help="The new budget (0.02, 0.02 ETH, 5gwei); without it, show it.")
+    def _budget(self, args) -> None:
+        """Show the budget, what is spent and what is left; or set the budget to X."""
+        rest = " ".join(args.amount)
         session = self.market
         if not rest:
             if session is None:
@@ -346,7 +366,13 @@ class GolemMagics(Magics):
         session.cluster.set_budget(amount)
         print(f"golem: budget {format_wei(amount)}; left {format_wei(session.cluster.remaining)}.")
 
-    def _close(self, rest: str) -> None:
+    @magic_arguments(name="golem close")
+    @_help_option
+    def _close(self, args) -> None:
+        """Close the sessions and settle what ran.
+
+        A devnet this kernel started for them stops too.
+        """
         closed = self.close_all()
         print(f"golem: closed {closed} session(s); what ran is settled." if closed else "golem: nothing to close.")
 
@@ -367,12 +393,39 @@ class GolemMagics(Magics):
         return True
 
 
+def _subcommands_help() -> str:
+    """One line per ``%golem`` subcommand: its name and the first line of its declared description."""
+    labels = [f"%golem {name}" for name in SUBCOMMANDS]
+    width = max(map(len, labels))
+    lines = ["subcommands (%golem SUBCOMMAND -h shows one's options):"]
+    for name, label in zip(SUBCOMMANDS, labels, strict=True):
+        summary = getattr(GolemMagics, f"_{name}").parser.description.strip().splitlines()[0]
+        lines.append(f"  {label:<{width}}  {summary}")
+    return "\n".join(lines)
+
+
+def _line_usage() -> str:
+    """The usage of every subcommand and of the cell magic, as their declared parsers write it."""
+    handlers = [getattr(GolemMagics, f"_{name}") for name in SUBCOMMANDS] + [GolemMagics.golem]
+    return "\n".join(textwrap.dedent(_plain(h.parser.format_usage())).strip() for h in handlers)
+
+
+def _plain(help_text: str) -> str:
+    """Help text to print, without the RST ``::`` that IPython starts it with (it is a docstring too)."""
+    return help_text.removeprefix("::\n\n")
+
+
+# %%golem? (the magic's docstring, which magic_arguments wrote from the cell options) ends with the
+# subcommands, declared on their handlers after the magic.
+GolemMagics.golem.__doc__ += f"\n{_subcommands_help()}\n"
+
+
 def _parse(options, line: str):
     """Parse magic options; a mistake is answered with the usage text."""
     try:
         return parse_argstring(options, line)
     except UsageError as error:
-        raise UsageError(f"{error}\n{options.parser.format_help()}") from None
+        raise UsageError(f"{error}\n{_plain(options.parser.format_help())}") from None
 
 
 def _has_ipython_syntax(cell: str) -> bool:

@@ -329,7 +329,9 @@ class _Builder:
     def _code(self, index: int) -> Any:
         if index not in self.codes:
             node = self.graph.statements[index].node
-            self.codes[index] = compile(ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec")
+            self.codes[index] = compile(
+                ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec", dont_inherit=True
+            )
         return self.codes[index]
 
     def _setup(
@@ -576,13 +578,15 @@ def iterable_code(plan: Plan, unit: Unit) -> Any:
 
 
 def _compile_eval(expr: ast.expr, filename: str) -> Any:
-    return compile(ast.Expression(body=expr), filename, "eval")
+    return compile(ast.Expression(body=expr), filename, "eval", dont_inherit=True)
 
 
 def _compile_assign(target: ast.expr, filename: str) -> Any:
     value = ast.copy_location(ast.Name(ITEM, ast.Load()), target)
     node = ast.copy_location(ast.Assign(targets=[target], value=value), target)
-    return compile(ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec")
+    return compile(
+        ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec", dont_inherit=True
+    )
 
 
 def _compile_items(iterable: ast.expr, filename: str) -> Any:
@@ -590,7 +594,9 @@ def _compile_items(iterable: ast.expr, filename: str) -> Any:
     listed = ast.copy_location(ast.List(elts=[ast.Starred(iterable, ast.Load())], ctx=ast.Load()), iterable)
     target = ast.copy_location(ast.Name(ITEM, ast.Store()), iterable)
     node = ast.copy_location(ast.Assign(targets=[target], value=listed), iterable)
-    return compile(ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec")
+    return compile(
+        ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec", dont_inherit=True
+    )
 
 
 def _source(graph: CellGraph, index: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from distributed import Client
 
 from ..scheduler.progress import CellProgress, read_progress
-from .display import Progress, ProviderProgress, Receipt, ReceiptLine
+from .receipts import Progress, ProviderProgress, Receipt, ReceiptLine
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class MarketSession(Session):
 
     def describe(self) -> str:
         c = self.cluster
-        running = [r for r in c.rentals.values() if r.status == "running"]
+        running = [r for r in c.rentals.values() if r.serving]
         return (
             f"{len(running)} {'GPU ' if self.connection.gpu else ''}provider(s) on {c.chain.network.name} "
             f"(chain {c.chain.network.chain_id}), session 0x{c.session_id.hex()}"
