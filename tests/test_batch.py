@@ -20,12 +20,13 @@ from pathlib import Path
 import nbformat
 import pytest
 from eth_utils import to_checksum_address
-from marketkit import local_market
+from marketkit import assert_ledger_paid_as_metered, assert_paid_as_metered, local_market, wait_until
 
 from golem_jupyter.batch import CellBill, ExitCode, bill, bill_table
 from golem_jupyter.ledger import Ledger, Payout
 from golem_jupyter.provider.gpu import detect_gpus
 from golem_jupyter.requestor import labels
+from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -90,6 +91,25 @@ def single_run(home: Path):
     return runs[0]
 
 
+def paid_as_metered(home: Path, run) -> int:
+    """``golem run`` ran on a market of its own under ``home``, gone now with its chain: assert that
+    the run's confirmed graphs paid each provider what its own meter says, and return the total."""
+    with Ledger(home / "ledger.sqlite") as ledger:
+        sessions = ledger.sessions(run_id=run.run_id)
+        return sum(assert_ledger_paid_as_metered(home, ledger, s.session_id) for s in sessions)
+
+
+def paid_on_chain_as_metered(market, home: Path, run) -> int:
+    """``golem run`` ran on the shared ``market`` (its ledger under ``home``): assert that the chain
+    paid each provider of the run's sessions what its own meter says, and return the total."""
+    with Ledger(home / "ledger.sqlite") as ledger:
+        return sum(
+            assert_paid_as_metered(market, s.session_id, a.provider, ledger=ledger)
+            for s in ledger.sessions(run_id=run.run_id)
+            for a in ledger.agreements(s.session_id)
+        )
+
+
 def assert_port_closed(url: str) -> None:
     host, port = url.removeprefix("http://").split(":")
     with socket.socket() as s, pytest.raises(OSError):
@@ -145,6 +165,7 @@ def test_quickstart_runs_on_a_market_of_its_own_and_prints_the_bill(home, tmp_pa
     run = single_run(home)
     assert (run.status, run.exit_code, run.sessions) == ("succeeded", 0, 1)
     assert run.spent == run.settled == int(nb.metadata.golem["total_wei"]) > 0
+    assert paid_as_metered(home, run) == run.settled  # the bill is what the providers metered
     assert run.output == str(tmp_path / "quickstart.out.ipynb")
     assert "total" in out and f"{run.run_id[:10]}" in out
 
@@ -159,7 +180,9 @@ def test_budget_notebook_shows_the_cap_stopping_a_cell(home, tmp_path):
     assert "BudgetExceeded: This cell's budget of 5 gwei is spent" in text_of(capped)
     assert "spins was written back: False" in text_of(cell_with(nb, "written back"))
     paid = int(capped.metadata.golem["amount_wei"])
-    assert 5 * GWEI <= paid < 10 * GWEI  # the guard stopped it near its cap, and what ran is paid
+    assert 5 * GWEI <= paid < 10 * GWEI  # the guard stopped it near its cap, and what ran is paid ...
+    run = single_run(home)
+    assert paid_as_metered(home, run) == run.settled  # ... as the providers metered it
     assert capped.metadata.golem["graphs"][0]["status"] == "confirmed"
     assert "budget 0.002 ETH" in text_of(cell_with(nb, "%golem budget 0.002"))
 
@@ -281,7 +304,8 @@ def test_budget_exceeded_exits_3(home, tmp_path, market):
     assert result.returncode == ExitCode.BUDGET_EXCEEDED == 3, result.stdout + result.stderr
     run = single_run(home)
     assert run.exit_code == 3 and run.error.startswith("BudgetExceeded")
-    assert run.settled > 0  # what ran before the guard stopped it is paid
+    assert run.settled > 0  # what ran before the guard stopped it is paid ...
+    assert paid_on_chain_as_metered(market, home, run) == run.settled  # ... as each provider metered it
 
 
 def test_an_unreachable_network_exits_4(home, tmp_path):
@@ -333,7 +357,9 @@ def test_a_cell_past_the_timeout_is_interrupted_settled_and_exits_6(home, tmp_pa
     nb = read(tmp_path / "slow.out.ipynb")
     graphs = cell_with(nb, "spins = ").metadata.golem["graphs"]
     assert graphs[0]["status"] == "confirmed" and int(graphs[0]["amount_wei"]) > 0
-    assert single_run(home).error.startswith("CellTimeoutError")
+    run = single_run(home)
+    assert run.error.startswith("CellTimeoutError")
+    assert paid_on_chain_as_metered(market, home, run) == run.settled  # what ran is paid, as metered
 
 
 def test_ctrl_c_interrupts_the_cell_settles_and_stops_the_market(home, tmp_path):
@@ -355,7 +381,13 @@ def test_ctrl_c_interrupts_the_cell_settles_and_stops_the_market(home, tmp_path)
             lines.append(line)
             if "In [1]" in line:
                 break
-        time.sleep(6)  # well into the long cell: 120 one-second tasks on two providers
+
+        def finished_on_the_providers() -> int:  # as the providers' own meters (under GOLEM_HOME) count
+            return sum(read_meter(meter)["tasks"] for meter in home.glob("provider/*/agreements/*/meter.json"))
+
+        # Well into the long cell (120 one-second tasks on two providers): both have finished some.
+        wait_until(lambda: finished_on_the_providers() >= 4 or process.poll() is not None, 120, "tasks have run")
+        assert process.poll() is None, "".join(lines)
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=180)
     finally:
@@ -368,7 +400,8 @@ def test_ctrl_c_interrupts_the_cell_settles_and_stops_the_market(home, tmp_path)
     assert_port_closed(rpc_url)
     run = single_run(home)
     assert (run.status, run.exit_code) == ("interrupted", 130)
-    assert run.settled > 0  # the interrupted graph was paid for what it ran
+    assert run.settled > 0  # the interrupted graph was paid for what it ran ...
+    assert paid_as_metered(home, run) == run.settled  # ... as the providers metered it
     nb = read(tmp_path / "long.out.ipynb")
     assert "KeyboardInterrupt" in text_of(cell_with(nb, "spins = "))
 

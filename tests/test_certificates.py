@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import ssl
 import stat
@@ -18,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from marketkit import wait_until
 
 from golem_jupyter.errors import GolemError
 from golem_jupyter.market import (
@@ -255,8 +257,11 @@ def test_only_workers_with_a_certificate_from_the_session_ca_join_the_scheduler(
 
         worker = ["worker", address, "--host", "127.0.0.1", "--no-nanny", "--nthreads", "1", "--no-dashboard"]
         processes.append(_start([*worker, "--name", "good", *_tls_args(good_creds)], tmp_path / "good.log"))
-        processes.append(_start([*worker, "--name", "intruder", *_tls_args(intruder_creds)], tmp_path / "bad.log"))
-        intruder_started = time.monotonic()
+        # The intruder gives up (exit code 1) when it cannot register within 5 s.
+        intruder = _start(
+            [*worker, "--name", "intruder", "--death-timeout", "5s", *_tls_args(intruder_creds)], tmp_path / "bad.log"
+        )
+        processes.append(intruder)
 
         security = Security(
             tls_ca_file=str(client_creds.ca_file),
@@ -266,6 +271,18 @@ def test_only_workers_with_a_certificate_from_the_session_ca_join_the_scheduler(
         )
         with Client(address, security=security, timeout=15) as client:
             client.wait_for_workers(1, timeout=15)
+
+            def intruder_gave_up() -> bool:
+                names = [w["name"] for w in client.scheduler_info()["workers"].values()]
+                assert names == ["good"], (tmp_path / "bad.log").read_text()[-2000:]
+                return intruder.poll() is not None
+
+            wait_until(intruder_gave_up, 60, "the intruder gives up and exits", interval=0.1)
+            # The intruder did try, again and again, and the scheduler's TLS layer refused its certificate.
+            bad_log = (tmp_path / "bad.log").read_text()
+            assert intruder.returncode != 0 and "Timed out starting worker" in bad_log, bad_log[-2000:]
+            assert len(re.findall(rf"Waiting to connect to: +{re.escape(address)}\n", bad_log)) >= 3, bad_log[-2000:]
+            assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "scheduler.log").read_text()
             # A client with the intruder's certificate cannot even connect.
             intruder_security = Security(
                 tls_ca_file=str(intruder_creds.ca_file),
@@ -275,12 +292,9 @@ def test_only_workers_with_a_certificate_from_the_session_ca_join_the_scheduler(
             )
             with pytest.raises((OSError, TimeoutError)):
                 Client(address, security=intruder_security, timeout=2)
-            time.sleep(max(0.0, intruder_started + 5 - time.monotonic()))
             workers = client.scheduler_info()["workers"].values()
             assert [w["name"] for w in workers] == ["good"], (tmp_path / "bad.log").read_text()[-2000:]
             assert client.submit(sum, [1, 2, 3]).result(timeout=10) == 6
-        # The intruder did try, and the scheduler's TLS layer refused its certificate.
-        assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "scheduler.log").read_text()
     finally:
         for process in reversed(processes):
             _stop(process)

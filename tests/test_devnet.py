@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from marketkit import wait_until
 
 from golem_jupyter.chain import Chain, Wallet
 from golem_jupyter.chain.network import Network
@@ -152,9 +153,8 @@ def test_the_devnet_writes_an_owner_only_connection_file_and_says_where_it_runs(
     assert network.rpc_url.startswith("http://127.0.0.1:")
     assert not network.rpc_url.endswith(":0")
     assert stat.S_IMODE(shared_devnet.connection_file.stat().st_mode) == 0o600
-    deadline = time.monotonic() + 10  # the ready message follows the file
-    while "Press Ctrl-C" not in shared_devnet.output() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # The ready message follows the file.
+    wait_until(lambda: "Press Ctrl-C" in shared_devnet.output(), 30, "the devnet says it is ready")
     assert network.rpc_url in shared_devnet.stdout_path.read_text()
     assert str(shared_devnet.connection_file) in shared_devnet.stdout_path.read_text()
 

@@ -16,7 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 from magic_cells import CELLS
 from magic_shell import text_shell
-from marketkit import local_market
+from marketkit import assert_paid_as_metered, local_market
 
 from golem_jupyter.errors import BudgetExceeded, GolemError
 from golem_jupyter.notebook.execution import RemoteTraceback
@@ -278,11 +278,16 @@ def test_market_cell_prints_a_receipt_and_settles(shell, market, capsys):
 
 
 def test_budget_cap_stops_the_cell_and_pays_what_ran(shell, market, capsys):
+    """The cell's cap stops it and writes nothing back; what ran (the naps already running when the
+    guard fired included) is paid: each provider's bill for the session is what its own meter says."""
     ns = fresh(shell)
     with pytest.raises(BudgetExceeded):
         shell.run_cell_magic("golem", "--budget 1wei", "import time\nslow = [time.sleep(0.2) or i for i in range(40)]")
     assert "slow" not in ns
     assert "budget" in capsys.readouterr().out.lower()
+    cluster = shell.magics_manager.registry["GolemMagics"].market.cluster
+    paid = [assert_paid_as_metered(market, cluster.session_id, p, ledger=cluster.ledger) for p in cluster.rentals]
+    assert sum(paid) > 0
 
 
 def test_gpu_without_gpu_providers_fails_at_once(shell, market):

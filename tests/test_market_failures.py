@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from distributed.scheduler import NoWorkerError
 from IPython.core.error import UsageError
 from magic_shell import text_shell
 from market_tasks import nap
-from marketkit import Market, local_market
+from marketkit import Market, agreement_with_ca, assert_paid_as_metered, local_market, session_ca_pem, wait_until
 from web3 import Web3
 
 from golem_jupyter.chain import Chain, Network, Offer, Wallet
@@ -35,20 +35,12 @@ from golem_jupyter.errors import MarketError
 from golem_jupyter.ledger import GraphRecord, Ledger, Payout
 from golem_jupyter.requestor.cluster import GolemCluster
 from golem_jupyter.requestor.settlement import Settler
+from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
 
 BUDGET = 10**17
 NATIVE = "0x0000000000000000000000000000000000000000"
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting until {what}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------- on a devnet
@@ -67,9 +59,15 @@ def rent(market: Market, n: int) -> GolemCluster:
 def test_a_provider_whose_worker_is_killed_mid_graph_is_paid_exactly_for_what_it_did(market: Market) -> None:
     """SIGKILL one of two rented workers while a graph of 60 naps runs: every result still
     arrives (Dask reruns the lost work on the survivor), the graph is settled on-chain once,
-    the killed provider is credited on-chain exactly what the ledger records for it (more than
-    zero: it did work before dying, but less compute than the survivor), and the session's
-    total paid out equals the sum of the ledger's payouts."""
+    each provider is credited on-chain exactly what the ledger records for it and what its own
+    meter says it computed, at its prices (the killed one more than zero: it did work before
+    dying, but less compute than the survivor), and the session's total paid out equals the sum
+    of the ledger's payouts.
+
+    A worker rewrites its meter file at most every 0.2 s, so a SIGKILL at a random moment would
+    lose the last tasks it finished, and reported, from the file. The victim is therefore frozen
+    (SIGSTOP) at a moment when its meter file counts exactly the results the scheduler holds from
+    it, and killed while frozen: the file is then all it did that the requestor got."""
     with rent(market, 2) as cluster, Client(cluster) as client:
         futures = client.map(nap, [0.1] * 60, pure=False)
 
@@ -84,7 +82,21 @@ def test_a_provider_whose_worker_is_killed_mid_graph_is_paid_exactly_for_what_it
         victim_address = min(names)
         victim = names[victim_address]
         [survivor] = set(names.values()) - {victim}
-        os.kill(pids[victim_address], signal.SIGKILL)
+        pid = pids[victim_address]
+        meter_file = agreement_with_ca(market.home, victim, session_ca_pem(cluster)) / "meter.json"
+
+        def stopped_in_step_with_its_meter() -> bool:
+            os.kill(pid, signal.SIGSTOP)
+            metered = read_meter(meter_file)["tasks"]
+            # Asked twice: a report the victim sent just before it stopped has arrived by the second answer.
+            held = [len(client.has_what().get(victim_address, ())) for _ in range(2)]
+            if held == [metered, metered]:
+                return True
+            os.kill(pid, signal.SIGCONT)
+            return False
+
+        wait_until(stopped_in_step_with_its_meter, 60, "the victim is stopped with its meter file in step", 0.01)
+        os.kill(pid, signal.SIGKILL)
 
         assert client.gather(futures) == [0.1] * 60
         assert {str(w["name"]) for w in client.scheduler_info()["workers"].values()} == {survivor}
@@ -106,6 +118,8 @@ def test_a_provider_whose_worker_is_killed_mid_graph_is_paid_exactly_for_what_it
     assert totals[survivor] == chain.escrow.paid(session_id, survivor)
     seconds = {p: sum(x.cpu_seconds for g in graphs for x in g.payouts if x.provider == p) for p in (victim, survivor)}
     assert 0 < seconds[victim] < seconds[survivor]
+    for provider in (victim, survivor):
+        assert assert_paid_as_metered(market, session_id, provider) == totals[provider]
     assert chain.escrow.session(session_id).paid_out == sum(totals.values()) == ledger.session(session_id).settled
 
 
@@ -131,7 +145,7 @@ def test_an_unreachable_provider_is_skipped_and_named(market: Market, dead_offer
 
     for n in (2, 3):
         with rent(market, n) as cluster, Client(cluster) as client:
-            running = {p for p, r in cluster.rentals.items() if r.status == "running"}
+            running = {p for p, r in cluster.rentals.items() if r.serving}
             assert len(running) == n and running <= live
             assert dead_offer not in cluster.rentals
             assert {str(w["name"]) for w in client.scheduler_info()["workers"].values()} == running
