@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,11 +70,57 @@ def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
-def _name(common_name: str) -> x509.Name:
+class Role(StrEnum):
+    """What a certificate's holder is to the session, written by the CA into the subject's
+    organizational unit. The scheduler serves each peer by the role its certificate names
+    (:mod:`golem_jupyter.trust`): a worker gets the worker protocol and nothing else."""
+
+    CLIENT = "requestor client"
+    """The requestor's own Dask client, in its kernel: every scheduler handler."""
+    SCHEDULER = "scheduler"
+    """The session's scheduler."""
+    WORKER = "worker"
+    """A provider's worker: registration, heartbeats, task reports and data transfer only."""
+
+
+def _name(common_name: str, role: Role | None = None) -> x509.Name:
     if not isinstance(common_name, str) or not 1 <= len(common_name) <= 64:
         # X.509 (RFC 5280) caps a common name at 64 characters.
         raise CertificateError(f"A common name must be 1 to 64 characters, got {common_name!r}.")
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if role is not None:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, Role(role).value))
+    return x509.Name(attributes)
+
+
+def peer_identity(peercert: object) -> tuple[Role | None, str | None]:
+    """The role and common name of a TLS peer, from :meth:`ssl.SSLSocket.getpeercert`'s dict.
+
+    ``(None, None)`` for anything else; a role that is not one of :class:`Role` is ``None``.
+    """
+    if not isinstance(peercert, dict):
+        return None, None
+    fields: dict[str, list[str]] = {}
+    for rdn in peercert.get("subject", ()):
+        for attribute in rdn:
+            if isinstance(attribute, tuple) and len(attribute) == 2:
+                fields.setdefault(str(attribute[0]), []).append(str(attribute[1]))
+    names, units = fields.get("commonName", []), fields.get("organizationalUnitName", [])
+    name = names[0] if len(names) == 1 else None
+    try:
+        role = Role(units[0]) if len(units) == 1 else None
+    except ValueError:
+        role = None
+    return role, name
+
+
+def certificate_role(cert_pem: str) -> Role | None:
+    """The role a certificate of this CA names (None if it names none)."""
+    units = _load_certificate(cert_pem).subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    try:
+        return Role(units[0].value) if len(units) == 1 else None
+    except ValueError:
+        return None
 
 
 def _load_certificate(cert_pem: str) -> x509.Certificate:
@@ -174,13 +221,22 @@ class SessionCA:
     def certificate_pem(self) -> str:
         return _cert_pem(self.certificate)
 
-    def issue(self, csr_pem: str, *, common_name: str, days: int = 7, hosts: tuple[str, ...] = ()) -> str:
-        """A certificate (PEM) for the key in ``csr_pem``, naming ``common_name``.
+    def issue(
+        self,
+        csr_pem: str,
+        *,
+        common_name: str,
+        role: Role = Role.WORKER,
+        days: int = 7,
+        hosts: tuple[str, ...] = (),
+    ) -> str:
+        """A certificate (PEM) for the key in ``csr_pem``, naming ``common_name`` in ``role``.
 
         Refuses (:class:`CertificateError`) a request that does not parse, whose signature does
         not verify (the sender does not hold the key), whose subject's common name is not
         ``common_name``, or whose key is not EC P-256/P-384 or RSA of at least 2048 bits.
-        Only the key and common name are taken from the request; every extension is this CA's.
+        Only the key and common name are taken from the request; the role and every extension
+        are this CA's.
         """
         try:
             csr = x509.load_pem_x509_csr(csr_pem.encode("ascii"))
@@ -203,21 +259,23 @@ class SessionCA:
                 raise CertificateError(f"RSA keys must have at least {MIN_RSA_BITS} bits, not {public.key_size}.")
         else:
             raise CertificateError(f"Keys of type {type(public).__name__} are not accepted; use EC P-256.")
-        return _cert_pem(self._build(public, common_name, days, hosts))
+        return _cert_pem(self._build(public, common_name, Role(role), days, hosts))
 
-    def issue_own(self, common_name: str, *, days: int = 7, hosts: tuple[str, ...] = ()) -> tuple[str, str]:
+    def issue_own(
+        self, common_name: str, *, role: Role = Role.WORKER, days: int = 7, hosts: tuple[str, ...] = ()
+    ) -> tuple[str, str]:
         """A new key and its certificate, ``(cert_pem, key_pem)``, for the scheduler or the client."""
         key = _new_key()
-        return _cert_pem(self._build(key.public_key(), common_name, days, hosts)), _key_pem(key)
+        return _cert_pem(self._build(key.public_key(), common_name, Role(role), days, hosts)), _key_pem(key)
 
-    def write_credentials(self, directory: Path | str, common_name: str) -> Credentials:
+    def write_credentials(self, directory: Path | str, common_name: str, *, role: Role = Role.WORKER) -> Credentials:
         """Write ``ca.pem``, ``NAME.pem`` and ``NAME.key`` (mode 0600) for a new key into ``directory``.
 
         ``NAME`` is ``common_name`` with every character outside ``A-Za-z0-9._-`` replaced by ``_``.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cert_pem, key_pem = self.issue_own(common_name)
+        cert_pem, key_pem = self.issue_own(common_name, role=role)
         stem = _SAFE_NAME.sub("_", common_name)
         if stem in {"ca", ".", ".."}:
             stem = f"_{stem}"  # would overwrite the CA file or leave the directory
@@ -228,7 +286,12 @@ class SessionCA:
         return credentials
 
     def _build(
-        self, public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, common_name: str, days: int, hosts: tuple[str, ...]
+        self,
+        public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+        common_name: str,
+        role: Role,
+        days: int,
+        hosts: tuple[str, ...],
     ) -> x509.Certificate:
         if isinstance(days, bool) or not isinstance(days, int) or days < 1:
             raise CertificateError(f"days must be a whole number of at least 1, got {days!r}.")
@@ -237,7 +300,7 @@ class SessionCA:
         until = min(now + datetime.timedelta(days=days), self.certificate.not_valid_after_utc)
         return (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name, role))
             .issuer_name(self.certificate.subject)
             .public_key(public)
             .serial_number(x509.random_serial_number())

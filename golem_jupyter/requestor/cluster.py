@@ -41,7 +41,7 @@ from ..chain.types import new_id
 from ..chain.wallet import KEY_ENV, Wallet
 from ..errors import ConfigurationError, InvalidInput, MarketError
 from ..ledger import Ledger
-from ..market.certificates import SessionCA, security_for
+from ..market.certificates import Role, SessionCA, security_for
 from ..market.matching import Demand, offers_with_reputations
 from .escrow_session import EscrowSession
 from .negotiation import Negotiator
@@ -138,13 +138,14 @@ class GolemCluster(SpecCluster):
         self._workdir = Path(tempfile.mkdtemp(prefix="golem-session-"))
         self._session_id = new_id()
         self.ca = SessionCA.create(f"golem session 0x{self._session_id.hex()[:16]}")
+        # Two directories: the scheduler process is handed its own key and never the client's.
         credentials = self._workdir / "tls"
-        self.ca.write_credentials(credentials, "scheduler")
-        self.ca.write_credentials(credentials, "client")
+        self.ca.write_credentials(credentials / "scheduler", "scheduler", role=Role.SCHEDULER)
+        self.ca.write_credentials(credentials / "client", "client", role=Role.CLIENT)
         scheduler = {
             "cls": SchedulerProcess,
             "options": {
-                "credentials": credentials,
+                "credentials": credentials / "scheduler",
                 "workdir": self._workdir,
                 "host": scheduler_host,
                 "dashboard": dashboard,
@@ -154,7 +155,7 @@ class GolemCluster(SpecCluster):
             super().__init__(
                 scheduler=scheduler,
                 worker={"cls": Rental, "options": {}},  # new_worker_spec fills in the offer
-                security=security_for(credentials, "client"),
+                security=security_for(credentials / "client", "client"),
                 asynchronous=asynchronous,
                 loop=loop,
                 name=name,

@@ -22,6 +22,7 @@ from distributed.deploy.spec import ProcessInterface
 from ..chain.registry import Offer
 from ..errors import GolemError, MarketError
 from ..market.agreements import AgreementStatus
+from ..market.certificates import Role
 from ..market.messages import Rejection
 from ..market.pricing import Tariff
 from .payments import Account
@@ -152,7 +153,7 @@ class Rental(ProcessInterface):
             },
         )
         agreement_id = accept.body["agreementId"]
-        certificate = cluster.ca.issue(accept.body["csr"], common_name=offer.provider)
+        certificate = cluster.ca.issue(accept.body["csr"], common_name=offer.provider, role=Role.WORKER)
         await asyncio.to_thread(
             session.ledger.record_agreement,
             session_id=session.session_id,

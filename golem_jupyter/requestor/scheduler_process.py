@@ -28,6 +28,27 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
+_PASSED_ON = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "TERM", "VIRTUAL_ENV", "CONDA_PREFIX")
+_PASSED_ON_PREFIXES = ("DASK_", "PYTHON", "LC_", "OMP_", "OPENBLAS_", "MKL_", "LD_LIBRARY_PATH")
+_NEVER = ("KEY", "PASSWORD", "SECRET", "TOKEN", "MNEMONIC", "KEYSTORE")
+
+
+def scheduler_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The scheduler's environment: an allowlist of this process's, and never anything secret.
+
+    The scheduler process holds no key (DESIGN.md section 6): no wallet key, no keystore
+    password, whatever their variable is called. Vouchers and transactions are signed only in
+    the requestor's own process.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in _PASSED_ON or name.startswith(_PASSED_ON_PREFIXES))
+        and not any(word in name.upper() for word in _NEVER)
+    }
+
+
 class SchedulerProcess(ProcessInterface):
     """A TLS scheduler (mutual authentication, the session's CA) in a child process.
 
@@ -73,6 +94,7 @@ class SchedulerProcess(ProcessInterface):
             stderr=self._log_file,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            env=scheduler_environment(),
         )
         deadline = time.monotonic() + START_TIMEOUT
         while not scheduler_file.exists():

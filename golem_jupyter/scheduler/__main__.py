@@ -26,6 +26,7 @@ import dask
 from distributed import Scheduler
 
 from ..market.certificates import security_for
+from ..trust._authorization import authorize_by_role
 from .metering import GraphMeter
 
 PARENT_POLL_SECONDS = 0.5
@@ -46,6 +47,7 @@ async def serve(args: argparse.Namespace) -> None:
         dashboard_address=f"{args.host}:0",  # also serves /health; never the shared default 8787
         idle_timeout=None,
     )
+    authorize_by_role(scheduler)  # before it listens: a worker's certificate gets the worker protocol only
     scheduler.add_plugin(GraphMeter())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

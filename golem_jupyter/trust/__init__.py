@@ -16,12 +16,14 @@ live in ``_rules.py``, the two unpicklers that apply them in ``_reader.py``):
 Anything else raises :class:`UnsafePayload` naming the type. :func:`install_decoder` routes
 every unpickle distributed does in this process through it (``_hooks.py``).
 
-This package is also where the next trust rules go: result verification, and the scheduler's
-per-role authorization of its peers (DESIGN.md section 6).
+In the scheduler process, :func:`authorize_by_role` serves each peer by the role its
+certificate names: a provider's worker gets the worker protocol and nothing else
+(``_authorization.py``). Result verification goes here too (DESIGN.md section 6).
 """
 
 from __future__ import annotations
 
+from ._authorization import WORKER_HANDLERS, WORKER_STREAM, PeerRefused, authorize_by_role
 from ._errors import RemoteTaskError, UnsafePayload
 from ._hooks import hold as hold_decoder
 from ._hooks import install as install_decoder
@@ -33,10 +35,14 @@ from ._reader import decode_exception, restricted_loads
 from ._rules import allow_class, allow_namespace, disallow_class, notebook_class
 
 __all__ = [
+    "WORKER_HANDLERS",
+    "WORKER_STREAM",
+    "PeerRefused",
     "RemoteTaskError",
     "UnsafePayload",
     "allow_class",
     "allow_namespace",
+    "authorize_by_role",
     "decode_exception",
     "decoder_installed",
     "disallow_class",

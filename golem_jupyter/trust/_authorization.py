@@ -1,0 +1,190 @@
+"""The scheduler serves each peer by the role its certificate names (DESIGN.md section 6).
+
+A provider controls its worker completely, and the session's CA gave that worker a genuine
+certificate. Mutual TLS therefore only says *who* is speaking; this module decides *what* they
+may ask. The requestor's own client (and the scheduler) get every handler. A worker, or any
+peer whose certificate names no role we know, gets the worker protocol and nothing else:
+
+* on a plain connection, only the handlers in :data:`WORKER_HANDLERS` (registration,
+  heartbeats, the scheduler's answers a worker needs to fetch data from its peers, leaving);
+  each of those that names a worker may only name the peer's own;
+* on its batched stream, only the messages in :data:`WORKER_STREAM` (task reports, data it
+  holds or dropped, log events and keep-alives), never one that says which worker it came from
+  (the scheduler adds that itself);
+* it registers only under the name its certificate states (the provider's address), so no
+  provider can speak for another.
+
+Everything else (``run_function``, plugins, ``update_graph``, scatter, cluster dumps, the
+meter's ``golem_*`` controls, and whatever distributed adds later) is refused with a log line
+naming the provider: an allowlist, not a denylist. It works by wrapping the comm each peer
+connects with, so it sees every message before distributed dispatches it, on the plain
+connection and on the stream alike.
+
+This runs in the scheduler process (see :mod:`golem_jupyter.scheduler`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from distributed.comm.core import Comm
+from distributed.core import error_message
+
+from ..errors import GolemError
+from ..market.certificates import Role, peer_identity
+
+logger = logging.getLogger("golem_jupyter.trust.authorization")
+
+WORKER_HANDLERS = frozenset(
+    {
+        "register-worker",  # joining: only under the name the certificate states
+        "heartbeat_worker",
+        "unregister",
+        "retire_workers",  # a worker closing gracefully retires itself
+        "set_resources",
+        "who_has",  # where the data a task needs lives
+        "identity",
+        "close",
+    }
+)
+"""What a worker may ask the scheduler on a plain connection; everything else is refused."""
+
+WORKER_STREAM = frozenset(
+    {
+        "task-finished",
+        "task-erred",
+        "release-worker-data",
+        "add-keys",
+        "long-running",
+        "reschedule",
+        "keep-alive",
+        "log-event",
+        "worker-status-change",
+        "request-refresh-who-has",
+        "close-stream",
+    }
+)
+"""What a worker may send on its batched stream; anything else is dropped."""
+
+_REFUSED = "golem-refused"
+"""The handler a refused request is routed to: it answers with a PermissionError."""
+
+
+class PeerRefused(GolemError, PermissionError):
+    """The scheduler refused a request because of the role the peer's certificate names."""
+
+
+def authorize_by_role(scheduler: Any) -> None:
+    """Serve every connection to ``scheduler`` by its peer's role. Call before it starts listening."""
+    serve = scheduler.handle_comm
+    scheduler.handlers[_REFUSED] = _answer_refused
+
+    def handle_comm(comm: Comm) -> Any:
+        role, name = peer_identity(comm.extra_info.get("peercert"))
+        if role in (Role.CLIENT, Role.SCHEDULER):
+            return serve(comm)
+        return serve(_WorkerComm(comm, scheduler, name or "<no name>", role))
+
+    scheduler.handle_comm = handle_comm
+
+
+def _answer_refused(refused: str = "", peer: str = "") -> dict[str, Any]:
+    return error_message(
+        PeerRefused(
+            f"The scheduler does not serve {refused!r} to a provider's worker ({peer}): a worker's certificate "
+            "allows the worker protocol only."
+        ),
+        status="uncaught-error",  # the status distributed's rpc raises on the caller's side
+    )
+
+
+class _WorkerComm:
+    """A worker's comm, as the scheduler reads it: every message checked against the worker's role."""
+
+    def __init__(self, comm: Comm, scheduler: Any, name: str, role: Role | None) -> None:
+        self._comm = comm
+        self._scheduler = scheduler
+        self._name = name
+        self._role = role
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._comm, attribute)
+
+    def __repr__(self) -> str:
+        return f"<worker comm of {self._name}: {self._comm!r}>"
+
+    async def read(self, deserializers: Any = None) -> Any:
+        message = await self._comm.read(deserializers)
+        if isinstance(message, dict):
+            return self._request(message)
+        if isinstance(message, (list, tuple)):
+            return [m for m in message if self._streamed(m)]
+        return message
+
+    # ------------------------------------------------------------------ plain requests
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        why = self._why_not(op, message)
+        if why is None:
+            return message
+        self._refuse(op, why)
+        return {"op": _REFUSED, "reply": message.get("reply", True), "refused": str(op)[:100], "peer": self._name}
+
+    def _why_not(self, op: object, message: dict[str, Any]) -> str | None:
+        if op not in WORKER_HANDLERS:
+            return "not part of the worker protocol"
+        if op == "register-worker":
+            if str(message.get("name")) != self._name:
+                return f"registers as {message.get('name')!r}, but its certificate names {self._name}"
+            return None
+        named = _workers_named(op, message)
+        if named is not None and not self._own(named):
+            return f"names another worker ({', '.join(map(str, named))})"
+        return None
+
+    def _own(self, workers: Iterable[object]) -> bool:
+        """Every worker named is one this peer registered (an address or a name of its own)."""
+        mine = {a for a, ws in self._scheduler.workers.items() if str(ws.name) == self._name}
+        return all(w in mine or str(w) == self._name for w in workers)
+
+    # ------------------------------------------------------------------ the batched stream
+
+    def _streamed(self, message: object) -> bool:
+        if not isinstance(message, dict):
+            return message == "OK"
+        op = message.get("op")
+        if op not in WORKER_STREAM:
+            self._refuse(op, "not part of the worker protocol", stream=True)
+            return False
+        if "worker" in message:  # the scheduler says which worker a stream message came from
+            self._refuse(op, "it names the worker it came from", stream=True)
+            return False
+        return True
+
+    def _refuse(self, op: object, why: str, *, stream: bool = False) -> None:
+        role = self._role.value if self._role else "no role"
+        where = "stream message" if stream else "request"
+        logger.warning(
+            "Refused %s %r from provider %s (%s certificate, %s): %s",
+            where,
+            op,
+            self._name,
+            role,
+            self._comm.peer_address,
+            why,
+        )
+
+
+def _workers_named(op: str, message: dict[str, Any]) -> list[object] | None:
+    """The workers a worker-protocol request acts on, or None if it names none."""
+    if op in ("heartbeat_worker", "unregister"):
+        return [message.get("address")]
+    if op == "set_resources":
+        return [message.get("worker")]
+    if op == "retire_workers":
+        named = list(message.get("workers") or []) + list(message.get("names") or [])
+        return named or [None]  # retiring "whatever is idle" is not a worker's call
+    return None

@@ -1,0 +1,237 @@
+"""A provider's worker certificate buys the worker protocol and nothing else.
+
+Each attack uses a genuine certificate from a real session's CA, issued the way a rented
+provider gets its own (role: worker, common name: the provider's address), against the real
+scheduler process of a running GolemCluster. Every handler outside the worker protocol is
+refused, with a log line naming the provider; the requestor's own client keeps everything,
+and the honest provider beside the attacker is still served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+from distributed.core import rpc
+from distributed.protocol.pickle import dumps
+from distributed.security import Security
+from market_tasks import square
+from marketkit import Market, local_market
+
+from golem_jupyter.chain.wallet import KEY_ENV, PASSWORD_ENV
+from golem_jupyter.market.certificates import Role, certificate_role
+from golem_jupyter.requestor.cluster import GolemCluster
+from golem_jupyter.trust import WORKER_HANDLERS, PeerRefused
+
+pytestmark = pytest.mark.timeout(300)
+
+BUDGET = 10**17
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
+    with local_market(tmp_path_factory.mktemp("market"), providers=1) as market:
+        yield market
+
+
+@pytest.fixture(scope="module")
+def session(market: Market) -> Iterator[tuple[GolemCluster, Client]]:
+    with (
+        GolemCluster(n_providers=1, budget=BUDGET, network=market.network, ledger=market.ledger()) as cluster,
+        Client(cluster) as client,
+    ):
+        yield cluster, client
+
+
+def worker_security(cluster: GolemCluster, directory: Path, name: str, role: Role = Role.WORKER) -> Security:
+    """TLS settings holding a certificate of the session's CA, as a rented provider gets one."""
+    credentials = cluster.ca.write_credentials(directory, name, role=role)
+    assert certificate_role(credentials.cert_file.read_text()) == role
+    return Security(
+        tls_ca_file=str(credentials.ca_file),
+        tls_client_cert=str(credentials.cert_file),
+        tls_client_key=str(credentials.key_file),
+        tls_worker_cert=str(credentials.cert_file),
+        tls_worker_key=str(credentials.key_file),
+        require_encryption=True,
+    )
+
+
+def scheduler_log(cluster: GolemCluster) -> str:
+    return (cluster._workdir / "scheduler.log").read_text()
+
+
+def wait_for_log(cluster: GolemCluster, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := scheduler_log(cluster)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the scheduler's log never said {text!r}:\n{log[-3000:]}")
+        time.sleep(0.05)
+    return log
+
+
+# Handlers a hostile provider tried, or would: each with arguments that would work for a client.
+ATTACKS = {
+    "run_function": {"function": dumps(os.getpid), "args": dumps(()), "kwargs": dumps({}), "wait": True},
+    "register_scheduler_plugin": {"plugin": dumps(object()), "name": "spy", "idempotent": False},
+    "register_worker_plugin": {"plugin": dumps(object()), "name": "spy"},
+    "register_nanny_plugin": {"plugin": dumps(object()), "name": "spy"},
+    "scatter": {"data": {"x": 1}, "workers": None, "client": "spy", "broadcast": False},
+    "get_cluster_state": {"exclude": ()},
+    "dump_cluster_state_to_url": {"url": "/tmp/stolen", "exclude": (), "format": "msgpack"},
+    "broadcast": {"msg": {"op": "identity"}},
+    "proxy": {"msg": {"op": "identity"}, "worker": "tls://127.0.0.1:1"},
+    "restart": {},
+    "restart_workers": {"workers": []},
+    "terminate": {},
+    "feed": {"function": dumps(os.getpid)},
+    "gather": {"keys": ["x"]},
+    "rebalance": {},
+    "replicate": {"keys": ["x"], "n": 1},
+    "get_metadata": {"keys": ["x"]},
+    "set_metadata": {"keys": ["x"], "value": 1},
+    "get_logs": {},
+    "worker_logs": {},
+    "events": {},
+    "get_task_stream": {},
+    "call_stack": {},
+    "profile": {},
+    "connection_stream": {},
+    "register-client": {"client": "spy", "versions": {}},
+    "golem_configure": {"prices": {"x": [10**18, 10**18, 0]}, "limit": 10**18},
+    "golem_meter_state": {},
+    "golem_finished_graphs": {"timeout": 0},
+    "golem_flush": {},
+    "dump_state": {},
+    "retire_workers": {"workers": None, "names": None},  # "whatever is idle": not a worker's call
+    "an_op_added_later": {},
+}
+
+
+def test_every_handler_outside_the_worker_protocol_is_refused_to_a_worker_certificate(session, tmp_path):
+    """A genuine worker certificate of the session, under the rented provider's own name, calls
+    each attack handler: each is refused (PeerRefused) and logged with the provider's name; the
+    scheduler process is unchanged (still serves the client, pid the same, meter prices intact)."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    pid_before = client.run_on_scheduler(os.getpid)
+
+    async def attack() -> dict[str, BaseException | object]:
+        outcomes: dict[str, BaseException | object] = {}
+        async with rpc(cluster.scheduler_address, connection_args=security.get_connection_args("client")) as r:
+            for op, arguments in ATTACKS.items():
+                try:
+                    outcomes[op] = await getattr(r, op)(**arguments)
+                except Exception as error:  # noqa: BLE001 (the refusal is what we look at)
+                    outcomes[op] = error
+        return outcomes
+
+    outcomes = asyncio.run(attack())
+    for op, outcome in outcomes.items():
+        assert isinstance(outcome, PeerRefused), f"{op} was not refused: {outcome!r}"
+        assert repr(op) in str(outcome) and provider in str(outcome)
+    log = wait_for_log(cluster, "'an_op_added_later'")
+    for op in ATTACKS:
+        assert f"Refused request {op!r} from provider {provider} (worker certificate" in log, op
+    assert set(ATTACKS).isdisjoint(WORKER_HANDLERS - {"retire_workers"})
+
+    # Nothing changed: the same scheduler serves the requestor, and the honest provider computes.
+    assert client.run_on_scheduler(os.getpid) == pid_before
+    assert client.submit(square, 12).result() == 144
+    assert not os.path.exists("/tmp/stolen")
+
+
+def test_a_client_connection_is_refused_to_a_worker_certificate(session, tmp_path):
+    """``Client(..., security=worker certificate)`` cannot register as a client: no update_graph,
+    no run, no plugins; the scheduler logs the refusal."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    clients_before = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients))
+    with pytest.raises((OSError, TimeoutError)):  # the refusal is no stream-start: it never connects
+        Client(cluster.scheduler_address, security=security, timeout=5)
+    wait_for_log(cluster, f"Refused request 'register-client' from provider {provider}")
+    assert client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.clients)) == clients_before
+
+
+def test_the_requestors_client_keeps_every_handler(session):
+    """The client certificate (role: requestor client) may run functions and register plugins."""
+    _, client = session
+    assert client.run_on_scheduler(os.getpid) > 0
+    state = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.workers))
+    assert state == 1
+    assert client.get_metadata("nothing", default=None) is None
+
+
+def test_a_worker_may_not_register_under_another_name(session, tmp_path):
+    """A real dask worker with a genuine certificate for one name, started with ``--name`` of
+    another (the honest provider's): the scheduler refuses the registration (logged), the worker
+    never joins, and the honest worker stays the only one."""
+    cluster, client = session
+    [honest] = cluster.rentals
+    thief = "0x000000000000000000000000000000000000dEaD"
+    credentials = cluster.ca.write_credentials(tmp_path, thief, role=Role.WORKER)
+    command = [
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_worker",
+        cluster.scheduler_address,
+        "--name",
+        honest,
+        "--nthreads",
+        "1",
+        "--no-nanny",
+        "--no-dashboard",
+        "--host",
+        "127.0.0.1",
+        "--tls-ca-file",
+        str(credentials.ca_file),
+        "--tls-cert",
+        str(credentials.cert_file),
+        "--tls-key",
+        str(credentials.key_file),
+        "--death-timeout",
+        "5",
+    ]
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_log(cluster, f"Refused request 'register-worker' from provider {thief}")
+        assert f"registers as {honest!r}, but its certificate names {thief}" in scheduler_log(cluster)
+        assert [str(w["name"]) for w in client.scheduler_info()["workers"].values()] == [honest]
+        worker.wait(timeout=60)  # it gives up: it was never registered
+        assert worker.returncode != 0
+    finally:
+        worker.kill()
+        worker.wait()
+    assert client.submit(square, 3).result() == 9
+
+
+def test_the_scheduler_process_holds_no_key(market: Market, monkeypatch: pytest.MonkeyPatch):
+    """With the wallet key and a keystore password in the requestor's environment, the scheduler
+    process's environment and command line hold neither, and its credentials directory holds only
+    its own key, never the requestor client's."""
+    key = market.network.accounts[0].private_key
+    key_hex = key if isinstance(key, str) else "0x" + bytes(key).hex()
+    monkeypatch.setenv(KEY_ENV, key_hex)
+    monkeypatch.setenv(PASSWORD_ENV, "hunter2-keystore-password")
+    monkeypatch.setenv("SOME_API_TOKEN", "sk-not-for-the-scheduler")
+    with (
+        GolemCluster(n_providers=1, budget=BUDGET, network=market.network, ledger=market.ledger()) as cluster,
+        Client(cluster) as client,
+    ):
+        pid = client.run_on_scheduler(os.getpid)
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        for secret in (key_hex, key_hex.removeprefix("0x"), "hunter2-keystore-password", "sk-not-for-the-scheduler"):
+            assert secret.encode() not in environ and secret.encode() not in cmdline
+        assert KEY_ENV.encode() not in environ and PASSWORD_ENV.encode() not in environ
+        credentials = Path(cmdline.split(b"\0")[cmdline.split(b"\0").index(b"--credentials") + 1].decode())
+        assert sorted(p.name for p in credentials.iterdir()) == ["ca.pem", "scheduler.key", "scheduler.pem"]
+        assert client.submit(square, 4).result() == 16
