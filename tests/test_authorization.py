@@ -170,6 +170,49 @@ def test_the_requestors_client_keeps_every_handler(session):
     assert client.get_metadata("nothing", default=None) is None
 
 
+def test_another_providers_worker_may_only_fetch_data_from_a_worker(session, tmp_path):
+    """The session's other workers are other providers: with a genuine worker certificate, one
+    may fetch data from the honest provider's worker (``get_data``) but not ``run`` code on it,
+    upload files or add plugins there; the requestor's client still may."""
+    cluster, client = session
+    [honest] = cluster.rentals
+    [address] = client.scheduler_info()["workers"]
+    security = worker_security(cluster, tmp_path, "0x000000000000000000000000000000000000bEEF")
+    key = "held-by-the-honest-worker"
+    future = client.submit(square, 6, key=key)
+    assert future.result() == 36
+    pid = client.run(os.getpid)[address]
+    # A handler that appears after the worker started (a plugin's, say) is covered too.
+    client.run(lambda dask_worker: dask_worker.handlers.__setitem__("added_later", lambda: "secret"))
+
+    async def attack() -> dict[str, object]:
+        outcomes: dict[str, object] = {}
+        async with rpc(address, connection_args=security.get_connection_args("worker")) as worker:
+            for op, arguments in {
+                "run": {"function": dumps(os.getpid), "args": dumps(()), "kwargs": dumps({}), "wait": True},
+                "run_coroutine": {"function": dumps(os.getpid), "args": dumps(()), "kwargs": dumps({})},
+                "upload_file": {"filename": "evil.py", "data": b"import os", "load": True},
+                "plugin-add": {"plugin": dumps(object()), "name": "spy"},
+                "terminate": {},
+                "get_logs": {},
+                "added_later": {},
+            }.items():
+                try:
+                    outcomes[op] = await getattr(worker, op)(**arguments)
+                except Exception as error:  # noqa: BLE001 (the refusal is what we look at)
+                    outcomes[op] = error
+            outcomes["get_data"] = await worker.get_data(keys=[key])
+        return outcomes
+
+    outcomes = asyncio.run(attack())
+    for op in ("run", "run_coroutine", "upload_file", "plugin-add", "terminate", "get_logs", "added_later"):
+        assert isinstance(outcomes[op], PeerRefused), f"{op} was not refused: {outcomes[op]!r}"
+    assert outcomes["get_data"]["status"] == "OK" and key in outcomes["get_data"]["data"]
+    assert client.run(os.getpid)[address] == pid  # the requestor's client keeps run; the worker lives
+    assert client.submit(square, 5).result() == 25
+    assert honest in cluster.rentals
+
+
 def test_a_worker_may_not_register_under_another_name(session, tmp_path):
     """A real dask worker with a genuine certificate for one name, started with ``--name`` of
     another (the honest provider's): the scheduler refuses the registration (logged), the worker

@@ -18,12 +18,20 @@ every unpickle distributed does in this process through it (``_hooks.py``).
 
 In the scheduler process, :func:`authorize_by_role` serves each peer by the role its
 certificate names: a provider's worker gets the worker protocol and nothing else
-(``_authorization.py``). Result verification goes here too (DESIGN.md section 6).
+(``_authorization.py``); in a provider's worker, :func:`serve_peers_by_role` lets the
+session's other workers fetch data and nothing else. Result verification goes here too (DESIGN.md section 6).
 """
 
 from __future__ import annotations
 
-from ._authorization import WORKER_HANDLERS, WORKER_STREAM, PeerRefused, authorize_by_role
+from ._authorization import (
+    PEER_HANDLERS,
+    WORKER_HANDLERS,
+    WORKER_STREAM,
+    PeerRefused,
+    authorize_by_role,
+    serve_peers_by_role,
+)
 from ._errors import RemoteTaskError, UnsafePayload
 from ._hooks import hold as hold_decoder
 from ._hooks import install as install_decoder
@@ -35,6 +43,7 @@ from ._reader import decode_exception, restricted_loads
 from ._rules import allow_class, allow_namespace, disallow_class, notebook_class
 
 __all__ = [
+    "PEER_HANDLERS",
     "WORKER_HANDLERS",
     "WORKER_STREAM",
     "PeerRefused",
@@ -52,5 +61,6 @@ __all__ = [
     "notebook_class",
     "release_decoder",
     "restricted_loads",
+    "serve_peers_by_role",
     "uninstall_decoder",
 ]

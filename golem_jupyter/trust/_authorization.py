@@ -25,12 +25,13 @@ This runs in the scheduler process (see :mod:`golem_jupyter.scheduler`).
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed.comm.core import Comm
-from distributed.core import error_message
+from distributed.core import _expects_comm, error_message
 
 from ..errors import GolemError
 from ..market.certificates import Role, peer_identity
@@ -68,6 +69,9 @@ WORKER_STREAM = frozenset(
 )
 """What a worker may send on its batched stream; anything else is dropped."""
 
+PEER_HANDLERS = frozenset({"get_data", "identity", "close"})
+"""What one worker may ask another worker: the data a task of its needs, and nothing else."""
+
 _REFUSED = "golem-refused"
 """The handler a refused request is routed to: it answers with a PermissionError."""
 
@@ -88,6 +92,40 @@ def authorize_by_role(scheduler: Any) -> None:
         return serve(_WorkerComm(comm, scheduler, name or "<no name>", role))
 
     scheduler.handle_comm = handle_comm
+
+
+def serve_peers_by_role(worker: Any) -> None:
+    """A worker serves other workers :data:`PEER_HANDLERS` only; the scheduler and the client everything.
+
+    For a provider's own worker (its meter's preload installs it): the session's other workers
+    are other providers, and without this one of them could call ``run`` on this worker. Every
+    lookup of a handler goes through the check, so handlers added later are covered too.
+    """
+    if not isinstance(worker.handlers, _RoleCheckedHandlers):
+        worker.handlers = _RoleCheckedHandlers(worker.handlers)
+
+
+class _RoleCheckedHandlers(dict):
+    """A server's handlers, each outside :data:`PEER_HANDLERS` wrapped in a check of the caller's role."""
+
+    def __getitem__(self, op: str) -> Callable[..., Any]:
+        handler = super().__getitem__(op)
+        return handler if op in PEER_HANDLERS else _role_checked(op, handler)
+
+
+def _role_checked(op: str, handler: Callable[..., Any]) -> Callable[..., Any]:
+    takes_comm = _expects_comm(handler)
+
+    async def guarded(comm: Comm, **arguments: Any) -> Any:
+        role, name = peer_identity(comm.extra_info.get("peercert"))
+        if role not in (Role.CLIENT, Role.SCHEDULER):
+            logger.warning("Refused request %r from worker %s (%s): a worker may only fetch data", op, name, role)
+            return _answer_refused(op, name or "<no name>")
+        result = handler(comm, **arguments) if takes_comm else handler(**arguments)
+        return await result if inspect.isawaitable(result) else result
+
+    guarded.__name__ = getattr(handler, "__name__", op)
+    return guarded
 
 
 def _answer_refused(refused: str = "", peer: str = "") -> dict[str, Any]:

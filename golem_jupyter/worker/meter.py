@@ -8,6 +8,9 @@ rewritten atomically, at most every ``FLUSH_SECONDS`` and when the worker stops.
 
 It also attaches a digest of every result to the task's metadata, which the requestor folds
 into the graph's ``resultRoot``: the provider's commitment to what it delivered.
+
+Its ``dask_setup`` also makes the worker serve the session's other workers (other providers)
+the data their tasks need and nothing else (:func:`golem_jupyter.trust.serve_peers_by_role`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 from dask.base import tokenize
 from distributed.diagnostics.plugin import WorkerPlugin
 from tornado.ioloop import PeriodicCallback
+
+from ..trust._authorization import serve_peers_by_role
 
 METER_ENV = "GOLEM_METER_FILE"
 DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.scheduler.metering
@@ -113,4 +118,5 @@ def read_meter(path: str | os.PathLike) -> dict[str, Any]:
 
 
 async def dask_setup(worker: Any) -> None:
+    serve_peers_by_role(worker)  # the session's other workers belong to other providers
     await worker.plugin_add(ComputeMeter(os.environ.get(METER_ENV)), name=ComputeMeter.name)
