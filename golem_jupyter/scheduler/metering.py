@@ -190,6 +190,8 @@ class GraphMeter(SchedulerPlugin):
         self.taken: OrderedDict[tuple[Any, str], Sent] = OrderedDict()
         """Tasks that left ``processing`` without a report from the worker they were sent to
         ((key, worker address) -> the send): that worker may still be running them."""
+        self.threads: dict[str, int] = {}
+        """Per worker name: the CPUs its provider's offer states, the most threads it is paid for."""
         self.observed: dict[str, Observed] = {}
         """Per worker address: how long it had tasks out and what it was charged."""
         self.reported: OrderedDict[tuple[Any, str], Any] = OrderedDict()
@@ -236,12 +238,20 @@ class GraphMeter(SchedulerPlugin):
     # ------------------------------------------------------------------ handlers
 
     def configure(
-        self, prices: dict[str, list[int]] | None = None, limit: float | None = None, cap: int | None = None
+        self,
+        prices: dict[str, list[int]] | None = None,
+        limit: float | None = None,
+        cap: int | None = None,
+        threads: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         """Set or update tariffs (``{worker name: Tariff.to_wire()}``) and the budget limit; ``cap`` says
-        that the limit is a cell's own budget of that many wei (what the guard's error names)."""
+        that the limit is a cell's own budget of that many wei (what the guard's error names);
+        ``threads`` (``{worker name: CPUs}``) caps the threads a worker is paid for, whatever it
+        registered with (a worker states its own ``nthreads``)."""
         tariffs = {name: Tariff.from_wire(wire) for name, wire in (prices or {}).items()}  # all valid, or none set
+        caps = {str(name): int(n) for name, n in (threads or {}).items() if int(n) > 0}
         self.prices.update(tariffs)
+        self.threads.update(caps)
         if limit is not None:
             self.limit = float(limit)
             self.exhausted = self.spent >= self.limit
@@ -271,6 +281,12 @@ class GraphMeter(SchedulerPlugin):
             self._late.cancel()
         self._price_late_work()
         return len(runs)
+
+    def _threads(self, ws: Any) -> int:
+        """The threads a worker is paid for: what it registered with, at most what its offer states."""
+        if ws is None:
+            return 1
+        return max(1, min(ws.nthreads, self.threads.get(str(ws.name), ws.nthreads)))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -332,7 +348,7 @@ class GraphMeter(SchedulerPlugin):
         ws = self.scheduler.workers.get(worker)
         # Not the tasks that seceded from its thread pool: the worker says which did, and a
         # task here cannot submit tasks to wait on (a worker's certificate gets no client handlers).
-        observed.advance(now, ws.nthreads if ws is not None else 1)
+        observed.advance(now, self._threads(ws))
         return observed
 
     def _sent(self, key: Any) -> None:
@@ -406,7 +422,7 @@ class GraphMeter(SchedulerPlugin):
             return
         # What the scheduler saw: the task out for (now - sent.at) on a worker of ws.nthreads
         # threads, and the worker busy for observed.credit task-seconds all told.
-        task_bound = max(0.0, now - sent.at) * ws.nthreads * (1 + CLOCK_RATE_SLACK) + OBSERVED_SLACK_SECONDS
+        task_bound = max(0.0, now - sent.at) * self._threads(ws) * (1 + CLOCK_RATE_SLACK) + OBSERVED_SLACK_SECONDS
         worker_bound = observed.credit * (1 + CLOCK_RATE_SLACK) + OBSERVED_SLACK_SECONDS - observed.charged
         seconds = max(0.0, min(claimed, task_bound, worker_bound))
         observed.charged += seconds

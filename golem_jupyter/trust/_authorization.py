@@ -10,7 +10,7 @@ peer whose certificate names no role we know, gets the worker protocol and nothi
   each of those that names a worker may only name the peer's own;
 * on its batched stream, only the messages in :data:`WORKER_STREAM` (task reports, data it
   holds or dropped, log events and keep-alives), never one that says which worker it came from
-  (the scheduler adds that itself);
+  (the scheduler adds that itself), nor a report of a task another worker is running;
 * it registers only under the name its certificate states (the provider's address), so no
   provider can speak for another.
 
@@ -200,7 +200,21 @@ class _WorkerComm:
         if "worker" in message:  # the scheduler says which worker a stream message came from
             self._refuse(op, "it names the worker it came from", stream=True)
             return False
+        if op in ("task-finished", "task-erred") and self._elsewhere(message.get("key")):
+            # Dask would take the result from whoever reports it with the right run id; a task
+            # that another worker is running is that worker's to report. (A late report of a
+            # task no one is running any more still reaches the meter, which bills it once.)
+            self._refuse(op, "a task another worker is running", stream=True)
+            return False
         return True
+
+    def _elsewhere(self, key: object) -> bool:
+        try:
+            ts = self._scheduler.tasks.get(key)
+        except TypeError:  # an unhashable key: no task of the scheduler's
+            return False
+        worker = getattr(ts, "processing_on", None) if ts is not None else None
+        return worker is not None and str(worker.name) != self._name
 
     def _refuse(self, op: object, why: str, *, stream: bool = False) -> None:
         role = self._role.value if self._role else "no role"
