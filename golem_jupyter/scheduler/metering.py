@@ -255,7 +255,7 @@ class GraphMeter(SchedulerPlugin):
         if limit is not None:
             self.limit = float(limit)
             self.exhausted = self.spent >= self.limit
-            self.cap = cap
+            self.cap = None if cap is None else int(cap)
         return self.state()
 
     async def finished_graphs(self, timeout: float = 1.0) -> list[dict[str, Any]]:
