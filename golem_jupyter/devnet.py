@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from web3 import Web3
-
+from .chain._imports import Web3  # first: the eth libraries, keeping the recursion limit
 from .chain.deploy import DEFAULT_CLAIM_WINDOW, deploy
 from .chain.embedded import DEV_ACCOUNT_COUNT, EmbeddedProvider, dev_keys
 from .chain.network import DevAccount, Network, write_json_atomic

@@ -968,6 +968,16 @@ def test_cluster_remote_exceptions(client: distributed.Client) -> None:
     assert client.submit(hostile_payloads.identity, (1, 2), pure=False).result(timeout=30) == (1, 2)
 
 
+def test_cluster_results_with_provider_sizes_and_base_exceptions(client: distributed.Client) -> None:
+    """A worker's result that asks for a terabyte, and one that is a SystemExit (DESIGN.md section 6)."""
+    future = client.submit(hostile_payloads.make_hostile_size, 2**40, pure=False)
+    with pytest.raises(UnsafePayload, match="a size"):
+        future.result(timeout=30)
+    exit_ = client.submit(hostile_payloads.return_system_exit, 3, pure=False).result(timeout=30)
+    assert type(exit_) is RemoteTaskError and exit_.type_name == "builtins.SystemExit" and exit_.message == "3"
+    assert client.submit(hostile_payloads.identity, [1, (2,)], pure=False).result(timeout=30) == [1, (2,)]
+
+
 def test_cluster_after_uninstall_distributed_is_unchanged(client: distributed.Client) -> None:
     trust.uninstall_decoder()
     try:

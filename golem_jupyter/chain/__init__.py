@@ -9,8 +9,7 @@ The rest of the code base uses ``chain.escrow`` and ``chain.registry`` only thro
 
 from __future__ import annotations
 
-from web3 import Web3
-
+from ._imports import Web3  # first: web3 and the eth libraries, keeping the recursion limit (see _imports)
 from .backends import EscrowBackend, RegistryBackend
 from .escrow import Escrow, SessionState
 from .network import Network, connect, resolve

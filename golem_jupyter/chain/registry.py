@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +72,18 @@ class Offer:
     @classmethod
     def from_tuple(cls, provider: str, values: tuple[Any, ...]) -> Offer:
         endpoint, cpu, gpu, fee, cpus, gpus, model, memory, capabilities = values
+        # Any provider writes this text. JSON nested deeper than capabilities ever are ('[[[[...') is
+        # kept unparsed: json.loads recurses once per level, a RecursionError at best and, under a
+        # raised recursion limit, a stack overflow that kills the requestor.
+        max_depth, max_length = 32, 1 << 16
         try:
+            if not isinstance(capabilities, str) or len(capabilities) > max_length:
+                raise ValueError("not a capabilities text")
+            brackets = re.sub(r'"(?:[^"\\]|\\.)*"|[^\[\]{}]', "", capabilities)  # strings and the rest out
+            if max(itertools.accumulate(1 if c in "[{" else -1 for c in brackets), default=0) > max_depth:
+                raise ValueError("nested too deep")
             caps = json.loads(capabilities) if capabilities else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
             caps = {"unparsed": capabilities}  # published by another client; keep it visible
         if not isinstance(caps, dict):
             caps = {"unparsed": capabilities}

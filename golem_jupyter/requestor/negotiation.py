@@ -9,11 +9,14 @@ provider's reason code and sentence.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account.signers.local import LocalAccount
-
+from ..chain import _imports  # noqa: F401 (first: the eth libraries, keeping the recursion limit)
 from ..errors import GolemError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
 from ..market.messages import (
     MAX_MESSAGE_BYTES,
     TO_REQUESTOR,

@@ -32,7 +32,7 @@ from ._authorization import (
     authorize_by_role,
     serve_peers_by_role,
 )
-from ._errors import RemoteTaskError, UnsafePayload
+from ._errors import PayloadTooDeep, PayloadTooLarge, RemoteTaskError, UnsafePayload
 from ._hooks import hold as hold_decoder
 from ._hooks import install as install_decoder
 from ._hooks import installed as decoder_installed
@@ -46,6 +46,8 @@ __all__ = [
     "PEER_HANDLERS",
     "WORKER_HANDLERS",
     "WORKER_STREAM",
+    "PayloadTooDeep",
+    "PayloadTooLarge",
     "PeerRefused",
     "RemoteTaskError",
     "UnsafePayload",

@@ -35,23 +35,58 @@ read again by a pure-Python unpickler that checks each REDUCE, NEWOBJ and BUILD 
 rule of the object it applies to. That second reader is about ten times slower, so it only
 runs for those pickles; distributed's usual traffic (protocol 5, arrays out of band) stays on
 the fast path.
+
+Limits (DESIGN.md section 6), whichever reader runs:
+
+* Size: constructors are checked before they run (``_rules``): none is given a size or a range
+  the provider chose (``bytearray(n)``, ``list(range(n))``), and what they copy or allocate counts
+  against an allowance of ``ALLOCATION_FACTOR`` times the bytes received plus
+  ``ALLOCATION_FLOOR`` (:class:`PayloadTooLarge`).
+* Depth: the decoded value may nest at most ``MAX_DEPTH`` containers deep
+  (:class:`PayloadTooDeep`), counted along every path (:func:`_too_deep`). The C reader builds
+  nested lists with opcodes alone, so the check is on what it built, not on find_class. Values
+  are freed recursively in C, and CPython's guard against deep recursion there ("trashcan")
+  covers list, tuple, dict, set and objects but not deque, defaultdict or slice: a slice holds
+  plain values only, and deques and defaultdicts (built by the strict reader only) are emptied
+  before a refused or failed decode drops them (``_Allowance.fragile``).
+* While decoding, CPython hashes dict keys and set items, and hashing a tuple recurses in C once
+  per level of nesting, with no recursion check: a 1 MB pickle of ``{((((...),),),): 0}`` crashes
+  the process before any check on the result can run. Every container comes from one opcode
+  (EMPTY_LIST, TUPLE1, REDUCE, ...), so the number of those bytes in the pickle bounds the
+  nesting (:func:`_nesting_bounds`, one ``bytes.translate``): below half ``MAX_DEPTH`` the
+  result needs no check at all, and above ``_INLINE_NESTING`` possible tuple levels the C
+  reader runs in a thread whose stack holds them all (:func:`_on_a_stack_of`). The strict
+  reader refuses a tuple deeper than ``MAX_DEPTH`` as it builds one, and reads the pickles that
+  would need a stack larger than ``_MAX_STACK``.
 """
 
 from __future__ import annotations
 
+import collections
+import contextvars
 import copyreg
+import gc
 import io
+import operator
 import pickle
+import threading
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, compress
 from traceback import format_tb
 from typing import Any, ClassVar
 
-from ._errors import RemoteTaskError, UnsafePayload
+from . import _rules
+from ._errors import PayloadTooDeep, RemoteTaskError, UnsafePayload
 from ._rules import (
+    _ALLOWANCE,
+    _LEAF_TYPES,
+    _allowance_for,
     _checked_new,
     _class_rule,
     _dotted,
+    _empty_fragile,
+    _message_of,
     _name_of,
     _python3_name,
     _Refused,
@@ -94,6 +129,36 @@ class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self._salvage = salvage
         # id -> rule for every value find_class handed out; the rule keeps the value alive.
         self._handed: dict[int, _Rule] = {}
+        # id -> (tuple, how deep tuples nest in it) for every tuple built: hashing a tuple recurses
+        # in C once a level with no recursion check, so none deeper than MAX_DEPTH is ever built.
+        self._tuples: dict[int, tuple[tuple[Any, ...], int]] = {}
+
+    def _tuple(self, value: Any) -> Any:
+        """Note how deep tuples nest in the tuple ``value``; refuse it if deeper than MAX_DEPTH."""
+        below = 0
+        for item in value:
+            if isinstance(item, tuple):
+                known = self._tuples.get(id(item))
+                depth = known[1] if known is not None and known[0] is item else _tuple_depth(item)
+                below = max(below, depth)
+        if below >= _rules.MAX_DEPTH:
+            raise PayloadTooDeep(_dotted(type(value)), _rules.MAX_DEPTH)
+        if below:  # a tuple of plain values is measured again in one step when needed
+            self._tuples[id(value)] = (value, below + 1)
+        return value
+
+    def load_tuple(self) -> None:
+        value = self._tuple(tuple(self.pop_mark()))  # pop_mark changes self.append
+        self.append(value)
+
+    def load_tuple1(self) -> None:
+        self.stack[-1] = self._tuple((self.stack[-1],))
+
+    def load_tuple2(self) -> None:
+        self.stack[-2:] = [self._tuple((self.stack[-2], self.stack[-1]))]
+
+    def load_tuple3(self) -> None:
+        self.stack[-3:] = [self._tuple((self.stack[-3], self.stack[-2], self.stack[-1]))]
 
     def find_class(self, module: str, name: str) -> Any:
         rule = _resolve(module, name)
@@ -121,14 +186,15 @@ class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         result = rule.call(*args)
         if rule.returns_class:
             self._handed[id(result)] = _class_rule(result)
-        return result
+        return self._tuple(result) if isinstance(result, tuple) else result
 
     def _new(self, cls: object, args: object, kwargs: object) -> object:
         if type(args) is not tuple or type(kwargs) is not dict:
             raise pickle.UnpicklingError("NEWOBJ arguments must be a tuple and a dict")
         if isinstance(cls, _Refused):
             return _RefusedObject(cls.name, args)
-        return _checked_new(cls, args, kwargs)
+        result = _checked_new(cls, args, kwargs)
+        return self._tuple(result) if isinstance(result, tuple) else result
 
     def load_reduce(self) -> None:
         args = self.stack.pop()
@@ -158,45 +224,283 @@ class _StrictReader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         target = self.stack[-2] if len(self.stack) > 1 else None
         if isinstance(target, (type, _SafeCall)) or self._rule_for(target) is not None:
             raise UnsafePayload(_name_of(target), "the pickle tried to change a class or function")
+        if type(target) is RemoteTaskError:  # what a refused exception became: its fields are the decoder's
+            self.stack.pop()
+            return
         _DISPATCH[pickle.BUILD[0]](self)
 
     def get_extension(self, code: int) -> None:
         raise pickle.UnpicklingError(f"extension code {code}: copyreg extension codes are not accepted")
 
+    dispatch[pickle.TUPLE[0]] = load_tuple
+    dispatch[pickle.TUPLE1[0]] = load_tuple1
+    dispatch[pickle.TUPLE2[0]] = load_tuple2
+    dispatch[pickle.TUPLE3[0]] = load_tuple3
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build
 
 
-def restricted_loads(data: bytes | bytearray | memoryview, *, buffers: Iterable[Any] = ()) -> object:
+def restricted_loads(
+    data: bytes | bytearray | memoryview, *, buffers: Iterable[Any] = (), source: str | None = None
+) -> object:
     """Like ``pickle.loads``, but rebuilds only the allowlist (see the module docstring).
 
     Raises :class:`UnsafePayload` (naming the type) for anything else, before importing or
-    calling it. ``buffers`` are protocol 5's out-of-band buffers, as for ``pickle.loads``.
+    calling it; its subclasses :class:`PayloadTooLarge` and :class:`PayloadTooDeep` for values
+    that would allocate far more than the bytes received, or nest too deep. ``buffers`` are
+    protocol 5's out-of-band buffers, as for ``pickle.loads``. ``source`` names who sent the
+    bytes (a provider's address or name), for the error messages.
     """
-    buffer_list = list(buffers) if buffers else None
+    try:
+        return _decode(data, list(buffers) if buffers else None, source)
+    except UnsafePayload as refused:
+        raise refused.with_source(source)  # noqa: B904 (the same exception, naming the provider)
+
+
+def _read(data: bytes | bytearray, buffers: list[Any] | None, salvage: bool, fast: bool = True) -> object:
     # The C unpickler resolves extension codes from copyreg's global cache without asking
     # find_class; none are registered in a normal process, and if any are, the strict reader
     # (which refuses them) reads everything.
-    if not copyreg._inverted_registry:  # type: ignore[attr-defined]
+    if fast and not salvage and not copyreg._inverted_registry:  # type: ignore[attr-defined]
         try:
-            return _FastReader(io.BytesIO(data), buffers=buffer_list).load()
+            return _FastReader(io.BytesIO(data), buffers=buffers).load()
         except _NeedsStrictReader:
             pass
-    return _StrictReader(data, buffer_list).load()
+    return _StrictReader(data, buffers, salvage=salvage).load()
+
+
+def _decode(
+    data: bytes | bytearray | memoryview, buffers: list[Any] | None, source: str | None, *, salvage: bool = False
+) -> object:
+    """Read ``data`` within the limits (module docstring), on a stack deep enough for it."""
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)
+    received = len(data) + sum(map(_nbytes, buffers or ()))
+    allowance = _allowance_for(received, source)
+    token = _ALLOWANCE.set(allowance)
+    try:
+        containers, tuples = _nesting_bounds(data)
+        try:
+            if tuples <= _INLINE_NESTING:
+                value = _read(data, buffers, salvage)
+            elif _stack_for(tuples) <= _MAX_STACK:
+                value = _on_a_stack_of(_stack_for(tuples), lambda: _read(data, buffers, salvage))
+            else:  # the strict reader builds no tuple deeper than MAX_DEPTH, on any stack
+                value = _read(data, buffers, salvage, fast=False)
+        except RecursionError:  # e.g. comparing nested keys while building a dict
+            raise PayloadTooDeep("value", _rules.MAX_DEPTH, source) from None
+        # An object built by one opcode is two levels: itself and its __dict__.
+        too_deep = _too_deep(value, _rules.MAX_DEPTH, received) if 2 * containers > _rules.MAX_DEPTH else None
+        if too_deep is not None:
+            raise PayloadTooDeep(too_deep, _rules.MAX_DEPTH, source)
+    except BaseException:
+        # What was built is dropped with the error: first empty the containers that would free
+        # their contents recursively (deque, defaultdict), while the allowance still holds them.
+        _empty_fragile(allowance)
+        raise
+    finally:
+        _ALLOWANCE.reset(token)
+    return value
+
+
+def _nbytes(buffer: object) -> int:
+    try:
+        return memoryview(buffer).nbytes  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Nesting.
+
+# The opcodes that make a container (or call something that may return one). A value nests no
+# deeper than the number of containers in it, so no deeper than the number of these bytes; tuples
+# (what hashing recurses through) no deeper than the number of those that can make a tuple.
+_TUPLE_OPCODES = pickle.TUPLE + pickle.TUPLE1 + pickle.TUPLE2 + pickle.TUPLE3
+_TUPLE_OPCODES += pickle.REDUCE + pickle.NEWOBJ + pickle.NEWOBJ_EX + pickle.OBJ + pickle.INST
+_CONTAINER_OPCODES = _TUPLE_OPCODES + pickle.EMPTY_LIST + pickle.EMPTY_DICT + pickle.EMPTY_TUPLE
+_CONTAINER_OPCODES += pickle.EMPTY_SET + pickle.LIST + pickle.DICT + pickle.FROZENSET
+_NOT_CONTAINER_OPCODES = bytes(sorted(set(range(256)) - set(_CONTAINER_OPCODES)))
+_NOT_TUPLE_OPCODES = bytes(sorted(set(range(256)) - set(_TUPLE_OPCODES)))
+
+_INLINE_NESTING = 1000
+"""Tuples this deep hash within any thread's stack (CPython uses about 60 bytes a level)."""
+
+_STACK_PER_LEVEL = 128
+_STACK_BASE = 1 << 20
+_MAX_STACK = 256 << 20
+"""Above this, the strict reader reads the pickle instead (it needs no deep stack: it builds no
+deep tuple), rather than the C reader on a stack this large."""
+
+_stack_size_lock = threading.Lock()
+
+
+def _nesting_bounds(data: bytes | bytearray) -> tuple[int, int]:
+    """How deep this pickle's value, and the tuples in it, can nest at most: counts of bytes."""
+    if len(data) <= _INLINE_NESTING:
+        return len(data), len(data)
+    containers = data.translate(None, _NOT_CONTAINER_OPCODES)
+    return len(containers), len(containers.translate(None, _NOT_TUPLE_OPCODES))
+
+
+def _stack_for(levels: int) -> int:
+    """A C stack that holds ``levels`` nested tuple hashes, in 64 KiB pages."""
+    return -(-(levels * _STACK_PER_LEVEL + _STACK_BASE) // (1 << 16)) << 16
+
+
+def _on_a_stack_of(size: int, read: Callable[[], object]) -> object:
+    """``read()`` in a thread whose C stack is ``size`` bytes.
+
+    Python has no recursion check in tuple hashing: building ``{deep_tuple: 0}`` recurses in C as
+    deep as the tuple, and a thread's stack (8 MiB, often less) holds about 100,000 levels. The
+    result is checked for depth afterwards; this only keeps the process alive until then.
+    """
+    outcome: list[tuple[bool, object]] = []
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            outcome.append((True, context.run(read)))
+        except BaseException as error:  # noqa: BLE001 (handed to the caller's thread)
+            outcome.append((False, error))
+
+    with _stack_size_lock:
+        previous = threading.stack_size()
+        try:
+            threading.stack_size(size)
+            thread = threading.Thread(target=run, name="golem-jupyter-decode", daemon=True)
+            thread.start()
+        except (ValueError, RuntimeError, MemoryError):
+            detail = f"reading it safely needs a thread with a {size >> 20} MiB stack, which failed to start"
+            raise UnsafePayload("result too large", detail) from None
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value
+
+
+def _tuple_depth(value: tuple[Any, ...]) -> int:
+    """How deep tuples nest in ``value`` (a tuple the strict reader did not build), iteratively."""
+    depth, level = 0, [value]
+    while level:
+        depth += 1
+        if depth > _rules.MAX_DEPTH:
+            break
+        level = [item for t in level for item in t if isinstance(item, tuple)]
+    return depth
+
+
+_PLAIN_SEQUENCES = frozenset({list, tuple, set, frozenset})
+
+
+def _is_nested(value: object) -> bool:
+    return type(value) not in _LEAF_TYPES
+
+
+_SIZED = _PLAIN_SEQUENCES | {dict, collections.OrderedDict, collections.defaultdict, collections.deque}
+
+
+def _size_of(level: list[object], containers: set[type]) -> int:
+    """How many values the containers of ``level`` hold, about (a key and its value are two)."""
+    if len(level) == 1:
+        only = level[0]
+        return 2 * len(only) if type(only) in _SIZED else 8  # type: ignore[arg-type]
+    if containers <= _PLAIN_SEQUENCES:
+        return sum(map(len, level))  # type: ignore[arg-type]
+    if containers <= _SIZED:
+        return 2 * sum(map(len, level))  # type: ignore[arg-type]
+    return sum(2 * len(obj) if type(obj) in _SIZED else 8 for obj in level)  # type: ignore[arg-type]
+
+
+def _nested_in(level: list[object], containers: set[type]) -> tuple[list[object], set[type] | None]:
+    """The containers directly inside the containers of ``level`` (of types ``containers``), and
+    their types when known.
+
+    What a container holds is what CPython's garbage collector sees in it (``gc.get_referents``):
+    items, keys and values, an object's ``__dict__`` and slots, an exception's args, cause and
+    context. That reads them all at C speed and runs nothing a class defines.
+    """
+    if containers <= _PLAIN_SEQUENCES:  # the common case, read without copying the items
+        items: Iterable[object] = level[0] if len(level) == 1 else chain.from_iterable(level)  # type: ignore[arg-type]
+        kinds = set(map(type, items))
+        if kinds <= _LEAF_TYPES:
+            return [], None
+        if kinds.isdisjoint(_LEAF_TYPES):
+            return (items if type(items) is list else list(chain.from_iterable(level))), kinds  # type: ignore[arg-type]
+    items = gc.get_referents(*level)
+    if _LEAF_TYPES.issuperset(map(type, items)):
+        return [], None
+    return list(compress(items, map(operator.not_, map(_LEAF_TYPES.__contains__, map(type, items))))), None
+
+
+def _too_deep(value: object, limit: int, received: int) -> str | None:
+    """The type of a container more than ``limit`` levels deep in ``value``, or None.
+
+    Depth counts containers along a path, every path, as printing the value would (a cycle ends a
+    path, as it does for repr); an object's ``__dict__`` is a container of its own. Level by
+    level at C speed while the value is a tree; a value whose levels hold more than the pickle
+    could spell out one by one shares containers, and is measured again container by container
+    (:func:`_deepest_path`).
+    """
+    level = [value] if _is_nested(value) else []
+    kinds: set[type] | None = None
+    work = 2 * received + (1 << 20)
+    depth = 0
+    while level:
+        depth += 1
+        if kinds is None:
+            kinds = set(map(type, level))
+        work -= _size_of(level, kinds)
+        if depth > limit or work < 0:  # too deep, or a cycle; or shared containers
+            return _deepest_path(value, limit)
+        level, kinds = _nested_in(level, kinds)
+    return None
+
+
+def _deepest_path(value: object, limit: int) -> str | None:
+    """The type of a container more than ``limit`` containers deep, by depth-first search.
+
+    Each container is measured once (the height below it is kept), so shared containers cost
+    nothing more; a container already on the path is a cycle and ends it.
+    """
+    height: dict[int, int] = {}
+    on_path = {id(value)}
+    path: list[tuple[object, Iterator[object]]] = [(value, iter(_nested_in([value], {type(value)})[0]))]
+    below = [0]
+    while path:
+        obj, children = path[-1]
+        for child in children:
+            key = id(child)
+            if key in on_path:
+                continue
+            known = height.get(key)
+            if known is not None:
+                if len(path) + known > limit:
+                    return _dotted(type(child))
+                below[-1] = max(below[-1], known)
+                continue
+            if len(path) >= limit:
+                return _dotted(type(child))
+            on_path.add(key)
+            path.append((child, iter(_nested_in([child], {type(child)})[0])))
+            below.append(0)
+            break
+        else:
+            path.pop()
+            on_path.discard(id(obj))
+            height[id(obj)] = measured = below.pop() + 1
+            if below:
+                below[-1] = max(below[-1], measured)
+    return None
 
 
 # --------------------------------------------------------------------------------------------
 # Exceptions.
-
-
-def _message_of(args: tuple[Any, ...]) -> str:
-    # What str() of an exception with these args shows.
-    try:
-        return "" if not args else str(args[0]) if len(args) == 1 else str(args)
-    except Exception:  # noqa: BLE001 (a notebook class's __str__ may fail on provider data)
-        return ""
 
 
 def _describe_refused(data: bytes | bytearray | memoryview) -> tuple[str, str] | None:
@@ -206,7 +510,7 @@ def _describe_refused(data: bytes | bytearray | memoryview) -> tuple[str, str] |
     instead of an error: nothing outside the allowlist is called either way.
     """
     try:
-        obj = _StrictReader(data, None, salvage=True).load()
+        obj = _decode(data, None, None, salvage=True)
     except Exception:  # noqa: BLE001 (best effort on hostile bytes: the caller falls back to the type name)
         return None
     if isinstance(obj, _RefusedObject):
@@ -257,4 +561,9 @@ def decode_exception(
         ), tb
     if not isinstance(exception, BaseException):
         return RemoteTaskError(_name_of(exception), "the provider sent this instead of an exception"), tb
+    if type(exception) is RemoteTaskError and not exception.traceback_text:
+        # A BaseException that is not an Exception (SystemExit, ...) arrives as RemoteTaskError.
+        exception.message = exception_text or exception.message
+        exception.traceback_text = traceback_text or ("".join(format_tb(tb)) if tb is not None else "")
+        exception.args = (exception.type_name, exception.message, exception.traceback_text)
     return exception, tb

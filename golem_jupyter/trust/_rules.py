@@ -12,14 +12,19 @@ import collections
 import datetime
 import decimal
 import fractions
+import math
 import os
+import pickle
+import re
+import reprlib
 import stat
 import sys
 import threading
 import types
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,7 +44,66 @@ except ImportError:  # NumPy 1.x
     from numpy.core import numeric as _np_numeric  # type: ignore[no-redef]
 
 
-from ._errors import UnsafePayload
+from ._errors import PayloadTooLarge, RemoteTaskError, UnsafePayload
+
+# --------------------------------------------------------------------------------------------
+# Limits of one decode. Module settings: the readers read them at each decode.
+
+MAX_DEPTH = 1000
+"""Containers nested deeper than this (a list in a list in ...) are refused (PayloadTooDeep)."""
+
+ALLOCATION_FACTOR = 4
+ALLOCATION_FLOOR = 1 << 20
+"""A decode may allocate at most ``ALLOCATION_FACTOR * received + ALLOCATION_FLOOR`` bytes beyond the
+objects the pickle's own opcodes build, ``received`` being the pickle's size plus its out-of-band
+buffers' (PayloadTooLarge). The opcodes build one object per opcode from bytes that are in the
+pickle; what a provider could otherwise inflate is what constructors build from their arguments:
+copies of a container (``tuple(L)``, as often as the memo can name ``L``), and sizes."""
+
+
+@dataclass
+class _Allowance:
+    """What one decode received, and what its constructors have allocated so far."""
+
+    received: int
+    allowed: int
+    source: str | None
+    spent: int = 0
+    fragile: list[Any] = field(default_factory=list)
+    """The deques and dict subclasses built so far: CPython frees those recursively without the
+    guard it has for lists and dicts, so a refused decode empties them before dropping them."""
+
+
+_ALLOWANCE: ContextVar[_Allowance | None] = ContextVar("golem_jupyter_decode_allowance", default=None)
+
+
+def _allowance_for(received: int, source: str | None) -> _Allowance:
+    return _Allowance(received, ALLOCATION_FACTOR * received + ALLOCATION_FLOOR, source)
+
+
+def _charge(nbytes: int, what: str) -> None:
+    """Count ``nbytes`` that building ``what`` allocates, before building it; refuse past the allowance."""
+    allowance = _ALLOWANCE.get() or _allowance_for(0, None)
+    if nbytes > allowance.allowed - allowance.spent:
+        raise PayloadTooLarge(what, nbytes, allowance.allowed, allowance.received, allowance.source, allowance.spent)
+    allowance.spent += nbytes
+
+
+def _fragile(obj: Any) -> Any:
+    """Note ``obj`` if dropping a chain of its kind recurses in C unguarded (see ``_Allowance.fragile``)."""
+    allowance = _ALLOWANCE.get()
+    if allowance is not None and (
+        isinstance(obj, collections.deque) or (isinstance(obj, dict) and type(obj) is not dict)
+    ):
+        allowance.fragile.append(obj)
+    return obj
+
+
+def _empty_fragile(allowance: _Allowance) -> None:
+    """Empty the containers ``allowance`` noted; it holds them all, so none is freed while emptying."""
+    for obj in allowance.fragile:
+        (collections.deque.clear if isinstance(obj, collections.deque) else dict.clear)(obj)
+
 
 # --------------------------------------------------------------------------------------------
 # Rules: what find_class may hand out, and what the unpickler may then do with it.
@@ -99,6 +163,18 @@ class _RefusedObject:
         return f"<{self.name}{self.args!r}>"
 
 
+# Types whose instances hold no other Python object: nothing nests inside them.
+_LEAF_TYPES = frozenset(
+    {
+        type(None), bool, int, float, complex, str, bytes, bytearray, range, type, type(Ellipsis),
+        type(NotImplemented), fractions.Fraction, decimal.Decimal, datetime.date, datetime.time,
+        datetime.datetime, datetime.timedelta, datetime.timezone, uuid.UUID, np.ndarray, memoryview,
+        pickle.PickleBuffer, types.TracebackType, _SafeCall, _Refused,
+        *(t for t in np.sctypeDict.values() if issubclass(t, np.generic) and t is not np.object_),
+    }
+)  # fmt: skip
+
+
 def _name_of(obj: object) -> str:
     if isinstance(obj, type):
         return _dotted(obj)
@@ -149,9 +225,50 @@ def _checked_class(cls: type, call: Callable[..., Any] | None) -> _Rule:
     return _Rule(_dotted(cls), cls, call, new=False, fast=False)
 
 
-def _function(name: str, function: Callable[..., Any]) -> _Rule:
+def _function(name: str, function: Callable[..., Any], *, fast: bool = True) -> _Rule:
     value = _SafeCall(name, function)
-    return _Rule(name, value, value, new=False, fast=True)
+    return _Rule(name, value, value, new=False, fast=fast)
+
+
+def _sized_class(cls: type) -> _Rule:
+    """A class whose constructor copies or sizes from its arguments: every call is checked."""
+    check = _CALL_ARGUMENTS[cls]
+    name = _dotted(cls)
+
+    def construct(*args: Any, **kwargs: Any) -> object:
+        check(name, args, kwargs)
+        return _fragile(cls(*args, **kwargs))
+
+    return _Rule(name, cls, construct, new=True, fast=False)
+
+
+def _exception_rule(cls: type[BaseException]) -> _Rule:
+    """Exceptions are rebuilt by calling the class with their args, as Python pickles them.
+
+    A BaseException that is not an Exception (SystemExit, KeyboardInterrupt, GeneratorExit,
+    BaseExceptionGroup) is never rebuilt in this process: it becomes a RemoteTaskError. Exception
+    groups copy their list of exceptions, which is checked like any copy.
+    """
+    if not issubclass(cls, Exception):
+        return _Rule(_dotted(cls), cls, lambda *args: _remote_error(cls, args), new=True, fast=False)
+    if issubclass(cls, BaseExceptionGroup):
+        name = _dotted(cls)
+
+        def construct(*args: Any, **kwargs: Any) -> object:
+            _group_arguments(name, args, kwargs)
+            return cls(*args, **kwargs)
+
+        return _Rule(name, cls, construct, new=True, fast=False)
+    return _value_class(cls)
+
+
+def _not_an_exception(cls: object) -> bool:
+    return isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, Exception)
+
+
+def _remote_error(cls: type[BaseException], args: tuple[Any, ...]) -> RemoteTaskError:
+    group = issubclass(cls, BaseExceptionGroup)
+    return RemoteTaskError(_dotted(cls), _message_of(args, group=group))
 
 
 def notebook_class(qualname: str) -> type:
@@ -180,6 +297,170 @@ def _refuse(type_name: str, detail: str | None = None) -> UnsafePayload:
     return UnsafePayload(type_name, detail)
 
 
+# ---- what constructors may be given: items the pickle holds, never a size or a range -----------
+
+_SLOT = 8
+"""What the allowance counts for each element a constructor copies: one pointer."""
+
+_CONTAINERS = frozenset(
+    {list, tuple, set, frozenset, dict, collections.OrderedDict, collections.defaultdict, collections.deque}
+)
+
+_SIZE_GIVEN = (
+    "it was given a size (an int) instead of the data itself: a provider chooses sizes, so a few bytes could "
+    "ask for gigabytes"
+)
+
+
+def _no_items(name: str, value: object) -> UnsafePayload:
+    if isinstance(value, int):
+        return _refuse(name, _SIZE_GIVEN)
+    if type(value) is range:
+        return _refuse(name, "it was asked to expand a range: only items that are in the pickle are copied")
+    return _refuse(name, f"it copies the items of a list, tuple, set or dict, not of {_name_of(value)}")
+
+
+def _items(name: str, value: object) -> None:
+    """``value`` is what ``name`` copies its elements from: a container the pickle built. Counted."""
+    if type(value) not in _CONTAINERS:
+        raise _no_items(name, value)
+    _charge(_SLOT * len(value), name)  # type: ignore[arg-type]
+
+
+def _sequence_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """``list``, ``tuple``, ``set``, ``frozenset``, ``dict``, ``OrderedDict``: nothing, or one container."""
+    if kwargs or len(args) > 1:
+        raise _refuse(name, "it is rebuilt from one container of items at most")
+    for value in args:
+        _items(name, value)
+
+
+def _deque_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    if kwargs or len(args) > 2:
+        raise _refuse(name, "it is rebuilt from its items and its maxlen")
+    if args:
+        _items(name, args[0])
+    if len(args) == 2 and args[1] is not None and type(args[1]) is not int:
+        raise _refuse(name, "its maxlen must be an int or None")
+
+
+def _bytes_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """``bytes``, ``bytearray``: nothing, bytes to copy, or text and 'latin-1' (protocols 0-2)."""
+    if len(args) == 1 and not kwargs and type(args[0]) in (bytes, bytearray):
+        _charge(len(args[0]), name)
+    elif len(args) == 2 and not kwargs and type(args[0]) is str and args[1] in _LATIN1:
+        _charge(len(args[0]), name)
+    elif args and isinstance(args[0], int):
+        raise _refuse(name, _SIZE_GIVEN)
+    elif args or kwargs:
+        raise _refuse(name, "only bytes(), bytes(data) and bytes(str, 'latin-1') are accepted")
+
+
+def _text_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """``str.__new__`` of a text subclass: one str (any other value would be converted by its __str__)."""
+    if kwargs or len(args) > 1 or (args and type(args[0]) is not str):
+        raise _refuse(name, "text subclasses are rebuilt from one str only")
+    if args:
+        _charge(len(args[0]), name)
+
+
+_FRACTION_TEXT = re.compile(r"[-+]?[0-9]+(?:/[0-9]+)?", re.ASCII)
+
+
+def _fraction_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """A Fraction from its numerator and denominator, or their text: never '1e999999999' or a float.
+
+    Fraction('1e1000000000') computes 10**1000000000, and Fraction(Decimal('1e1000000000')) does
+    too: a few bytes that take minutes and gigabytes.
+    """
+    if not kwargs and (
+        (len(args) == 2 and type(args[0]) is int and type(args[1]) is int)
+        or (len(args) == 1 and (type(args[0]) is int or (type(args[0]) is str and _FRACTION_TEXT.fullmatch(args[0]))))
+    ):
+        return
+    raise _refuse(name, "a Fraction is rebuilt from its numerator and denominator (ints, or 'n/d' text) only")
+
+
+def _slice_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    # Slices free their parts recursively: a slice of a slice of ... crashes Python when dropped.
+    if kwargs or len(args) > 3 or not all(type(value) in _LEAF_TYPES for value in args):
+        raise _refuse(name, "a slice holds plain values (None, numbers, text) only")
+
+
+def _group_arguments(name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    if kwargs or len(args) != 2 or type(args[0]) is not str:
+        raise _refuse(name, "an exception group is rebuilt from a message and a list of exceptions")
+    _items(name, args[1])
+
+
+_NEW_ARGUMENTS: dict[type, Callable[[str, tuple[Any, ...], Mapping[str, Any]], None]] = {
+    tuple: _sequence_arguments,
+    frozenset: _sequence_arguments,
+    bytes: _bytes_arguments,
+    str: _text_arguments,
+    slice: _slice_arguments,
+    fractions.Fraction: _fraction_arguments,
+    BaseExceptionGroup: _group_arguments,
+}
+"""Classes whose ``__new__`` builds the object from its arguments, and what those may be."""
+
+_CALL_ARGUMENTS = {
+    **_NEW_ARGUMENTS,
+    list: _sequence_arguments,
+    set: _sequence_arguments,
+    dict: _sequence_arguments,
+    collections.OrderedDict: _sequence_arguments,
+    collections.deque: _deque_arguments,
+    bytearray: _bytes_arguments,
+}
+"""The same for calling the class, where ``__init__`` fills the object from its arguments too."""
+
+
+def _new_owner(cls: type) -> type:
+    """The class whose ``__new__`` ``cls.__new__`` is."""
+    return next(c for c in cls.__mro__ if "__new__" in vars(c))
+
+
+# ---- what messages show of provider values: bounded, never their own __repr__ --------------
+
+
+class _ShortRepr(reprlib.Repr):
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring, self.maxother, self.maxlong = 1000, 200, 100
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        return reprlib.Repr.repr_instance(self, x[: self.maxstring], level)
+
+    repr_bytearray = repr_bytes
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        if type(x) in _LEAF_TYPES or isinstance(x, np.generic):
+            return super().repr_instance(x, level)
+        if isinstance(x, BaseException):
+            return f"{type(x).__name__}{self.repr1(BaseException.args.__get__(x), level - 1)}"
+        if isinstance(x, _RefusedObject):
+            return f"<{x.name}{self.repr1(x.args, level - 1)}>"
+        return f"<{_name_of(x)}>"
+
+
+_short_repr = _ShortRepr().repr
+
+
+def _message_of(args: object, *, group: bool = False) -> str:
+    """What str() of an exception with these args shows, bounded in size and depth."""
+    if type(args) is not tuple or not args:
+        return ""
+    if len(args) == 1 or group:
+        if type(args[0]) is str:
+            return args[0]
+        args = args[0]
+    try:
+        return _short_repr(args)
+    except Exception:  # noqa: BLE001 (e.g. an int too long to print)
+        return f"<{_name_of(args)}>"
+
+
 # ---- wrappers for the callables pickles of allowed values need --------------------------------
 
 _LATIN1 = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1"})
@@ -190,16 +471,15 @@ def _codecs_encode(text: object, encoding: object = "utf-8", errors: object = "s
     # make Python look a codec up by name, which may import a module.
     if type(text) is not str or encoding not in _LATIN1 or errors != "strict":
         raise _refuse("_codecs.encode", "only latin-1 encoding of a str is accepted")
+    _charge(len(text), "_codecs.encode")
     return text.encode("latin-1")
 
 
 def _bytes_args(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    # bytes(str, encoding) and bytearray(str, encoding) look the codec up by name, like above.
-    if len(args) == 2 and type(args[0]) is str and args[1] in _LATIN1:
-        return (args[0], "latin-1")
-    if len(args) > 1:
-        raise _refuse(f"builtins.{name}", "only bytes(), bytes(data) and bytes(str, 'latin-1') are accepted")
-    return args
+    # bytes(str, encoding) and bytearray(str, encoding) look the codec up by name, like above;
+    # bytes(n) and bytearray(n) allocate n bytes.
+    _bytes_arguments(f"builtins.{name}", args, {})
+    return (args[0], "latin-1") if len(args) == 2 else args
 
 
 def _make_bytes(*args: Any) -> bytes:
@@ -235,21 +515,35 @@ def _checked_dtype_value(dtype: object) -> np.dtype:
 
 
 def _make_dtype(*args: Any, **kwargs: Any) -> np.dtype:
-    return _checked_dtype_value(np.dtype(*args, **kwargs))
+    if len(args) > 3 or kwargs:
+        raise _refuse("numpy.dtype", "a dtype is rebuilt from its description, align and copy flags")
+    return _checked_dtype_value(np.dtype(*args))
 
 
 def _np_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
     # Protocols 0-4 write arrays as _reconstruct(ndarray, (0,), b'b') followed by BUILD with
     # the real dtype and data; ndarray.__setstate__ accepts only dtype objects, which come from
     # _make_dtype. Subclasses are not rebuilt: the result keeps the exact type ndarray.
+    # The shape is the provider's: the memory it asks for counts against the allowance (NumPy's
+    # own pickles ask for none: their data comes with BUILD, which checks its size).
     if subtype is not np.ndarray:
         raise _refuse(getattr(subtype, "__qualname__", type(subtype).__qualname__), "only numpy.ndarray is rebuilt")
-    _checked_dtype_value(np.dtype(dtype))
-    return _np_multiarray._reconstruct(np.ndarray, shape, dtype)
+    if type(dtype) not in (bytes, str):
+        dtype = _checked_dtype_value(dtype)
+    checked = _checked_dtype_value(np.dtype(dtype))
+    dims = (shape,) if type(shape) is int else shape
+    if type(dims) is not tuple or not all(type(n) is int and n >= 0 for n in dims):
+        raise _refuse("numpy.ndarray", "its shape must be a tuple of sizes")
+    _charge(math.prod(dims) * checked.itemsize, "numpy.ndarray")
+    return _np_multiarray._reconstruct(np.ndarray, dims, checked)
 
 
 def _np_scalar(dtype: object, *args: Any) -> np.generic:
-    return _np_multiarray.scalar(_checked_dtype_value(dtype), *args)
+    # scalar(dtype) without data allocates dtype.itemsize bytes, and a void dtype's itemsize is
+    # the provider's; with data, it copies that many bytes.
+    checked = _checked_dtype_value(dtype)
+    _charge(checked.itemsize, f"numpy scalar of {checked.itemsize} bytes")
+    return _np_multiarray.scalar(checked, *args)
 
 
 def _np_frombuffer(buf: object, dtype: object, shape: object, order: object, *args: Any) -> np.ndarray:
@@ -269,7 +563,8 @@ def _make_defaultdict(default_factory: object = None, *args: Any) -> collections
         raise _refuse(
             f"collections.defaultdict({_name_of(default_factory)})", "its default factory is not an allowlisted type"
         )
-    return collections.defaultdict(default_factory, *args)  # type: ignore[arg-type]
+    _sequence_arguments("collections.defaultdict", args, {})
+    return _fragile(collections.defaultdict(default_factory, *args))  # type: ignore[arg-type]
 
 
 _RECONSTRUCTOR_BASES = (object, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
@@ -283,8 +578,12 @@ def _reconstructor(cls: object, base: object, state: object) -> object:
         raise _refuse(f"copyreg._reconstructor({_name_of(cls)}, {_name_of(base)})", "this base class is not rebuilt")
     _check_new(cls, (state,) if base is not object else ())
     if base is object:
-        return object.__new__(cls)
-    obj = base.__new__(cls, state)  # type: ignore[call-overload]
+        return _remote_error(cls, ()) if _not_an_exception(cls) else object.__new__(cls)
+    # base.__new__ and base.__init__ are called directly, whatever cls overrides: check for them.
+    check = _CALL_ARGUMENTS.get(base)  # type: ignore[call-overload]
+    if check is not None:
+        check(_dotted(cls), (state,), {})  # type: ignore[arg-type]
+    obj = _fragile(base.__new__(cls, state))  # type: ignore[call-overload]
     if base.__init__ is not object.__init__:  # type: ignore[misc]
         base.__init__(obj, state)  # type: ignore[misc]
     return obj
@@ -314,14 +613,18 @@ def _check_new(cls: object, args: tuple[Any, ...], kwargs: Mapping[str, Any] | N
     # Notebook classes may inherit __new__ from a base that is unsafe with arbitrary arguments.
     if issubclass(cls, (np.ndarray, np.generic, np.dtype)):
         raise _refuse(_dotted(cls), "subclasses of NumPy types are not rebuilt")
-    if issubclass(cls, (str, bytes, bytearray)) and (len(args) > 1 or kwargs):
-        raise _refuse(_dotted(cls), "text and bytes subclasses are rebuilt from one value only")
+    # tuple.__new__(cls, items) copies items, bytes.__new__(cls, n) allocates n bytes, and so on.
+    check = _NEW_ARGUMENTS.get(_new_owner(cls))
+    if check is not None:
+        check(_dotted(cls), args, kwargs or {})
     return cls
 
 
 def _checked_new(cls: object, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> object:
     checked = _check_new(cls, args, kwargs)
-    return checked.__new__(checked, *args, **kwargs)
+    if _not_an_exception(checked):
+        return _remote_error(checked, args)
+    return _fragile(checked.__new__(checked, *args, **kwargs))
 
 
 # ---- exceptions and tracebacks (tblib) -------------------------------------------------------
@@ -329,13 +632,13 @@ def _checked_new(cls: object, args: tuple[Any, ...], kwargs: Mapping[str, Any]) 
 _MAX_TRACEBACK_DEPTH = 1000
 
 
-def _check_exception_class(func: object) -> type[BaseException]:
+def _exception_class_rule(func: object) -> _Rule:
     if not isinstance(func, type) or not issubclass(func, BaseException):
         raise _refuse(_name_of(func), "an exception class was expected here")
     rule = _resolve(func.__module__, func.__qualname__)
     if rule is None or rule.value is not func or rule.call is None:
         raise _refuse(_dotted(func))
-    return func
+    return rule
 
 
 def _unpickle_exception(func: object, args: object, *rest: Any) -> object:
@@ -343,7 +646,8 @@ def _unpickle_exception(func: object, args: object, *rest: Any) -> object:
         return _RefusedObject(func.name, args if isinstance(args, tuple) else ())
     if type(args) is not tuple:
         raise _refuse("tblib.pickling_support.unpickle_exception", "malformed arguments")
-    return tblib_pickling.unpickle_exception(_check_exception_class(func), args, *rest)
+    # The rule's call: checked arguments, and RemoteTaskError for what is not an Exception.
+    return tblib_pickling.unpickle_exception(_exception_class_rule(func).call, args, *rest)
 
 
 def _unpickle_exception_with_attrs(func: object, attrs: object, *rest: Any) -> object:
@@ -356,7 +660,16 @@ def _unpickle_exception_with_attrs(func: object, attrs: object, *rest: Any) -> o
         raise _refuse("tblib.pickling_support.unpickle_exception_with_attrs", "malformed attributes")
     if "__dict__" in attrs and type(attrs["__dict__"]) is not dict:
         raise _refuse("tblib.pickling_support.unpickle_exception_with_attrs", "malformed attributes")
-    return tblib_pickling.unpickle_exception_with_attrs(_check_exception_class(func), attrs, *rest)
+    cls = _exception_class_rule(func).value
+    args = rest[5] if len(rest) > 5 else ()
+    if type(args) is not tuple:
+        raise _refuse("tblib.pickling_support.unpickle_exception_with_attrs", "malformed arguments")
+    if _not_an_exception(cls):
+        shown = attrs.get("args", args)
+        remote = _remote_error(cls, shown if type(shown) is tuple else ())  # type: ignore[arg-type]
+        return tblib_pickling.unpickle_exception(lambda: remote, (), *rest[:5])
+    _check_new(cls, args)  # func.__new__(func, *args): an exception group copies its exceptions
+    return tblib_pickling.unpickle_exception_with_attrs(cls, attrs, *rest)
 
 
 def _clean_text(value: object, default: str) -> str:
@@ -428,12 +741,15 @@ def _unpickle_traceback(tb_frame: object, tb_lineno: object, tb_next: object) ->
 def _build_static_rules() -> dict[tuple[str, str], _Rule]:
     rules: dict[tuple[str, str], _Rule] = {}
     for cls in (
-        bool, int, float, complex, tuple, list, dict, set, frozenset, slice, range, object,
-        types.SimpleNamespace, fractions.Fraction, decimal.Decimal,
-        datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone,
-        collections.OrderedDict, collections.deque, uuid.UUID,
+        bool, int, float, complex, range, object, types.SimpleNamespace, decimal.Decimal,
+        datetime.date, datetime.time, datetime.datetime, datetime.timedelta, datetime.timezone, uuid.UUID,
     ):  # fmt: skip
         rules[(cls.__module__, cls.__qualname__)] = _value_class(cls)
+    # Classes whose constructor copies a container or takes a size: never handed to the C reader.
+    for cls in (
+        tuple, list, dict, set, frozenset, slice, fractions.Fraction, collections.OrderedDict, collections.deque,
+    ):  # fmt: skip
+        rules[(cls.__module__, cls.__qualname__)] = _sized_class(cls)
     # Classes that pickles name as values (dask's "type-serialized", future.type, the subtype
     # argument of _reconstruct) but that are unsafe to call with arbitrary arguments.
     rules[("builtins", "str")] = _checked_class(str, None)
@@ -463,10 +779,14 @@ def _build_static_rules() -> dict[tuple[str, str], _Rule]:
         functions[(f"{package}.numeric", "_frombuffer")] = _np_frombuffer
     for key, function in functions.items():
         rules[key] = _function(".".join(key), function)
+    # defaultdict, like deque, frees its items recursively: only the strict reader builds it (see
+    # _Allowance.fragile).
+    rules[("collections", "defaultdict")] = _function("collections.defaultdict", _make_defaultdict, fast=False)
 
     for cls in (tblib.Frame, tblib.Code, tblib.Traceback):
         rules[(cls.__module__, cls.__qualname__)] = _state_class(cls)
     rules[(__name__, "notebook_class")] = _notebook_class_rule()
+    rules.update(__import__(f"{__package__}._numpy_state", fromlist=["_"]).numpy_state_rules())
     return rules
 
 
@@ -480,7 +800,7 @@ _registry_lock = threading.Lock()
 def _class_rule(cls: type) -> _Rule:
     # Exceptions are rebuilt by calling the class with their args (that is how Python pickles
     # them); other classes only from their state.
-    return _value_class(cls) if issubclass(cls, BaseException) else _state_class(cls)
+    return _exception_rule(cls) if issubclass(cls, BaseException) else _state_class(cls)
 
 
 def _lookup_qualname(namespace: object, qualname: str) -> object:
@@ -526,7 +846,7 @@ def _resolve(module: str, name: str) -> _Rule | None:
     if module == "builtins":
         cls = vars(builtins).get(name)
         if isinstance(cls, type) and issubclass(cls, BaseException):
-            return _value_class(cls)
+            return _exception_rule(cls)
         return None
     if module == "__main__":
         cls = _defined_class(module, name)
