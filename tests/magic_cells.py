@@ -88,4 +88,25 @@ CELLS: list[tuple[str, str, str]] = [
     ("strings", "name = 'golem'", "shout = name.upper()\nparts = 'a,b,c'.split(',')"),
     ("nested-data", "", "cfg = {'a': [1, {'b': (2, 3)}], 'c': {4, 5}}"),
     ("prints-only", "", "print('hello')\nprint('world')"),
+    # Exact cells (tests/test_exact_cells.py has the full classes): functions writing globals, in-place
+    # changes of arrays, views, hidden state, functions bound in loops, exec of a notebook string.
+    (
+        "global-in-function",
+        "",
+        "counter = 0\ndef bump():\n    global counter\n    counter += 1\n    return counter\nfirst = bump()\n"
+        "second = bump()",
+    ),
+    (
+        "inplace-numpy",
+        "import numpy as np\nx = np.arange(5)\ncounts = np.zeros(3, dtype=int)",
+        "x[2] = 99\nnp.add.at(counts, [0, 2, 2], 1)",
+    ),
+    (
+        "view-write-through",
+        "import numpy as np\nx2 = np.arange(16).reshape(4, 4)",
+        "sub = x2[:2, :2]\nsub[0, 0] = 99\ntotal = int(x2.sum())",
+    ),
+    ("hidden-random", "import numpy as np", "np.random.seed(0)\npick = np.random.choice(10, 3)"),
+    ("lambda-in-loop", "", "for k in range(3):\n    f = lambda z: z + k\nlast = f(1)"),
+    ("exec-dynamic", "code = 'dyn = 5'", "exec(code)\nafter = 1"),
 ]

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from golem_jupyter.notebook.cellgraph import PURE_METHODS, CellGraph, FanOut, Statement, analyze
+from golem_jupyter.notebook.cellgraph import (
+    PURE_METHODS,
+    CellGraph,
+    FanOut,
+    FunctionFacts,
+    Statement,
+    analyze,
+    function_facts,
+    hidden_state,
+)
 
 
 def graph(source: str, **options) -> CellGraph:
@@ -146,9 +155,9 @@ def test_an_empty_cell_and_a_cell_of_comments() -> None:
 # ---------------------------------------------------------------------------- augmented assignment
 
 
-def test_augmented_assignment_of_a_name_reads_and_rebinds_it() -> None:
-    s = statement("x += 1")
-    assert (s.reads, s.writes, s.mutates) == (names("x"), names("x"), frozenset())
+def test_augmented_assignment_of_a_name_reads_rebinds_and_may_change_it() -> None:
+    s = statement("x += 1")  # an array or a list changes in place
+    assert (s.reads, s.writes, s.mutates) == (names("x"), names("x"), names("x"))
     assert graph("x += 1").inputs == names("x")
 
 
@@ -793,3 +802,137 @@ def test_every_order_the_edges_allow_gives_the_same_result(lines: list[str], ran
     for j in done:
         exec(compile(ast.Module(body=[g.statements[j].node], type_ignores=[]), "<cell>", "exec"), actual)
     assert {k: actual.get(k) for k in [*VARIABLES, "xs"]} == {k: expected.get(k) for k in [*VARIABLES, "xs"]}
+
+
+# ---------------------------------------------------------------------------- functions that write, hidden state, views
+
+NUMPY = {"np": "numpy", "random": "random"}
+
+
+def test_a_function_that_assigns_a_global_writes_it_where_it_is_called() -> None:
+    g = graph("def bump():\n    global g\n    g += 1\n    return g\na = bump()\nb = bump()")
+    assert g.statements[0].deferred_writes == names("g")
+    assert g.statements[0].writes == names("bump")
+    assert [s.indirect_writes for s in g.statements[1:]] == [names("g"), names("g")]
+    assert g.statements[2].writes == names("b", "g")
+    assert (1, 2) in g.edges
+    assert g.outputs == names("a", "b", "bump", "g")
+
+
+def test_a_function_that_changes_a_global_in_place_changes_it_where_it_is_called() -> None:
+    g = graph("def add(v):\n    log.append(v)\nadd(1)\nadd(2)")
+    assert g.statements[0].deferred_mutates == names("log")
+    assert [s.mutates for s in g.statements[1:]] == [names("log"), names("log")]
+    assert g.edges == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_notebook_functions_write_what_their_facts_say() -> None:
+    facts = FunctionFacts(reads=names("g", "np"), writes=names("g"), hidden=names("numpy.random"))
+    g = graph("y = f(2)\nz = f(3)\nw = [f(v) for v in vs]", callables={"f": facts})
+    assert [s.indirect_writes for s in g.statements] == [names("g")] * 3
+    assert all(s.hidden == names("numpy.random") for s in g.statements)
+    assert g.statements[2].fanout is None  # the elements would each change their own g
+    assert g.edges == {(0, 1), (1, 2)}
+
+
+def test_function_facts_of_a_definition() -> None:
+    tree = ast.parse("def f(v):\n    global g\n    g = v\n    out.append(v)\n    return np.random.rand() + k")
+    facts = function_facts(tree.body[0], {"np": "numpy"})
+    assert facts.writes == names("g", "out")
+    assert facts.mutates == names("out")
+    assert facts.hidden == names("numpy.random")
+    assert facts.reads >= names("g", "out", "np", "k")
+
+
+@pytest.mark.parametrize(
+    ("path", "state"),
+    [("random.seed", "random"), ("random.Random", None), ("numpy.random.choice", "numpy.random"),
+     ("numpy.random.default_rng", None), ("numpy.seterr", "numpy settings"), ("numpy.sum", None),
+     ("os.chdir", "the process environment"), ("os.environ.update", "the process environment"),
+     ("os.environ.get", None), ("matplotlib.pyplot.plot", "matplotlib.pyplot")],
+)  # fmt: skip
+def test_hidden_state_of_library_callables(path: str, state: str | None) -> None:
+    assert hidden_state(path) == state
+
+
+def test_calls_into_hidden_state_keep_their_order() -> None:
+    g = graph("np.random.seed(0)\nx = np.random.choice(5, 3)\ny = np.sum(z)\nr = random.random()", modules=NUMPY)
+    assert [s.hidden for s in g.statements] == [
+        names("numpy.random"),
+        names("numpy.random"),
+        frozenset(),
+        names("random"),
+    ]
+    assert g.edges == {(0, 1)}
+    assert all(not s.writes & names("np", "random") for s in g.statements)
+
+
+def test_the_cells_own_imports_say_which_module_a_name_holds() -> None:
+    g = graph("import numpy as np\nfrom random import shuffle\nnp.random.seed(1)\nshuffle(xs)")
+    assert g.statements[2].hidden == names("numpy.random")
+    assert (g.statements[3].hidden, g.statements[3].mutates) == (names("random"), names("xs"))
+
+
+def test_a_barrier_comes_after_everything_before_it_and_before_everything_after_it() -> None:
+    g = graph("a = 1\nb = 2\nnp.seterr(all='raise')\nc = 3\nd = 4", modules=NUMPY)
+    assert g.barriers == {2}
+    assert g.edges == {(0, 2), (1, 2), (2, 3), (2, 4)}
+    s = statement("import os\nos.environ['K'] = 'v'", 1)
+    assert (s.hidden, s.writes) == (names("the process environment"), frozenset())
+    assert statement("np.x = 1", modules=NUMPY).hidden == names("module state")
+
+
+@pytest.mark.parametrize(
+    ("source", "changed"),
+    [("np.add.at(counts, i, 1)", "counts"), ("np.copyto(dst, src)", "dst"), ("np.multiply(a, b, out=c)", "c"),
+     ("heapq.heappush(h, 3)", "h"), ("rng.shuffle(d)", "d"), ("np.divide(a, b, out=(q,))", "q")],
+)  # fmt: skip
+def test_library_functions_that_change_an_argument_write_it(source: str, changed: str) -> None:
+    s = statement(source, modules={**NUMPY, "heapq": "heapq"})
+    assert changed in s.mutates and changed in s.writes
+
+
+@pytest.mark.parametrize(
+    ("source", "bases"),
+    [("b = a", {"a"}), ("b = c = a", {"a"}), ("sub = x[:2, ::2]", {"x"}), ("t = x.T", {"x"}),
+     ("r = x.reshape(2, -1)", {"x"}), ("top, bottom = np.vsplit(x, [2])", {"x"}), ("pair = (x, y)", {"x", "y"}),
+     ("row = x[i + 1]", {"x"}), ("v = x.T.reshape(n, m)[0]", {"x"}), ("d = {'a': x}", {"x"}),
+     ("w = model.weights", {"model"}), ("c = a if flag else b", {"a", "b"}), ("c = a or b", {"a", "b"})],
+)  # fmt: skip
+def test_statements_that_only_make_views_or_aliases(source: str, bases: set[str]) -> None:
+    assert statement(source, modules=NUMPY).view_of == frozenset(bases)
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["x = 1", "b = a + 1", "sub = x[f(i)]", "r = x.copy()", "b = np.vsplit(f(x), 2)", "b.c = a", "b = a.mean()",
+     "s = x[lookup()]", "b = [a for a in xs]", "p = np.pi", "c = a if f() else b"],
+)  # fmt: skip
+def test_statements_that_compute_are_not_views(source: str) -> None:
+    assert statement(source, modules=NUMPY).view_of is None
+
+
+def test_exec_of_a_literal_writes_what_the_literal_binds() -> None:
+    g = graph("exec('made = base * 2\\nlog.append(made)')\nnext_ = made + 1")
+    assert g.serial_reason is not None and not g.serial_in_kernel
+    assert g.statements[0].writes == names("made", "log")
+    assert g.statements[0].reads >= names("exec", "base", "log")
+    assert g.outputs == names("made", "log", "next_")
+
+
+def test_namespace_introspection_runs_in_the_kernel_and_a_star_import_is_marked() -> None:
+    assert graph("n = len(globals())").serial_in_kernel
+    assert graph("get_ipython().run_cell('x = 1')").serial_in_kernel
+    assert not graph("exec('x = 1')").serial_in_kernel
+    g = graph("from math import *\nr = sqrt(2)")
+    assert [s.star_import for s in g.statements] == [True, False]
+
+
+def test_a_function_that_changes_a_parameter_changes_the_argument() -> None:
+    g = graph("def norm(a, b=None, *, c=None):\n    a /= a.sum()\n    c.append(1)\nnorm(x)\nnorm(y, c=z)\nq = 1")
+    assert g.statements[0].changed_params == (("a", "b", "c"), names("a", "c"))
+    assert g.statements[1].mutates == names("x")
+    assert g.statements[2].mutates == names("y", "z")
+    facts = FunctionFacts(params=("v",), changed_params=names("v"))
+    assert statement("f(data[0])", callables={"f": facts}).mutates == names("data")
+    assert graph("ys = [f(v) for v in vs]", callables={"f": facts}).statements[0].fanout is None

@@ -15,6 +15,7 @@ The rules, and the choices made where Python leaves room:
   module. Attribute and item assignment or deletion change the base name too, unless it is a
   module (module state is not data that a task could hand back). Names bound by any import of the
   cell, ``from m import f`` included, count as modules: imported objects are library code.
+* ``x += 1`` rebinds ``x`` and, for an array or a list, changes its object in place: it counts as both.
 * Reads are flow-sensitive within one statement: a name that the statement itself has surely
   bound before it reads it (a ``for`` target inside the loop body, a ``with ... as`` name inside
   the block) is not a read, because its value before the statement is not needed.
@@ -31,6 +32,29 @@ The rules, and the choices made where Python leaves room:
 * ``exec``, ``eval``, ``globals``, ``locals``, ``get_ipython`` (any use, even inside a function),
   ``vars()`` with no argument, star imports and top-level ``global``/``nonlocal`` make the cell one
   serial chain (see :attr:`CellGraph.serial_reason`). ``__import__`` does not: it binds no name.
+  ``globals``, ``locals``, ``vars()``, ``get_ipython`` and top-level ``global``/``nonlocal`` are about
+  the notebook's namespace itself: such a cell runs in the kernel (:attr:`CellGraph.serial_in_kernel`).
+  The names an ``exec`` of a string literal binds are writes of its statement.
+* Functions write too: a function (or lambda) that declares ``global g`` and assigns it, or changes a
+  global in place, writes that global when called. A statement that uses the function (a name among
+  its effective reads) writes what the function writes (:attr:`Statement.indirect_writes`), and so do
+  notebook functions from earlier cells (``callables`` given as :class:`FunctionFacts`).
+* Hidden state is state too: a call into a module with global state (``random.*``, the legacy
+  ``numpy.random.*`` functions, ``numpy.seterr``, ``matplotlib.pyplot``, ...) reads and writes that
+  state (:attr:`Statement.hidden`, a token per state); statements that touch the same state keep
+  their order. Settings that every statement may read (``numpy.seterr``, ``os.chdir``, an assignment
+  to a module's attribute, ...) are *barriers*: every statement before one runs before it, every
+  statement after it after. Which name holds which module is known for the cell's own imports and
+  from ``modules`` when it is a mapping (name -> dotted path of the module or library callable).
+* Functions that change an argument in place (``numpy.copyto``, ``numpy.add.at``, ``heapq.heappush``,
+  ``random.shuffle``, any call with ``out=name``, a ``.shuffle(x)`` method, and functions of the cell
+  or the notebook whose body changes a parameter's object: ``def norm(a): a /= a.sum()``) write that
+  argument (:attr:`Statement.calls`). Other libraries' functions that change their arguments are not
+  known to the analysis.
+* A statement that only makes views or aliases of names (``b = a``, ``sub = x[:2, ::2]``,
+  ``t = x.T``, ``r = x.reshape(2, -1)``, ``top, bottom = np.vsplit(x, [2])``) records the names it
+  views (:attr:`Statement.view_of`): memory sharing is part of the result, so the planner runs it in
+  the kernel.
 """
 
 from __future__ import annotations
@@ -41,7 +65,18 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
-__all__ = ["PURE_METHODS", "CellGraph", "FanOut", "Statement", "analyze"]
+__all__ = [
+    "BARRIER_STATES",
+    "PURE_METHODS",
+    "CellGraph",
+    "FanOut",
+    "FunctionFacts",
+    "Statement",
+    "analyze",
+    "changed_argument",
+    "function_facts",
+    "hidden_state",
+]
 
 PURE_METHODS: frozenset[str] = frozenset(
     {
@@ -92,6 +127,105 @@ _ASYNC_MESSAGE = "`{}` at the top level of a %%golem cell is not supported: task
 _OUTSIDE_FUNCTION_MESSAGE = "`{}` outside a function: a %%golem cell runs as module code, like a script."
 
 _NO_CALLABLES: Mapping[str, frozenset[str]] = MappingProxyType({})
+
+# Reasons that only the kernel can honour: the code looks at the notebook's namespace itself.
+_KERNEL_REASONS = frozenset({*(_SERIAL_NAMES[n] for n in ("globals", "locals", "get_ipython")), _VARS_REASON,
+                             _GLOBAL_REASON, _NONLOCAL_REASON})  # fmt: skip
+
+# ---------------------------------------------------------------------------- hidden state
+
+_RANDOM_OBJECTS = frozenset({"Random", "SystemRandom"})
+"""``random`` names that make an independent generator: calling them touches no module state."""
+_NUMPY_RANDOM_OBJECTS = frozenset(
+    {"default_rng", "Generator", "RandomState", "SeedSequence", "BitGenerator", "PCG64", "PCG64DXSM",
+     "MT19937", "Philox", "SFC64"}
+)  # fmt: skip
+"""``numpy.random`` names that make an independent generator (every other function uses the legacy global one)."""
+_BARRIER_CALLS: Mapping[str, str] = MappingProxyType(
+    {
+        "numpy.seterr": "numpy settings", "numpy.seterrcall": "numpy settings",
+        "numpy.set_printoptions": "numpy settings", "numpy.setbufsize": "numpy settings",
+        "os.chdir": "the process environment", "os.putenv": "the process environment",
+        "os.unsetenv": "the process environment", "os.umask": "the process environment",
+        "sys.setrecursionlimit": "the interpreter settings", "sys.set_int_max_str_digits": "the interpreter settings",
+        "warnings.filterwarnings": "warning filters", "warnings.simplefilter": "warning filters",
+        "warnings.resetwarnings": "warning filters", "decimal.setcontext": "the decimal context",
+        "decimal.getcontext": "the decimal context", "locale.setlocale": "the locale",
+    }
+)  # fmt: skip
+"""Calls that change settings every later statement may read: such statements are barriers."""
+_BARRIER_OBJECTS: Mapping[str, str] = MappingProxyType(
+    {"os.environ": "the process environment", "sys.path": "the interpreter settings",
+     "sys.modules": "the interpreter settings"}
+)  # fmt: skip
+"""Module-level objects whose in-place changes (a non-pure method, an item assignment) are barriers."""
+_ARGUMENT_CHANGERS: Mapping[str, int] = MappingProxyType(
+    {
+        "numpy.copyto": 0, "numpy.put": 0, "numpy.place": 0, "numpy.putmask": 0, "numpy.fill_diagonal": 0,
+        "numpy.put_along_axis": 0, "numpy.random.shuffle": 0, "random.shuffle": 0, "heapq.heappush": 0,
+        "heapq.heappop": 0, "heapq.heapify": 0, "heapq.heappushpop": 0, "heapq.heapreplace": 0,
+        "bisect.insort": 0, "bisect.insort_left": 0, "bisect.insort_right": 0, "operator.setitem": 0,
+        "operator.delitem": 0,
+    }
+)  # fmt: skip
+"""Library functions that change an argument in place: path -> position of that argument."""
+
+
+def hidden_state(path: str) -> str | None:
+    """The hidden state a call of the library callable ``path`` (``numpy.random.seed``) touches, or None.
+
+    Tokens name the state: ``"random"``, ``"numpy.random"``, ``"matplotlib.pyplot"``, or one of the
+    barrier states of :data:`BARRIER_STATES`.
+    """
+    parts = path.split(".")
+    if parts[0] == "random" and len(parts) == 2 and parts[1] not in _RANDOM_OBJECTS:
+        return "random"
+    if parts[:2] == ["numpy", "random"] and len(parts) == 3 and parts[2] not in _NUMPY_RANDOM_OBJECTS:
+        return "numpy.random"
+    if parts[:2] == ["matplotlib", "pyplot"] and len(parts) >= 3:
+        return "matplotlib.pyplot"
+    if path in _BARRIER_CALLS:
+        return _BARRIER_CALLS[path]
+    for prefix, state in _BARRIER_OBJECTS.items():
+        if path.startswith(prefix + ".") and parts[-1] not in PURE_METHODS:
+            return state
+    return None
+
+
+BARRIER_STATES: frozenset[str] = frozenset({*_BARRIER_CALLS.values(), *_BARRIER_OBJECTS.values()}) | {"module state"}
+"""Hidden states that any statement may read (settings): a statement touching one is a barrier.
+``"module state"`` is an assignment to (or an in-place change of) a module's attribute."""
+
+
+def changed_argument(path: str) -> int | None:
+    """The position of the argument that the library callable ``path`` changes in place, or None."""
+    if path in _ARGUMENT_CHANGERS:
+        return _ARGUMENT_CHANGERS[path]
+    if path.startswith("numpy.") and path.endswith(".at") and path.count(".") == 2:
+        return 0  # ufunc.at: numpy.add.at(a, indices, b) changes a
+    return None
+
+
+@dataclass(frozen=True)
+class FunctionFacts:
+    """What calling a notebook function touches, besides its arguments (see ``callables`` of :func:`analyze`)."""
+
+    reads: frozenset[str] = frozenset()
+    """Global names its body reads (and writes)."""
+    writes: frozenset[str] = frozenset()
+    """Globals it binds (``global g`` then ``g = ...``), deletes or changes in place."""
+    mutates: frozenset[str] = frozenset()
+    """Of ``writes``, those it changes in place."""
+    hidden: frozenset[str] = frozenset()
+    """Hidden states it touches."""
+    params: tuple[str, ...] = ()
+    """Its parameters (positional ones in order, then keyword-only)."""
+    changed_params: frozenset[str] = frozenset()
+    """The parameters whose arguments it changes in place."""
+
+
+def _facts(value: frozenset[str] | FunctionFacts) -> FunctionFacts:
+    return value if isinstance(value, FunctionFacts) else FunctionFacts(reads=frozenset(value))
 
 
 # ---------------------------------------------------------------------------- the public records
@@ -151,6 +285,27 @@ class Statement:
     """Global names that the bodies of the functions and lambdas it creates read when called (for a definition
     these are not in ``reads``). Statements that use a name it binds or changes read these too."""
     fanout: FanOut | None
+    indirect_writes: frozenset[str] = frozenset()
+    """Of ``writes``, the globals that the functions it uses bind, delete or change when called (``global g``
+    and ``g = ...``, or an in-place change of a global in the body); of ``mutates``, those changed in place."""
+    hidden: frozenset[str] = frozenset()
+    """Hidden states (:func:`hidden_state`) it touches: by its own calls and through the functions it uses."""
+    deferred_writes: frozenset[str] = frozenset()
+    """Globals that the functions and lambdas it creates bind, delete or change in place when called."""
+    deferred_mutates: frozenset[str] = frozenset()
+    """Of ``deferred_writes``, those changed in place."""
+    deferred_hidden: frozenset[str] = frozenset()
+    """Hidden states that the functions and lambdas it creates touch when called."""
+    view_of: frozenset[str] | None = None
+    """For a statement that only makes views or aliases (``b = a``, ``sub = x[:2]``, ``t = x.T``,
+    ``a, b = np.vsplit(x, [2])``): the names whose objects it views; None for any other statement."""
+    star_import: bool = False
+    """``from m import *``: it binds names that are only known when it runs."""
+    calls: tuple[tuple[str, tuple[str | None, ...], tuple[tuple[str, str | None], ...]], ...] = ()
+    """Calls of a global name, with the global names of the objects passed (``""``: one it cannot name):
+    a function that changes an argument in place changes that object."""
+    changed_params: tuple[tuple[str, ...], frozenset[str]] | None = None
+    """For a definition of a function (``def``, ``name = lambda``): its parameters and those it changes."""
 
 
 @dataclass(frozen=True)
@@ -170,13 +325,27 @@ class CellGraph:
     """Names the cell binds or changes whose last operation is not a top-level ``del``."""
     deleted: frozenset[str]
     """Names whose last operation in the cell is a top-level ``del``."""
+    serial_in_kernel: bool = False
+    """The serial reason is about the notebook's own namespace (``globals()``, ``locals()``, ``vars()``,
+    ``get_ipython()``, a top-level ``global``): only the kernel can run such a cell exactly."""
     _effective: tuple[frozenset[str], ...] = field(default=(), repr=False, compare=False)
+    _callables: Mapping[str, frozenset[str] | FunctionFacts] | None = field(default=None, repr=False, compare=False)
 
     def effective_reads(self, index: int) -> frozenset[str]:
         """The reads of statement ``index`` plus the deferred reads of the functions it uses, transitively."""
         if len(self._effective) == len(self.statements):
             return self._effective[index]
         return _effective_reads(self.statements, index, _NO_CALLABLES)
+
+    def expand_reads(self, names: Iterable[str], index: int) -> frozenset[str]:
+        """``names`` (read at statement ``index``) plus what the functions among them read, transitively."""
+        callables = self._callables if self._callables is not None else _NO_CALLABLES
+        return _expand(self.statements, set(names), index, callables)
+
+    @property
+    def barriers(self) -> frozenset[int]:
+        """The statements that touch a barrier state (see :data:`BARRIER_STATES`)."""
+        return frozenset(s.index for s in self.statements if s.hidden & BARRIER_STATES)
 
     def predecessors(self, index: int) -> frozenset[int]:
         """The statements that statement ``index`` must run after (direct edges only)."""
@@ -195,16 +364,19 @@ def analyze(
     *,
     first_line: int = 1,
     filename: str = "<cell>",
-    modules: frozenset[str] = frozenset(),
-    callables: Mapping[str, frozenset[str]] = _NO_CALLABLES,
+    modules: Iterable[str] | Mapping[str, str] = frozenset(),
+    callables: Mapping[str, frozenset[str] | FunctionFacts] = _NO_CALLABLES,
 ) -> CellGraph:
     """The dataflow DAG of a cell's ``source``.
 
     ``first_line`` is the line of the notebook cell's file that line 1 of ``source`` is (the nodes, and
     the ``SyntaxError`` for invalid source, carry shifted line numbers; ``filename`` names the source in
     both). ``modules`` are names known to hold modules in the notebook: method calls on them are not writes,
-    and neither are calls on names the cell binds by an import. ``callables`` gives, for functions already
-    in the notebook, the global names their bodies read: a statement that reads such a name reads those too.
+    and neither are calls on names the cell binds by an import. As a mapping it also says what each name
+    holds (``{"np": "numpy", "shuffle": "random.shuffle"}``: a module or a library callable), which is how
+    calls into hidden state are recognised. ``callables`` gives, for functions already in the notebook, the
+    global names their bodies read (a statement that reads such a name reads those too), or their
+    :class:`FunctionFacts` (then it also writes what they write and touches their hidden state).
 
     Raises ``SyntaxError`` for invalid source, and for ``return``, ``yield``, ``await``, ``async for``,
     ``async with`` and asynchronous comprehensions outside any function.
@@ -212,10 +384,11 @@ def analyze(
     text = _CellText(source, first_line, filename)
     tree = _parse(source, first_line, filename)
     known_modules = set(modules)
+    paths = dict(modules) if isinstance(modules, Mapping) else {}
     statements: list[Statement] = []
     reasons: list[str] = []
     for index, node in enumerate(tree.body):
-        statement, known_modules, reason = _statement(index, node, known_modules, text)
+        statement, known_modules, paths, reason = _statement(index, node, known_modules, paths, text)
         statements.append(statement)
         if reason is not None:
             reasons.append(reason)
@@ -223,6 +396,9 @@ def analyze(
     if serial_reason is not None:
         statements = [replace(s, fanout=None) for s in statements]
     effective = tuple(_effective_reads(statements, j, callables) for j in range(len(statements)))
+    statements = [_with_indirect(statements, j, effective[j], callables) for j in range(len(statements))]
+    # Elements that call functions writing globals, or touching hidden state, are not independent.
+    statements = [replace(s, fanout=None) if s.indirect_writes or s.hidden else s for s in statements]
     if serial_reason is None:
         edges = _dataflow_edges(statements, effective)
     else:
@@ -236,33 +412,74 @@ def analyze(
         inputs=_inputs(statements, effective),
         outputs=outputs,
         deleted=deleted,
+        serial_in_kernel=any(reason in _KERNEL_REASONS for reason in reasons),
         _effective=effective,
+        _callables=callables,
+    )
+
+
+def function_facts(
+    node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, modules: Mapping[str, str]
+) -> FunctionFacts:
+    """What calling the function that ``node`` defines touches (its globals), for :func:`analyze`'s ``callables``.
+
+    ``modules`` maps the names of the function's globals that hold modules or library callables to their
+    dotted paths. The function's own name counts among what it reads (recursion).
+    """
+    walker = _Walker(_CellText("", 1, "<function>"), set(modules), paths=modules)
+    walker.visit(node)
+    reads = walker.deferred | walker.deferred_writes
+    params, changed = walker.changed_params or ((), frozenset())
+    return FunctionFacts(
+        reads=frozenset(reads),
+        writes=frozenset(walker.deferred_writes),
+        mutates=frozenset(walker.deferred_mutates),
+        hidden=frozenset(walker.deferred_hidden),
+        params=params,
+        changed_params=changed,
     )
 
 
 def _statement(
-    index: int, node: ast.stmt, modules: set[str], text: _CellText
-) -> tuple[Statement, set[str], str | None]:
-    """One statement's record, the module names known after it, and its first serial reason (if any)."""
-    walker = _Walker(text, modules)
+    index: int, node: ast.stmt, modules: set[str], paths: dict[str, str], text: _CellText
+) -> tuple[Statement, set[str], dict[str, str], str | None]:
+    """One statement's record, the module names (and paths) known after it, and its first serial reason (if any)."""
+    walker = _Walker(text, modules, paths=paths)
     walker.visit(node)
     kind = _kind(node)
     reads = walker.reads if kind == "definition" else walker.reads | walker.deferred_unbound
+    writes, mutates, hidden = set(walker.writes), set(walker.mutates), set(walker.hidden)
+    indirect = set()
+    if kind == "compute":  # it may call the functions and lambdas it creates at once
+        indirect = walker.deferred_writes - walker.writes
+        writes |= walker.deferred_writes
+        mutates |= walker.deferred_mutates - walker.writes
+        hidden |= walker.deferred_hidden
     # A `del` nested in a compound statement may not run: the name is written, not surely deleted.
     deletes = walker.deleted if isinstance(node, ast.Delete) else set()
+    star = isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names)
     statement = Statement(
         index=index,
         node=node,
         kind=kind,
         reads=frozenset(reads),
-        writes=frozenset(walker.writes),
-        mutates=frozenset(walker.mutates),
+        writes=frozenset(writes),
+        mutates=frozenset(mutates),
         deletes=frozenset(deletes),
         deferred_reads=frozenset(walker.deferred),
         fanout=_fanout(node, frozenset(modules), text),
+        indirect_writes=frozenset(indirect),
+        hidden=frozenset(hidden),
+        deferred_writes=frozenset(walker.deferred_writes),
+        deferred_mutates=frozenset(walker.deferred_mutates),
+        deferred_hidden=frozenset(walker.deferred_hidden),
+        view_of=_view_of(node, frozenset(modules)),
+        star_import=star,
+        calls=tuple(walker.calls),
+        changed_params=walker.changed_params if kind == "definition" else None,
     )
     reason = walker.serial_reasons[0] if walker.serial_reasons else None
-    return statement, walker.modules, reason
+    return statement, walker.modules, walker.paths, reason
 
 
 def _kind(node: ast.stmt) -> Literal["definition", "compute"]:
@@ -285,26 +502,43 @@ def _last_writer(statements: Sequence[Statement], name: str, before: int) -> int
 
 
 def _deferred_of(
-    statements: Sequence[Statement], name: str, at: int, callables: Mapping[str, frozenset[str]]
-) -> set[str]:
-    """What calling the value of ``name`` at statement ``at`` may read: the deferred reads of the statement that
-    last bound it, and of the statements that changed it in place since (they may have stored functions in it);
-    ``callables`` for a value from the notebook."""
-    found: set[str] = set()
+    statements: Sequence[Statement], name: str, at: int, callables: Mapping[str, frozenset[str] | FunctionFacts]
+) -> tuple[set[str], set[str], set[str], set[str]]:
+    """What calling the value of ``name`` at statement ``at`` may read, write, change in place and touch of hidden
+    state: the deferred sets of the statement that last bound it, and of the statements that changed it in place
+    since (they may have stored functions in it); ``callables`` for a value from the notebook."""
+    reads: set[str] = set()
+    writes: set[str] = set()
+    mutates: set[str] = set()
+    hidden: set[str] = set()
     for k in range(at - 1, -1, -1):
         writer = statements[k]
-        if name in writer.writes:
-            found |= writer.deferred_reads
-            if name not in writer.mutates:
-                return found
-    return found | set(callables.get(name, frozenset()))
+        if name not in writer.writes:
+            continue
+        if name not in writer.indirect_writes:  # bound by a function's body: data, as far as anyone knows
+            reads |= writer.deferred_reads
+            writes |= writer.deferred_writes
+            mutates |= writer.deferred_mutates
+            hidden |= writer.deferred_hidden
+        if name not in writer.mutates:
+            return reads, writes, mutates, hidden
+    if name in callables:
+        facts = _facts(callables[name])
+        reads |= facts.reads
+        writes |= facts.writes
+        mutates |= facts.mutates
+        hidden |= facts.hidden
+    return reads, writes, mutates, hidden
 
 
-def _effective_reads(
-    statements: Sequence[Statement], index: int, callables: Mapping[str, frozenset[str]]
+def _expand(
+    statements: Sequence[Statement],
+    names: set[str],
+    index: int,
+    callables: Mapping[str, frozenset[str] | FunctionFacts],
 ) -> frozenset[str]:
-    """``reads`` plus, transitively, what the functions read through those names read when called."""
-    result = set(statements[index].reads)
+    """``names`` plus, transitively, what the functions held by those names read when called."""
+    result = set(names)
     pending = list(result)
     expanded: set[str] = set()  # each name once: recursive functions would loop forever otherwise
     while pending:
@@ -312,15 +546,94 @@ def _effective_reads(
         if name in expanded:
             continue
         expanded.add(name)
-        for extra in _deferred_of(statements, name, index, callables):
+        for extra in _deferred_of(statements, name, index, callables)[0]:
             result.add(extra)
             pending.append(extra)
     return frozenset(result)
 
 
+def _effective_reads(
+    statements: Sequence[Statement], index: int, callables: Mapping[str, frozenset[str] | FunctionFacts]
+) -> frozenset[str]:
+    """``reads`` plus, transitively, what the functions read through those names read when called."""
+    return _expand(statements, set(statements[index].reads), index, callables)
+
+
+def _changed_params(
+    statements: Sequence[Statement], name: str, at: int, callables: Mapping[str, frozenset[str] | FunctionFacts]
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The parameters of the function ``name`` holds at statement ``at``, and those whose arguments it changes."""
+    for k in range(at - 1, -1, -1):
+        writer = statements[k]
+        if name in writer.writes and name not in writer.mutates:
+            return writer.changed_params or ((), frozenset())
+    if name in callables:
+        facts = _facts(callables[name])
+        return facts.params, facts.changed_params
+    return (), frozenset()
+
+
+def _with_indirect(
+    statements: Sequence[Statement],
+    index: int,
+    effective: frozenset[str],
+    callables: Mapping[str, frozenset[str] | FunctionFacts],
+) -> Statement:
+    """The statement with what the functions it uses write and touch when called (see ``Statement.indirect_writes``)."""
+    statement = statements[index]
+    writes: set[str] = set()
+    mutates: set[str] = set()
+    hidden: set[str] = set()
+    for name in effective:
+        _, w, m, h = _deferred_of(statements, name, index, callables)
+        writes |= w
+        mutates |= m
+        hidden |= h
+    unnamed = False
+    for function, positional, keywords in statement.calls:
+        params, changed = _changed_params(statements, function, index, callables)
+        if not changed:
+            continue
+        passed = [(params[i] if i < len(params) else None, n) for i, n in enumerate(positional)]
+        for param, name in [*passed, *keywords]:
+            if name is None:  # *args: it may reach any parameter
+                unnamed = True
+            elif param in changed:
+                if name:
+                    writes.add(name)
+                    mutates.add(name)
+                else:
+                    unnamed = True
+    if unnamed and statement.fanout is not None:
+        statement = replace(statement, fanout=None)  # the elements it changes are the iterable's
+    if not (writes or hidden):
+        return statement
+    new_writes = writes - statement.writes
+    return replace(
+        statement,
+        writes=statement.writes | writes,
+        mutates=statement.mutates | (mutates - statement.writes),
+        indirect_writes=statement.indirect_writes | new_writes,
+        hidden=statement.hidden | hidden,
+    )
+
+
 def _dataflow_edges(statements: Sequence[Statement], effective: Sequence[frozenset[str]]) -> set[tuple[int, int]]:
-    """Read-after-write, write-after-write and write-after-read edges."""
+    """Read-after-write, write-after-write and write-after-read edges; hidden states order the statements that
+    touch them, and a barrier comes after every statement before it and before every statement after it."""
     edges: set[tuple[int, int]] = set()
+    last_touch: dict[str, int] = {}
+    barrier: int | None = None
+    for j, statement in enumerate(statements):
+        if barrier is not None:
+            edges.add((barrier, j))
+        for state in statement.hidden:
+            if state in last_touch:
+                edges.add((last_touch[state], j))
+            last_touch[state] = j
+        if statement.hidden & BARRIER_STATES:
+            edges.update((k, j) for k in range(j))
+            barrier = j
     for j, statement in enumerate(statements):
         for name in effective[j]:
             writer = _last_writer(statements, name, j)
@@ -417,6 +730,10 @@ class _Scope:
     """Local names. Function and comprehension scopes know them in advance (Python decides at compile time);
     a class body's grow as it runs, because until a class body binds a name it reads the global."""
     declared_global: frozenset[str] = frozenset()
+    params: tuple[str, ...] = ()
+    """A function's parameters that a caller may pass by position, in order, then its keyword-only ones."""
+    changed: set[str] = field(default_factory=set)
+    """Parameters whose objects the function changes in place (``a.append(1)``, ``a[0] = 1``, ``a += 1``)."""
 
 
 class _Binder(ast.NodeVisitor):
@@ -518,6 +835,10 @@ def _defaults(arguments: ast.arguments) -> list[ast.expr]:
     return [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
 
 
+def _params(arguments: ast.arguments) -> tuple[str, ...]:
+    return tuple(a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs])
+
+
 def _parameters(arguments: ast.arguments) -> list[ast.arg]:
     params = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
     return params + [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
@@ -528,6 +849,13 @@ def _evaluated_at_definition(node: ast.FunctionDef | ast.AsyncFunctionDef) -> li
     annotations = [a.annotation for a in _parameters(node.args) if a.annotation is not None]
     returns = [node.returns] if node.returns is not None else []
     return [*node.decorator_list, *_defaults(node.args), *annotations, *returns]
+
+
+def _imported_path(node: ast.Import | ast.ImportFrom, alias: ast.alias) -> str | None:
+    """What an import binds, as a dotted path: ``import a.b`` binds ``a``; ``from a import b`` binds ``a.b``."""
+    if isinstance(node, ast.Import):
+        return alias.name if alias.asname else alias.name.partition(".")[0]
+    return f"{node.module}.{alias.name}" if node.level == 0 and node.module else None
 
 
 def _imported_name(alias: ast.alias) -> str:
@@ -557,9 +885,16 @@ class _Walker(ast.NodeVisitor):
     after a loop or a ``with``/``try``/``match`` what was bound before the bodies.
     """
 
-    def __init__(self, text: _CellText, modules: Iterable[str], bound: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        text: _CellText,
+        modules: Iterable[str],
+        bound: Iterable[str] = (),
+        paths: Mapping[str, str] | None = None,
+    ) -> None:
         self.text = text
         self.modules = set(modules)
+        self.paths = dict(paths or {})  # name -> dotted path of the module or library callable it holds
         self.imported: set[str] = set()  # module names this statement binds by import (a try/except fallback
         # such as `except ImportError: np = None` does not undo that)
         self.bound = set(bound)
@@ -571,6 +906,12 @@ class _Walker(ast.NodeVisitor):
         self.deleted: set[str] = set()
         self.deferred: set[str] = set()
         self.deferred_unbound: set[str] = set()  # deferred reads not bound by this statement before the function
+        self.deferred_writes: set[str] = set()  # globals that the functions it creates bind or change when called
+        self.deferred_mutates: set[str] = set()
+        self.hidden: set[str] = set()
+        self.deferred_hidden: set[str] = set()
+        self.calls: list[tuple[str, tuple[str | None, ...], tuple[tuple[str, str | None], ...]]] = []
+        self.changed_params: tuple[tuple[str, ...], frozenset[str]] | None = None
         self.serial_reasons: list[str] = []
 
     # -- scopes and names
@@ -609,6 +950,7 @@ class _Walker(ast.NodeVisitor):
             self._bind_global(name, definite=definite)
         elif name in scope.declared_global:
             self._defer(name)  # a function that declares `global name` writes it when called
+            self.deferred_writes.add(name)
         elif scope.kind == "class":
             scope.names.add(name)
 
@@ -618,6 +960,7 @@ class _Walker(ast.NodeVisitor):
             self.bound.add(name)
         if name not in self.imported:
             self.modules.discard(name)
+            self.paths.pop(name, None)
 
     def _delete(self, name: str) -> None:
         scope = self.scopes[-1] if self.scopes else None
@@ -626,21 +969,68 @@ class _Walker(ast.NodeVisitor):
             self.deleted.add(name)
             self.bound.discard(name)
             self.modules.discard(name)
+            self.paths.pop(name, None)
             self.imported.discard(name)
         elif name in scope.declared_global:
             self._defer(name)
+            self.deferred_writes.add(name)
         elif scope.kind == "class":
             scope.names.discard(name)
 
-    def _mutate(self, expr: ast.expr) -> None:
-        """The object the chain ``expr`` starts from is changed in place."""
+    def _mutate(self, expr: ast.expr, *, by_call: bool = False) -> None:
+        """The object the chain ``expr`` starts from is changed in place.
+
+        A change of a module's attribute (``np.x = 1``, ``os.environ[k] = v``) is a change of hidden state; a
+        method called on a module (``by_call``) is a library function, whose hidden state :meth:`visit_Call`
+        knows from the callable's path."""
         name = _base_name(expr)
-        if name is None or name in self.modules or not self._is_global(name):
+        if name is None:
+            return
+        if not self._is_global(name):
+            self._change_local(name)
+            return
+        if name in self.modules:
+            if not by_call:
+                path = self._path(expr)
+                state = next((s for p, s in _BARRIER_OBJECTS.items() if path and f"{path}.".startswith(p + ".")), None)
+                self._hidden(state or "module state")
             return
         if self._in_function():
-            return  # it changes when the function is called: only a (deferred) read, recorded by the load
+            # It changes when the function is called: a (deferred) read, recorded by the load, and a deferred write.
+            self.deferred_writes.add(name)
+            self.deferred_mutates.add(name)
+            return
         self.writes.add(name)
         self.mutates.add(name)
+
+    def _change_local(self, name: str) -> None:
+        """A local name's object is changed in place: if it is a parameter, the function changes its argument."""
+        for scope in reversed(self.scopes):
+            if name in scope.names:
+                if scope.kind == "function" and name in scope.params:
+                    scope.changed.add(name)
+                return
+
+    def _mutate_value(self, expr: ast.expr) -> None:
+        """An argument that the call changes in place: a name (or an item or attribute of one), or a tuple of them."""
+        if isinstance(expr, ast.Tuple | ast.List):
+            for element in expr.elts:
+                self._mutate_value(element)
+        elif isinstance(expr, ast.Name | ast.Attribute | ast.Subscript):
+            self._mutate(expr)
+
+    def _hidden(self, state: str) -> None:
+        (self.deferred_hidden if self._in_function() else self.hidden).add(state)
+
+    def _path(self, expr: ast.expr) -> str | None:
+        """The dotted path of the library object ``expr`` names (``np.random.seed`` -> ``numpy.random.seed``)."""
+        attributes = []
+        while isinstance(expr, ast.Attribute):
+            attributes.append(expr.attr)
+            expr = expr.value
+        if not isinstance(expr, ast.Name) or expr.id not in self.paths or not self._is_global(expr.id):
+            return None
+        return ".".join([self.paths[expr.id], *reversed(attributes)])
 
     def _serial(self, reason: str) -> None:
         self.serial_reasons.append(reason)
@@ -676,12 +1066,61 @@ class _Walker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if isinstance(func, ast.Attribute) and func.attr not in PURE_METHODS:
-            self._mutate(func.value)
+        path = self._path(func)
+        if path is not None:  # a library callable: its hidden state, and the arguments it changes
+            state = hidden_state(path)
+            if state is not None:
+                self._hidden(state)
+            position = changed_argument(path)
+            if position is not None and len(node.args) > position:
+                self._mutate_value(node.args[position])
+        elif isinstance(func, ast.Attribute) and func.attr not in PURE_METHODS:
+            self._mutate(func.value, by_call=True)
+            if func.attr == "shuffle" and node.args:  # rng.shuffle(x) changes x
+                self._mutate_value(node.args[0])
         elif isinstance(func, ast.Name) and func.id == "vars" and not node.args and not node.keywords:
             if self._is_global("vars"):
                 self._serial(_VARS_REASON)
+        for keyword in node.keywords:
+            if keyword.arg == "out":  # np.add(a, b, out=c) changes c
+                self._mutate_value(keyword.value)
+        if isinstance(func, ast.Name) and self._is_global(func.id) and not self._in_function():
+            # A function of the cell or the notebook may change the arguments it gets (see Statement.calls).
+            positional = tuple(self._argument_name(a) for a in node.args)
+            keywords = tuple((k.arg, self._argument_name(k.value)) for k in node.keywords if k.arg is not None)
+            self.calls.append((func.id, positional, keywords))
+        if isinstance(func, ast.Name) and func.id in ("exec", "eval") and self._is_global(func.id) and not self.scopes:
+            self._literal_code(func.id, node)
         self.generic_visit(node)
+
+    def _argument_name(self, expr: ast.expr) -> str | None:
+        """The global name an argument's object belongs to (``x``, ``x.a``, ``x[0]``); ``""`` for an object the
+        analysis cannot name (a comprehension's variable, a call's result); None for a starred argument."""
+        if isinstance(expr, ast.Starred):
+            return None
+        name = _base_name(expr)
+        return name if name is not None and self._is_global(name) else ""
+
+    def _literal_code(self, mode: str, node: ast.Call) -> None:
+        """``exec('made = 41')``: what a string literal run as notebook code touches is the statement's."""
+        if not node.args or not isinstance(node.args[0], ast.Constant) or not isinstance(node.args[0].value, str):
+            return
+        if len(node.args) > 1 or node.keywords:
+            return  # its own namespaces
+        try:
+            tree = ast.parse(node.args[0].value, mode=mode)
+            inner = _Walker(self.text, self.modules, self.bound, self.paths)
+            inner.visit(tree)
+        except (SyntaxError, ValueError):
+            return  # Python reports it when the statement runs
+        self.reads |= inner.reads - self.bound
+        self.writes |= inner.writes
+        self.mutates |= inner.mutates
+        self.hidden |= inner.hidden | inner.deferred_hidden
+        self.deferred |= inner.deferred
+        self.deferred_unbound |= inner.deferred_unbound
+        self.deferred_writes |= inner.deferred_writes
+        self.deferred_mutates |= inner.deferred_mutates
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)
@@ -718,6 +1157,8 @@ class _Walker(ast.NodeVisitor):
             self._load(node.target.id)
             self.visit(node.value)
             self._store(node.target.id)
+            if node.target.id not in self.modules:
+                self._mutate(node.target)  # `x += 1` changes an array or a list in place: a copy must not
         else:
             self.visit(node.value)
             self.visit(node.target)  # Store context: reads the base and changes it in place
@@ -752,6 +1193,9 @@ class _Walker(ast.NodeVisitor):
             if not self.scopes:
                 self.imported.add(name)
                 self.modules.add(name)
+                path = _imported_path(node, alias)
+                if path is not None:
+                    self.paths[name] = path
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         if not self.scopes and any(alias.name == "*" for alias in node.names):
@@ -904,8 +1348,11 @@ class _Walker(ast.NodeVisitor):
         self.visit_all(_evaluated_at_definition(node))
         binder = _Binder.of(node.body)
         names = {a.arg for a in _parameters(node.args)} | binder.names
-        scope = _Scope("function", names - binder.globals - binder.nonlocals, frozenset(binder.globals))
+        scope = _Scope(
+            "function", names - binder.globals - binder.nonlocals, frozenset(binder.globals), _params(node.args)
+        )
         self._scoped(scope, node.body)
+        self._function_done(scope)
         self._store(node.name)
 
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
@@ -914,7 +1361,13 @@ class _Walker(ast.NodeVisitor):
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self.visit_all(_defaults(node.args))
         names = {a.arg for a in _parameters(node.args)} | _Binder.of([node.body]).names
-        self._scoped(_Scope("function", names), [node.body])
+        scope = _Scope("function", names, params=_params(node.args))
+        self._scoped(scope, [node.body])
+        self._function_done(scope)
+
+    def _function_done(self, scope: _Scope) -> None:
+        if not self.scopes:  # the function this statement defines: which of its arguments it changes
+            self.changed_params = (scope.params, frozenset(scope.changed))
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.visit_all([*node.decorator_list, *node.bases, *(k.value for k in node.keywords)])
@@ -943,6 +1396,99 @@ class _Walker(ast.NodeVisitor):
             self.scopes.pop()
 
     visit_SetComp = visit_GeneratorExp = visit_DictComp = visit_ListComp  # noqa: N815 (NodeVisitor names)
+
+
+# ---------------------------------------------------------------------------- views and aliases
+
+_VIEW_METHODS = frozenset({"view", "reshape", "transpose", "swapaxes", "squeeze", "ravel", "diagonal"})
+_VIEW_FUNCTIONS = frozenset(
+    {"vsplit", "hsplit", "dsplit", "split", "array_split", "unstack", "reshape", "transpose", "permute_dims",
+     "matrix_transpose", "ravel", "squeeze", "swapaxes", "moveaxis", "rollaxis", "expand_dims", "atleast_1d",
+     "atleast_2d", "atleast_3d", "asarray", "asanyarray", "broadcast_to", "broadcast_arrays", "diagonal", "flip",
+     "fliplr", "flipud", "rot90", "real", "imag"}
+)  # fmt: skip
+"""NumPy functions and methods that may return views of (or the very object of) their first argument."""
+
+
+def _view_of(node: ast.stmt, modules: frozenset[str]) -> frozenset[str] | None:
+    """The names whose objects ``node`` makes views or aliases of, if that is all it does; else None.
+
+    ``b = a``, ``b = c = a``, ``sub = x[:2, ::2]``, ``t = x.T``, ``w = model.weights``, ``r = x.reshape(2, -1)``,
+    ``top, bottom = np.vsplit(x, [2])``, ``pair = (x, y)``, ``c = a if flag else b``: names or tuples of names
+    bound to an expression built only from names, subscripts with simple indices, attributes (of objects, not
+    of modules), view methods, NumPy's view functions (on a name known to be a module), conditionals and
+    displays of those. Each of them may be (or hold, or view) the very object of a name it reads.
+    """
+    if not isinstance(node, ast.Assign) or not all(_is_names_target(t) for t in node.targets):
+        return None
+    bases = _view_bases(node.value, modules)
+    return bases or None  # `x = 1` makes no view of anything
+
+
+def _view_bases(expr: ast.expr, modules: frozenset[str]) -> frozenset[str] | None:
+    if isinstance(expr, ast.Name):
+        return frozenset({expr.id})
+    if isinstance(expr, ast.Constant):
+        return frozenset()
+    if isinstance(expr, ast.Subscript):
+        return _view_bases(expr.value, modules) if _simple(expr.slice) else None
+    if isinstance(expr, ast.Attribute):
+        # An attribute of an object is that object's (`w = model.weights`); of a module, a library value.
+        if _module_chain(expr.value, modules):
+            return None
+        return _view_bases(expr.value, modules)
+    if isinstance(expr, ast.IfExp):  # `a if flag else b` is one of them
+        parts = [_view_bases(e, modules) for e in (expr.body, expr.orelse)]
+        if not _simple(expr.test) or any(p is None for p in parts):
+            return None
+        return frozenset().union(*parts)
+    if isinstance(expr, ast.BoolOp):  # `a or b` is one of them
+        parts = [_view_bases(e, modules) for e in expr.values]
+        return None if any(p is None for p in parts) else frozenset().union(*parts)
+    if isinstance(expr, ast.Tuple | ast.List):
+        parts = [_view_bases(e, modules) for e in expr.elts]
+        return None if any(p is None for p in parts) else frozenset().union(*parts)
+    if isinstance(expr, ast.Dict):
+        if any(k is None or not isinstance(k, ast.Constant) for k in expr.keys):
+            return None
+        parts = [_view_bases(v, modules) for v in expr.values]
+        return None if any(p is None for p in parts) else frozenset().union(*parts)
+    if not isinstance(expr, ast.Call) or not isinstance(expr.func, ast.Attribute):
+        return None
+    func = expr.func
+    if any(isinstance(a, ast.Starred) for a in expr.args) or not all(
+        k.arg is not None and _simple(k.value) for k in expr.keywords
+    ):
+        return None
+    if _module_chain(func.value, modules):
+        if func.attr not in _VIEW_FUNCTIONS or not expr.args or not all(_simple(a) for a in expr.args[1:]):
+            return None
+        return _view_bases(expr.args[0], modules)
+    if func.attr in _VIEW_METHODS and all(_simple(a) for a in expr.args):
+        return _view_bases(func.value, modules)
+    return None
+
+
+def _module_chain(expr: ast.expr, modules: frozenset[str]) -> bool:
+    """``np`` or ``np.lib``: a name known to hold a module, or attributes of one."""
+    while isinstance(expr, ast.Attribute):
+        expr = expr.value
+    return isinstance(expr, ast.Name) and expr.id in modules
+
+
+def _simple(expr: ast.expr) -> bool:
+    """An index or argument that calls nothing: constants, names, slices and arithmetic of those."""
+    if isinstance(expr, ast.Constant | ast.Name):
+        return True
+    if isinstance(expr, ast.Slice):
+        return all(part is None or _simple(part) for part in (expr.lower, expr.upper, expr.step))
+    if isinstance(expr, ast.Tuple | ast.List):
+        return all(_simple(e) for e in expr.elts)
+    if isinstance(expr, ast.UnaryOp):
+        return _simple(expr.operand)
+    if isinstance(expr, ast.BinOp):
+        return _simple(expr.left) and _simple(expr.right)
+    return False
 
 
 # ---------------------------------------------------------------------------- fan-out

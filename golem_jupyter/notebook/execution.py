@@ -1,20 +1,24 @@
-"""One run of a ``%%golem`` cell, in the kernel: definitions, the graph, the namespace update.
+"""One run of a ``%%golem`` cell, in the kernel: kernel statements, the graph, the namespace update.
 
-The notebook namespace changes all together or not at all: definitions run in the kernel
-before the graph but are undone if anything fails; the values the graph computed are decoded
-(restricted decoder) before a single name is written; definitions that needed those values run
+The notebook namespace changes all together or not at all: the statements the plan runs in the
+kernel before the graph (definitions, views, hidden state, ...) are undone if anything fails (the
+names they bind, the contents of the objects they change in place, the module state they touch:
+``random``'s, NumPy's legacy generator and settings); the values the graph computed are decoded
+(restricted decoder) before a single name is written; a name the cell only changed in place is
+written into the notebook's own object; the kernel statements that needed the graph's values run
 last, and a failure there undoes everything too.
 """
 
 from __future__ import annotations
 
-import ast
 import linecache
 import os
 import sys
 import threading
 import time
 import traceback
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +30,10 @@ from ..trust import RemoteTaskError
 from ..worker.runner import CellTaskError
 from .cellgraph import CellGraph
 from .display import ProgressView
-from .planner import Plan, build_graph, iterable_code, kernel_iterable
+from .planner import Plan, build_graph, iterable_code, kernel_iterable, mentioned_names
 from .receipts import Receipt
 from .session import Session
-from .transport import decode_value
+from .transport import assign_in_place, decode_value, snapshot_contents
 
 PROGRESS_SECONDS = 0.25
 _MISSING = object()
@@ -47,23 +51,75 @@ class RemoteTraceback(Exception):
 
 
 class NamespaceTransaction:
-    """Remembers the notebook names a cell touches, to put them back if the cell fails."""
+    """Remembers what a cell touches in the kernel, to put it back if the cell fails: the notebook names it
+    binds, the contents of the objects it changes in place, the module state it touches."""
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
         self.saved: dict[str, Any] = {}
+        self.everything: dict[str, Any] | None = None
+        self.contents: list[tuple[Any, Any]] = []
+        self._objects: set[int] = set()
+        self.hidden: list[Callable[[], None]] | None = None
 
     def remember(self, names: Any) -> None:
         for name in names:
             if name not in self.saved:
                 self.saved[name] = self.namespace.get(name, _MISSING)
 
+    def remember_everything(self) -> None:
+        """Before code that may bind any name (a star import, exec in the kernel)."""
+        if self.everything is None:
+            self.everything = dict(self.namespace)
+
+    def remember_contents(self, obj: Any) -> None:
+        """Before ``obj`` is changed in place."""
+        if id(obj) in self._objects:
+            return
+        snapshot = snapshot_contents(obj)
+        if snapshot is not None:
+            self._objects.add(id(obj))
+            self.contents.append((obj, snapshot))
+
+    def remember_hidden_state(self) -> None:
+        """Before a statement touches module state: what can be put back of it."""
+        if self.hidden is None:
+            self.hidden = _hidden_state_restorers()
+
     def rollback(self) -> None:
+        for restore in self.hidden or ():
+            restore()
+        for obj, snapshot in reversed(self.contents):
+            assign_in_place(obj, snapshot)
+        if self.everything is not None:
+            for name in [n for n in self.namespace if n not in self.everything]:
+                del self.namespace[name]
+            for name, value in self.everything.items():
+                if self.namespace.get(name, _MISSING) is not value:
+                    self.namespace[name] = value
         for name, value in self.saved.items():
             if value is _MISSING:
                 self.namespace.pop(name, None)
             else:
                 self.namespace[name] = value
+
+
+def _hidden_state_restorers() -> list[Callable[[], None]]:
+    """Functions that put back the module state a cell may change in the kernel, as it is now."""
+    restorers = []
+    random = sys.modules.get("random")
+    if random is not None:
+        state = random.getstate()
+        restorers.append(lambda: random.setstate(state))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        legacy = numpy.random.mtrand._rand
+        legacy_state = legacy.get_state(legacy=False)
+        err, printing = numpy.geterr(), numpy.get_printoptions()
+        restorers.append(lambda: legacy.set_state(legacy_state))
+        restorers.append(lambda: numpy.seterr(**err))
+        restorers.append(lambda: numpy.set_printoptions(**printing))
+    return restorers
 
 
 @dataclass(frozen=True)
@@ -90,6 +146,8 @@ class CellRun:
         self.view = view
         self.transaction = NamespaceTransaction(namespace)
         self.receipt: Receipt | None = None
+        self._mentioned: set[str] | None = None
+        self.shipped: dict[str, Any] = {}
 
     def run(self, options: RunOptions) -> None:
         __tracebackhide__ = True
@@ -101,6 +159,7 @@ class CellRun:
                 values = {"values": b"", "types": {}, "printed": []}
             decoded = self._decode(values)
             self._commit(decoded)
+            self._keep_only_out()
         except BaseException:
             self.transaction.rollback()
             raise
@@ -111,22 +170,28 @@ class CellRun:
         """Run the definitions the kernel can run now and evaluate fan-out iterables, in cell order."""
         fanouts = {u.statements[0]: u for u in self.plan.units if u.fanout}
         items: dict[int, list] = {}
-        for index in sorted([*self.plan.kernel_definitions, *fanouts]):
-            statement = self.graph.statements[index]
+        for index in sorted([*self.plan.kernel_before, *fanouts]):
             if index in fanouts:
                 unit = fanouts[index]
                 unit.kernel_items = kernel_iterable(self.plan, unit)
                 if unit.kernel_items:
                     items[index] = list(eval(iterable_code(self.plan, unit), self.namespace))
                 continue
-            self.transaction.remember(statement.writes)
             self._exec_in_kernel(index)
         return items
 
     def _exec_in_kernel(self, index: int) -> None:
-        node = self.graph.statements[index].node
-        code = compile(ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec", dont_inherit=True)
-        exec(code, self.namespace)
+        """Run statement ``index`` in the notebook's namespace, remembering what it may change."""
+        statement = self.graph.statements[index]
+        self.transaction.remember(statement.writes)
+        if statement.star_import or self.graph.serial_in_kernel:
+            self.transaction.remember_everything()
+        for name in statement.mutates:
+            if name in self.namespace:
+                self.transaction.remember_contents(self.namespace[name])
+        if statement.hidden or self.graph.serial_in_kernel:
+            self.transaction.remember_hidden_state()
+        exec(self.plan.code(index), self.namespace)
 
     # -- the graph
 
@@ -135,6 +200,7 @@ class CellRun:
         session = self.session
         token = f"golem-cell-{os.urandom(8).hex()}"
         dask_graph = build_graph(self.plan, self.namespace, token=token, threads=session.threads, items=items)
+        self.shipped = dask_graph.inputs
         client = session.client
         started = time.monotonic()
         try:
@@ -196,34 +262,125 @@ class CellRun:
 
     # -- after the graph
 
-    def _decode(self, result: dict[str, Any]) -> dict[str, Any]:
-        """The cell's results, through the restricted decoder; a refusal writes nothing."""
-        if not result["types"]:
-            return {}
+    def _decode(self, result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], frozenset[str]]:
+        """The cell's results (values, functions to rebuild, names changed in place), through the restricted
+        decoder; a refusal writes nothing. A name that holds a notebook object the graph was sent (or an item of
+        one) is that object."""
+        if not result["types"] and not result["values"]:
+            return {}, {}, frozenset()
         try:
             decoded = decode_value(result["values"])
         except GolemError as error:
             listed = ", ".join(f"{name} ({kind})" for name, kind in sorted(result["types"].items(), key=str))
             raise GolemError(f"Nothing was written back: {error} The cell's results: {listed}.") from error
+        malformed = GolemError("Nothing was written back: a provider returned something other than the cell's names.")
+        if type(decoded) is not dict or set(decoded) != {"values", "functions", "in_place", "references"}:
+            raise malformed
+        values, functions, in_place = decoded["values"], decoded["functions"], decoded["in_place"]
+        references = decoded["references"]
+        if type(values) is not dict or type(functions) is not dict or type(in_place) is not list:
+            raise malformed
+        if type(references) is not dict:
+            raise malformed
+        names = [*values, *functions, *in_place, *references]
+        if not all(type(name) is str for name in names):
+            raise malformed
         # Provider bytes choose nothing but values: only the names this cell writes may come back.
-        if type(decoded) is not dict or not set(decoded) <= set(self.plan.outputs):
+        if not all(self._may_come_back(name) for name in names) or not set(functions) <= set(self.plan.outputs):
             raise GolemError("Nothing was written back: a provider returned names this cell does not assign.")
-        return decoded
+        for name, reference in references.items():
+            values[name] = self._referenced(name, reference)
+        return values, functions, frozenset(in_place)
 
-    def _commit(self, decoded: dict[str, Any]) -> None:
-        """Write the cell's results into the namespace, then the definitions that waited for them."""
+    def _referenced(self, name: str, reference: Any) -> Any:
+        """The notebook object a provider says ``name`` holds: one the graph was sent, or an item of one."""
+        refused = GolemError(f"Nothing was written back: a provider returned a malformed reference for {name!r}.")
+        if type(reference) is not tuple or len(reference) not in (2, 3) or reference[1] not in self.shipped:
+            raise refused
+        held = self.shipped[reference[1]]
+        if reference[0] == "input" and len(reference) == 2:
+            return held
+        if reference[0] != "item" or len(reference) != 3:
+            raise refused
+        key = reference[2]
+        if type(held) in (list, tuple) and type(key) is int and -len(held) <= key < len(held):
+            return held[key]
+        if type(held) is dict and type(key) in (int, str, float, bytes, bool, type(None)) and key in held:
+            return held[key]
+        raise refused
+
+    def _may_come_back(self, name: str) -> bool:
         plan = self.plan
-        self.transaction.remember([*decoded, *plan.deleted])
+        if name in plan.outputs or name in plan.kernel_needs:
+            return True
+        if not plan.serial or not name.isidentifier() or name.startswith("__"):
+            return False
+        if plan.out is not None and name not in plan.out:
+            return False
+        # A serial cell may bind names by string (exec): new ones, or those it mentions.
+        if self._mentioned is None:
+            self._mentioned = mentioned_names(self.graph.source, self.namespace)
+        return name not in self.namespace or name in self._mentioned
+
+    def _commit(self, decoded: tuple[dict[str, Any], dict[str, Any], frozenset[str]]) -> None:
+        """Write the cell's results into the namespace, then run the kernel statements that waited for them."""
+        values, functions, found_in_place = decoded
+        plan = self.plan
+        in_place = plan.in_place | (found_in_place & set(values))
+        self.transaction.remember([*values, *functions, *plan.deleted])
         for name in plan.deleted:
             self.namespace.pop(name, None)
-        self.namespace.update(decoded)
-        for index in plan.late_definitions:
+        for name, value in values.items():
+            old = self.namespace.get(name, _MISSING)
+            if name in in_place and old is not _MISSING and old is not value:
+                # Changed in place by the cell: the notebook's own object takes the new contents, so that views of
+                # it and other references see the change, as in plain Python.
+                self.transaction.remember_contents(old)
+                if assign_in_place(old, value):
+                    continue
+            self.namespace[name] = value
+        for name, spec in functions.items():
+            self.namespace[name] = self._rebuild_function(name, spec)
+        for index in plan.kernel_after:
             statement = self.graph.statements[index]
-            self.transaction.remember(statement.writes)
             self._exec_in_kernel(index)
-            for name in statement.writes:  # a later statement of the cell has the last word
-                if name in decoded and plan.outputs.get(name, -1) > index:
-                    self.namespace[name] = decoded[name]
+            for name in statement.writes:  # a later statement of the graph has the last word
+                if name in values and plan.outputs.get(name, -1) > index:
+                    self.namespace[name] = values[name]
+
+    def _rebuild_function(self, name: str, spec: Any) -> types.FunctionType:
+        """A function a task defined (a lambda in a loop), rebuilt from the kernel's own code: the provider sends
+        which of the cell's functions it is, its defaults and attributes, never code."""
+        refused = GolemError(f"Nothing was written back: a provider returned a malformed function for {name!r}.")
+        if type(spec) is not tuple or len(spec) != 4:
+            raise refused
+        position, defaults, kwdefaults, attributes = spec
+        if type(position) is not int or not 0 <= position < len(self.plan.functions):
+            raise refused
+        if defaults is not None and type(defaults) is not tuple:
+            raise refused
+        for mapping in (kwdefaults, attributes):
+            if mapping is not None and (type(mapping) is not dict or not all(type(k) is str for k in mapping)):
+                raise refused
+        code = self.plan.functions[position]
+        function = types.FunctionType(code, self.namespace, code.co_name, defaults, None)
+        function.__qualname__ = code.co_qualname
+        function.__kwdefaults__ = kwdefaults
+        function.__dict__.update(attributes or {})
+        return function
+
+    def _keep_only_out(self) -> None:
+        """``--out``: names outside it that the kernel statements bound (or the kernel needed) are put back."""
+        out = self.plan.out
+        if out is None:
+            return
+        for name, value in self.transaction.saved.items():
+            if name in out or name in self.plan.deleted:
+                continue
+            if value is _MISSING:
+                self.namespace.pop(name, None)
+            else:
+                self.namespace[name] = value
 
 
 def raise_task_error(error: CellTaskError) -> None:

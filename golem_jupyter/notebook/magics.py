@@ -25,7 +25,7 @@ from .display import OfferTable, display_mode, format_wei, progress_view
 from .execution import CellRun, RunOptions, register_source
 from .planner import plan_cell
 from .session import Connection, LocalSession, MarketSession, Session, no_gpu_message
-from .transport import notebook_functions
+from .transport import notebook_functions, notebook_modules
 
 DEFAULT_BUDGET = "0.01"
 BUDGET_ENV = "GOLEM_BUDGET"
@@ -104,12 +104,12 @@ class GolemMagics(Magics):
         namespace = self.shell.user_ns
         filename = f"<golem-cell-{next(_cell_numbers)}>"
         register_source(filename, f"%%golem {line}\n{cell}")
-        modules = frozenset(n for n, v in namespace.items() if type(v).__name__ == "module")
+        modules = notebook_modules(namespace)  # modules, and library callables with hidden state
         graph = analyze(cell, first_line=2, filename=filename, modules=modules, callables=notebook_functions(namespace))
         out = frozenset(n.strip() for n in args.out.split(",") if n.strip()) if args.out else None
         if out is not None and (unknown := out - graph.outputs - graph.deleted):
             raise UsageError(f"--out names {', '.join(sorted(unknown))}, which the cell does not assign.")
-        plan = plan_cell(graph, filename=filename, out=out)
+        plan = plan_cell(graph, filename=filename, out=out, namespace=namespace)
         if args.dry_run:
             print(plan.describe())
             print(self._cost_bound(args))

@@ -1,22 +1,43 @@
 """From a cell's dataflow DAG (:mod:`.cellgraph`) to the tasks of a Dask graph.
 
-Each compute statement is a task, except that statements which change the same object in
-place are run together in one task (one namespace, in cell order), so that aliases behave as in
-plain Python. Fan-out statements become one task per element (or per slice of the elements)
-and a task that gathers them in order. Definitions run in the kernel; a task that needs one
-executes its source again in its own namespace, so that its functions read the task's values.
+The promise (DESIGN.md section 5): the notebook ends exactly as plain Python would leave it, or
+the cell raises before writing anything. Where a parallel plan cannot be exact, statements run
+in the kernel, and :meth:`Plan.describe` says why.
 
-Names a task needs come from: the notebook (one graph key per name, sent once per graph), the
-task that last wrote them, or a definition of the cell (re-executed). A last task collects the
-names that go back to the notebook.
+Where each statement runs:
+
+* In the kernel: definitions (cheap, and the notebook needs them); statements that only make
+  views or aliases (memory sharing is part of the result); statements that touch hidden state
+  (``np.random.seed``, ``random.*``, ``np.seterr``: the kernel's module state must end as plain
+  Python leaves it); star imports; in-place changes of an object that shares memory with another
+  name (the notebook's objects are checked when a namespace is given); and whole cells that look
+  at the notebook's namespace (``globals()``, ``get_ipython()``). A kernel statement runs before
+  the graph when everything it depends on did; otherwise after the graph, and then every
+  statement that depends on it runs in the kernel after the graph too (definitions excepted:
+  tasks execute them again).
+* In tasks: every other statement. Statements which change the same object in place are run
+  together in one task (one namespace, in cell order), so that aliases behave as in plain
+  Python, and so are statements that call functions writing the same ``global``. Fan-out
+  statements become one task per element (or per slice of the elements) and a task that
+  gathers them in order. A task copies the values it changes in place, and nothing else.
+
+Names a task needs come from: the notebook (one graph key per name, sent once per graph, after
+the kernel statements that run before the graph), the task that last wrote them, or a definition
+of the cell (re-executed). A last task collects the names that go back to the notebook, and those
+the kernel statements after the graph read. A name the cell only changes in place goes back into
+the notebook's own object (so that views of it and other references see the change), and a
+function defined by a statement that ran in a task (a lambda in a loop) is rebuilt in the kernel
+from the kernel's own compiled code, with the defaults the task reports.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import sys
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..worker.runner import (
@@ -34,7 +55,7 @@ from ..worker.runner import (
     run_elements,
     run_program,
 )
-from .cellgraph import CellGraph, Statement
+from .cellgraph import BARRIER_STATES, CellGraph, Statement
 from .transport import ship
 
 MAX_FANOUT_TASKS = 10_000
@@ -55,6 +76,8 @@ class Unit:
     fanout: bool = False
     kernel_items: bool = False
     """The fan-out's iterable is evaluated in the kernel (one task per element)."""
+    why: tuple[str, ...] = ()
+    """Why its statements run together in one task (for ``--dry-run``)."""
 
     def where(self, graph: CellGraph) -> str:
         first = graph.statements[self.statements[0]].node
@@ -70,29 +93,63 @@ class Plan:
     graph: CellGraph
     filename: str
     units: list[Unit]
-    kernel_definitions: list[int]
-    """Definitions run in the kernel before the graph, in cell order."""
-    late_definitions: list[int]
-    """Definitions that need values the graph computes: run in the kernel after it."""
+    kernel_before: list[int]
+    """Statements run in the kernel before the graph, in cell order (definitions and kernel statements)."""
+    kernel_after: list[int]
+    """Statements that need values the graph computes, or come after one that does: run in the kernel after
+    it, in cell order."""
     outputs: dict[str, int]
-    """Name -> statement that last wrote it, for every name written back to the notebook."""
+    """Name -> statement that last wrote it, for every name the graph writes back to the notebook."""
     deleted: frozenset[str]
     serial: bool = False
     unit_of: dict[int, int] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
+    """Why a statement runs in the kernel (definitions have none: they always do)."""
+    edges: frozenset[tuple[int, int]] = frozenset()
+    """The cell's edges, and those that memory shared between names adds."""
+    kernel_needs: dict[str, int] = field(default_factory=dict)
+    """Names the kernel statements after the graph read from it -> the statement of the graph that wrote them."""
+    in_place: frozenset[str] = frozenset()
+    """Names the cell only changes in place: their new contents go into the notebook's own object."""
+    shared: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Name -> the names that may share memory with it (itself included), where there are several."""
+    out: frozenset[str] | None = None
+    """``--out``: the only names the cell may leave changed in the notebook."""
+    functions: tuple[types.CodeType, ...] = ()
+    """Code of the functions that statements run in tasks may define (a lambda in a loop): the kernel rebuilds
+    them from this code, never from the provider's."""
+    _codes: dict[int, types.CodeType] = field(default_factory=dict, repr=False)
+
+    def code(self, index: int) -> types.CodeType:
+        """Statement ``index`` compiled alone (with the cell's line numbers), once per plan."""
+        if index not in self._codes:
+            node = self.graph.statements[index].node
+            self._codes[index] = compile(
+                ast.Module(body=[node], type_ignores=[]), self.filename, "exec", dont_inherit=True
+            )
+        return self._codes[index]
+
+    def predecessors(self, index: int) -> frozenset[int]:
+        return frozenset(i for i, j in self.edges if j == index)
 
     def describe(self) -> str:
-        """The plan as text, for ``--dry-run``."""
+        """The plan as text, for ``--dry-run``: what runs where, and why."""
         graph = self.graph
         lines = []
         if graph.serial_reason:
-            lines.append(f"Serial: {graph.serial_reason}")
-        for i in self.kernel_definitions + self.late_definitions:
-            when = "before" if i in self.kernel_definitions else "after"
-            lines.append(f"kernel ({when} the graph), line {graph.statements[i].node.lineno}: {_source(graph, i)}")
+            if graph.serial_in_kernel:
+                lines.append(f"Kernel: {_kernel_text(graph.serial_reason)}")
+            else:
+                lines.append(f"Serial: {graph.serial_reason}")
+                if self.units:
+                    lines.append(
+                        "  (one task, in a namespace that starts as the notebook's inputs; every name it binds or "
+                        "changes comes back)"
+                    )
+        for i in self.kernel_before:
+            lines.append(self._kernel_line(i, "before"))
         for u, unit in enumerate(self.units):
-            deps = sorted(
-                {self.unit_of[p] for s in unit.statements for p in graph.predecessors(s) if p in self.unit_of}
-            )
+            deps = sorted({self.unit_of[p] for s in unit.statements for p in self.predecessors(s) if p in self.unit_of})
             deps = [d for d in deps if d != u]
             after = f" after task {', '.join(str(d + 1) for d in deps)}" if deps else ""
             if unit.fanout:
@@ -107,58 +164,315 @@ class Plan:
                 )
             else:
                 writes = sorted(set().union(*(graph.statements[s].writes for s in unit.statements)))
-                lines.append(f"task {u + 1}, {unit.where(graph)}: writes {', '.join(writes) or 'nothing'}{after}")
+                together = f"; together, because {'; '.join(unit.why)}" if unit.why else ""
+                lines.append(
+                    f"task {u + 1}, {unit.where(graph)}: writes {', '.join(writes) or 'nothing'}{after}{together}"
+                )
+        for i in self.kernel_after:
+            lines.append(self._kernel_line(i, "after"))
         back = ", ".join(sorted(self.outputs)) or "nothing"
         lines.append(
             f"back to the notebook: {back}" + (f"; deleted: {', '.join(sorted(self.deleted))}" if self.deleted else "")
         )
+        if self.in_place:
+            lines.append(f"changed in place (into the notebook's own objects): {', '.join(sorted(self.in_place))}")
         return "\n".join(lines)
 
+    def _kernel_line(self, index: int, when: str) -> str:
+        line = (
+            f"kernel ({when} the graph), line {self.graph.statements[index].node.lineno}: {_source(self.graph, index)}"
+        )
+        reason = self.reasons.get(index)
+        return f"{line}\n    why: {reason}" if reason else line
 
-def plan_cell(graph: CellGraph, *, filename: str, out: frozenset[str] | None = None) -> Plan:
-    """Decide which statements run in the kernel, which together, and what comes back."""
+
+def _kernel_text(reason: str) -> str:
+    return reason.replace("so the cell runs as one serial chain.", "so the cell runs in the kernel, as plain Python.")
+
+
+def plan_cell(
+    graph: CellGraph,
+    *,
+    filename: str,
+    out: frozenset[str] | None = None,
+    namespace: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Decide which statements run in the kernel, which together in tasks, and what comes back.
+
+    ``namespace`` (the notebook's) lets the plan see which of the names the cell touches already share
+    memory (``v = x[1:]`` in an earlier cell): an in-place change of one of them then runs in the kernel.
+    """
     statements = graph.statements
-    kernel, late = _split_definitions(graph)
-    if graph.serial_reason:
-        compute = [s.index for s in statements if s.kind == "compute"]
-        units = [Unit(tuple(s.index for s in statements))] if compute else []
-        serial = True
+    shared = _sharing(graph, namespace)
+    edges = set(graph.edges) | _sharing_edges(graph, shared)
+    reasons = _kernel_reasons(graph, shared)
+    preds: dict[int, set[int]] = {s.index: set() for s in statements}
+    for i, j in edges:
+        preds[j].add(i)
+    before: list[int] = []
+    after: list[int] = []
+    in_graph: list[int] = []
+    hard: set[int] = set()  # kernel statements after the graph that tasks cannot execute again
+    for s in statements:
+        j = s.index
+        if s.kind == "definition" or j in reasons:
+            if preds[j] <= set(before):
+                before.append(j)
+                continue
+            after.append(j)
+            # Definitions and views are cheap and pure: tasks that need them execute them again; the kernel's
+            # run after the graph reads the graph's last values, right only if nothing after writes those.
+            replicable = s.kind == "definition" or s.view_of is not None
+            if not replicable or preds[j] & hard or _reads_rewritten(graph, j):
+                hard.add(j)
+        elif preds[j] & hard:
+            after.append(j)
+            hard.add(j)
+            first = min(preds[j] & hard)
+            reasons[j] = (
+                f"it comes after line {statements[first].node.lineno}, which runs in the kernel after the graph"
+            )
+        else:
+            in_graph.append(j)
+    serial = bool(graph.serial_reason)
+    if serial:
+        units = []
+        if any(statements[j].kind == "compute" for j in in_graph):
+            lo, hi = min(in_graph), max(in_graph)
+            inner = [j for j in after if lo < j < hi and statements[j].kind == "definition"]
+            units = [Unit(tuple(sorted({*in_graph, *inner})))]
     else:
-        units = _group(graph)
-        serial = False
-    unit_of = {s: u for u, unit in enumerate(units) for s in unit.statements}
+        units = _group(graph, in_graph, edges)
+    graph_set = set(in_graph)
+    unit_of = {s: u for u, unit in enumerate(units) for s in unit.statements if s in graph_set}
     outputs = {}
     for name in graph.outputs:
         if out is not None and name not in out:
             continue
         writer = graph.last_writer(name, len(statements))
-        if writer is not None and statements[writer].kind == "compute":
+        if writer is not None and writer in graph_set:
             outputs[name] = writer
-    deleted = graph.deleted if out is None else graph.deleted & out
-    return Plan(graph, filename, units, kernel, late, outputs, deleted, serial, unit_of)
+    kernel_needs = {}
+    for j in after:
+        for name in graph.effective_reads(j) | statements[j].mutates:
+            writer = graph.last_writer(name, j)
+            if writer is not None and writer in graph_set:
+                kernel_needs[name] = writer
+    # Deleted by a task: the kernel deletes them when the graph is done (a kernel statement deletes its own).
+    deleted = frozenset(n for n in graph.deleted if graph.last_writer(n, len(statements)) in graph_set)
+    deleted = deleted if out is None else deleted & out
+    in_place = frozenset(
+        name for name in outputs if all(name in s.mutates and not s.deletes for s in statements if name in s.writes)
+    )
+    plan = Plan(
+        graph,
+        filename,
+        units,
+        before,
+        after,
+        outputs,
+        deleted,
+        serial,
+        unit_of,
+        reasons=reasons,
+        edges=frozenset(edges),
+        kernel_needs=kernel_needs,
+        in_place=in_place,
+        shared=shared,
+        out=out,
+    )
+    plan.functions = _task_functions(plan, in_graph)
+    return plan
 
 
-def _split_definitions(graph: CellGraph) -> tuple[list[int], list[int]]:
-    """Definitions that can run in the kernel at once, and those needing computed values."""
-    ready: set[int] = set()
-    kernel, late = [], []
+# ---------------------------------------------------------------------------- where statements run
+
+
+def _kernel_reasons(graph: CellGraph, shared: Mapping[str, frozenset[str]]) -> dict[int, str]:
+    """Why each statement that must run in the kernel must (definitions excepted: they always do)."""
+    reasons: dict[int, str] = {}
     for s in graph.statements:
-        if s.kind != "definition":
-            continue
-        writers = [graph.last_writer(n, s.index) for n in s.reads]
-        if all(w is None or w in ready for w in writers):
-            ready.add(s.index)
-            kernel.append(s.index)
+        if graph.serial_in_kernel:
+            reasons[s.index] = _kernel_text(graph.serial_reason or "")
+        elif s.star_import:
+            reasons[s.index] = (
+                "star import: it binds names that are only known when it runs, so it runs in the kernel "
+                "(the names it binds stay the notebook's own objects)"
+            )
+        elif s.hidden:
+            states = ", ".join(sorted(s.hidden))
+            barrier = (
+                " every statement may read it, so it also keeps its place among all the cell's statements;"
+                if s.hidden & BARRIER_STATES
+                else ""
+            )
+            reasons[s.index] = (
+                f"hidden state: it reads and writes the global state of {states};{barrier} statements that touch "
+                "hidden state keep their order, in the kernel, so that the state ends as plain Python leaves it"
+            )
+        elif s.view_of:
+            names = ", ".join(sorted(s.view_of))
+            reasons[s.index] = (
+                f"view: it only makes views or aliases of {names}; memory sharing is part of the result, "
+                "and only the kernel's objects can share it"
+            )
+        elif s.kind == "compute" and (changed := sorted(n for n in s.mutates if n in shared)):
+            others = sorted(set().union(*(shared[n] for n in changed)) - set(changed))
+            reasons[s.index] = (
+                f"in-place change: it changes {', '.join(changed)}, which shares memory with {', '.join(others)}; "
+                "a task would change a copy"
+            )
+    return reasons
+
+
+def _reads_rewritten(graph: CellGraph, index: int) -> bool:
+    """A definition or view after the graph reads (when it runs) a name that a later statement writes."""
+    reads = graph.statements[index].reads
+    return any(reads & s.writes for s in graph.statements[index + 1 :])
+
+
+def _sharing(graph: CellGraph, namespace: Mapping[str, Any] | None) -> dict[str, frozenset[str]]:
+    """Classes of names that may hold the same object or share memory: views and aliases the cell makes, and
+    (given the notebook's namespace) the notebook's objects the cell touches that are one object, share an
+    array's memory, or hold one another."""
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        parent.setdefault(name, name)
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    for s in graph.statements:
+        targets = [n for t in getattr(s.node, "targets", ()) for n in _names(t)]
+        if s.view_of:
+            for name in [*targets, *s.view_of]:
+                union(name, targets[0])
+        elif isinstance(s.node, ast.Assign) and len(s.node.targets) > 1:  # u = v = [0]
+            for name in targets:
+                union(name, targets[0])
+    if namespace is not None:
+        touched = set(graph.inputs) | set(graph.outputs) | set(graph.deleted)
+        for s in graph.statements:
+            touched |= s.writes
+        _notebook_sharing(namespace, touched, union)
+    classes: dict[str, set[str]] = {}
+    for name in list(parent):
+        classes.setdefault(find(name), set()).add(name)
+    return {name: frozenset(members) for members in classes.values() if len(members) > 1 for name in members}
+
+
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, frozenset, types.ModuleType)
+_IMMUTABLE += (types.FunctionType, type)  # not data: never shared in a way that matters here
+_CONTAINER_LIMIT = 100_000
+
+
+def _notebook_sharing(namespace: Mapping[str, Any], touched: Iterable[str], union: Callable[[str, str], None]) -> None:
+    numpy = sys.modules.get("numpy")
+    values = {
+        name: namespace[name]
+        for name in sorted(touched)
+        if name in namespace
+        and not isinstance(namespace[name], _IMMUTABLE)
+        and not (numpy is not None and isinstance(namespace[name], numpy.generic))
+    }
+    by_id: dict[int, str] = {}
+    arrays: list[tuple[str, Any]] = []
+    for name, value in values.items():
+        if id(value) in by_id:
+            union(name, by_id[id(value)])
+        by_id.setdefault(id(value), name)
+        if numpy is not None and isinstance(value, numpy.ndarray):
+            arrays.append((name, value))
+    for k, (name, array) in enumerate(arrays):
+        for other, other_array in arrays[k + 1 :]:
+            if numpy.may_share_memory(array, other_array):
+                union(name, other)
+    for name, value in values.items():  # one level of holding: `pair = [x, y]` from an earlier cell
+        if isinstance(value, dict):
+            elements: Iterable[Any] = value.values()
+        elif isinstance(value, list | tuple | set):
+            elements = value
         else:
-            late.append(s.index)
-    return kernel, late
+            continue
+        if len(value) > _CONTAINER_LIMIT:
+            continue
+        for element in elements:
+            holder = by_id.get(id(element))
+            if holder is not None and holder != name:
+                union(name, holder)
+            elif numpy is not None and isinstance(element, numpy.ndarray):
+                for other, array in arrays:
+                    if other != name and numpy.may_share_memory(element, array):
+                        union(name, other)
 
 
-def _group(graph: CellGraph) -> list[Unit]:
-    """Tasks: compute statements, with those that mutate a shared object merged (see module doc)."""
+def _sharing_edges(graph: CellGraph, shared: Mapping[str, frozenset[str]]) -> set[tuple[int, int]]:
+    """An in-place change of a name changes every name that shares its memory: order it with their uses."""
+    if not shared or graph.serial_reason:
+        return set()
+    edges = set()
     statements = graph.statements
-    compute = [s.index for s in statements if s.kind == "compute"]
+    touch = [graph.effective_reads(s.index) | s.writes for s in statements]
+    for s in statements:
+        for name in s.mutates & shared.keys():
+            others = shared[name] - {name}
+            for k in range(len(statements)):
+                if k != s.index and others & touch[k]:
+                    edges.add((min(k, s.index), max(k, s.index)))
+    return edges
+
+
+def _names(target: ast.expr) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+
+
+def _task_functions(plan: Plan, in_graph: list[int]) -> tuple[types.CodeType, ...]:
+    """The code of the functions that statements run in tasks bind to names: lambdas and undecorated defs in
+    loops and branches (a task cannot hand a function back; the kernel rebuilds it from this code)."""
+    found = []
+    for j in in_graph:
+        statement = plan.graph.statements[j]
+        if statement.kind != "compute" or not isinstance(
+            statement.node, ast.For | ast.While | ast.If | ast.With | ast.Try | ast.Match
+        ):
+            continue
+        wanted = set()
+        for node in _outside_functions(statement.node):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+                wanted.add(("<lambda>", node.value.lineno))
+            elif isinstance(node, ast.FunctionDef) and not node.decorator_list:
+                wanted.add((node.name, node.lineno))
+        if wanted:
+            found += [
+                c
+                for c in plan.code(j).co_consts
+                if isinstance(c, types.CodeType) and (c.co_name, c.co_firstlineno) in wanted and not c.co_freevars
+            ]
+    return tuple(found)
+
+
+def _outside_functions(node: ast.AST) -> Iterable[ast.AST]:
+    """The nodes of a statement, not entering function, lambda or class bodies (a def's own node is yielded)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        if not isinstance(current, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            stack.extend(ast.iter_child_nodes(current))
+
+
+def _group(graph: CellGraph, compute: list[int], edges: Iterable[tuple[int, int]]) -> list[Unit]:
+    """Tasks: the statements ``compute`` (those run in tasks), with those that change a shared object in place,
+    or call functions that write the same global, merged (see module doc)."""
+    statements = graph.statements
     parent = {i: i for i in compute}
+    # Why groups were merged: (kind, name) -> (lines that change it, lines that use it), per group root.
+    why: dict[int, dict[tuple[str, str], tuple[set[int], set[int]]]] = {i: {} for i in compute}
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -166,15 +480,35 @@ def _group(graph: CellGraph) -> list[Unit]:
             i = parent[i]
         return i
 
-    def union(a: int, b: int) -> bool:
+    def union(a: int, b: int, reason: tuple[str, str, int, int] | None = None) -> bool:
         ra, rb = find(a), find(b)
-        if ra == rb:
-            return False
-        parent[max(ra, rb)] = min(ra, rb)
-        return True
+        keep, drop = min(ra, rb), max(ra, rb)
+        if ra != rb:
+            parent[drop] = keep
+            for key, (changers, users) in why.pop(drop).items():
+                mine = why[keep].setdefault(key, (set(), set()))
+                mine[0].update(changers)
+                mine[1].update(users)
+        if reason is not None:
+            kind, name, changer, user = reason
+            mine = why[keep].setdefault((kind, name), (set(), set()))
+            mine[0].add(changer)
+            mine[1].add(user)
+        return ra != rb
+
+    def line(i: int) -> int:
+        return statements[i].node.lineno
 
     aliases = _alias_classes(graph, compute)
     plain = {j for j in compute if (fan := statements[j].fanout) is not None and fan.name in aliases}
+    for j in compute:  # a function reading the comprehension's variable as a global would read the wrong one
+        fan = statements[j].fanout
+        if (
+            fan is not None
+            and fan.form == "comprehension"
+            and graph.expand_reads(fan.element_reads, j) & (fan.target_names)
+        ):
+            plain.add(j)
     for j in compute:
         s = statements[j]
         if s.fanout is not None and j not in plain:
@@ -183,8 +517,8 @@ def _group(graph: CellGraph) -> list[Unit]:
         if source is not None:  # `b = a` runs with a's task, so that b and a stay one object
             writer = graph.last_writer(source, j)
             if writer is not None and writer in parent and (statements[writer].fanout is None or writer in plain):
-                union(writer, j)
-        for name in s.mutates:
+                union(writer, j, ("alias", source, line(j), line(writer)))
+        for name in sorted(s.mutates):
             # An object changed in place is the same under every alias: earlier statements that
             # touch it run with the change; so do later ones, when it has another name.
             names = aliases.get(name, {name})
@@ -193,8 +527,17 @@ def _group(graph: CellGraph) -> list[Unit]:
                     break
                 other = statements[k]
                 if k != j and (other.fanout is None or k in plain) and names & (other.reads | other.writes):
-                    union(k, j)
-    reach = _reachability(graph)
+                    kind = "global" if name in s.indirect_writes else "in-place"
+                    union(k, j, (kind, name, line(j), line(k)))
+        for name in sorted(s.indirect_writes - s.mutates):
+            # `global g` in a function: the calls change one g, in cell order.
+            for k in compute:
+                if k >= j:
+                    break
+                other = statements[k]
+                if (other.fanout is None or k in plain) and name in other.writes | graph.effective_reads(k):
+                    union(k, j, ("global", name, line(j), line(k)))
+    reach = _reachability(graph, edges)
     changed = True
     while changed:  # make every group convex, and the graph of groups acyclic
         changed = False
@@ -206,7 +549,7 @@ def _group(graph: CellGraph) -> list[Unit]:
                 continue
             for k in compute:
                 if k not in members and any(k in reach[a] for a in members) and any(b in reach[k] for b in members):
-                    changed |= union(min(members), k)
+                    changed |= union(min(members), k, ("between", "", line(k), line(k)))
         if not changed:
             changed = _merge_cycles(compute, find, union, reach)
     groups = {}
@@ -216,7 +559,7 @@ def _group(graph: CellGraph) -> list[Unit]:
     for root in sorted(groups):
         members = sorted(groups[root])
         single = len(members) == 1 and statements[members[0]].fanout is not None and members[0] not in plain
-        units.append(Unit(tuple(members), fanout=single))
+        units.append(Unit(tuple(members), fanout=single, why=_why(why.get(root, {}))))
     # Definitions between grouped statements run inside the group too (they are cheap and pure).
     for unit in units:
         if len(unit.statements) > 1:
@@ -230,6 +573,31 @@ def _group(graph: CellGraph) -> list[Unit]:
             ]
             unit.statements = tuple(sorted(set(unit.statements) | set(inner)))
     return units
+
+
+def _why(reasons: Mapping[tuple[str, str], tuple[set[int], set[int]]]) -> tuple[str, ...]:
+    """Why a task's statements run together, for ``--dry-run``."""
+
+    def lines(numbers: Iterable[int]) -> str:
+        ordered = sorted(set(numbers))
+        return ("line " if len(ordered) == 1 else "lines ") + ", ".join(map(str, ordered))
+
+    texts = []
+    for (kind, name), (changers, users) in sorted(reasons.items()):
+        if kind == "global":
+            texts.append(
+                f"`global {name}`: {lines(changers | users)} call functions that change {name} (or use it), "
+                "so they run in order in one task"
+            )
+        elif kind == "in-place":
+            texts.append(f"in-place change: {name} is changed in place by {lines(changers)} and used by {lines(users)}")
+        elif kind == "alias":
+            texts.append(f"an alias of {name} is made by {lines(changers)}")
+        elif kind == "between":
+            texts.append(f"{lines(changers)} must run between the task's other statements")
+        else:
+            texts.append("the tasks would wait on each other")
+    return tuple(texts)
 
 
 def _alias_classes(graph: CellGraph, compute: list[int]) -> dict[str, set[str]]:
@@ -257,10 +625,10 @@ def _aliased_name(node: ast.stmt) -> str | None:
     return None
 
 
-def _reachability(graph: CellGraph) -> dict[int, set[int]]:
+def _reachability(graph: CellGraph, edges: Iterable[tuple[int, int]]) -> dict[int, set[int]]:
     """For each statement, the statements that (transitively) must run after it."""
     after: dict[int, set[int]] = {s.index: set() for s in graph.statements}
-    for i, j in graph.edges:
+    for i, j in edges:
         after[i].add(j)
     reach: dict[int, set[int]] = {}
     for s in reversed(graph.statements):
@@ -285,7 +653,7 @@ def _merge_cycles(compute: list[int], find: Any, union: Any, reach: dict[int, se
                 a_to_b = any(y in reach[x] for x in groups[a] for y in groups[b])
                 b_to_a = any(y in reach[x] for x in groups[b] for y in groups[a])
                 if a_to_b and b_to_a:
-                    merged |= union(a, b)
+                    merged |= union(a, b, ("cycle", "", a, b))
     return merged
 
 
@@ -298,6 +666,9 @@ class DaskGraph:
     collect_key: str
     input_keys: dict[str, str]
     n_tasks: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """The notebook's objects the graph was sent, by name: a task that hands one back unchanged (or an item
+    of one) says so, and the notebook keeps its own object."""
 
 
 class _Builder:
@@ -316,7 +687,9 @@ class _Builder:
         self.input_keys: dict[str, str] = {}
         self.unit_keys: dict[int, str] = {}
         self.needed_from: dict[int, set[str]] = {}
-        self.codes: dict[int, Any] = {}
+        self.settings = _kernel_settings()
+        self.before = set(plan.kernel_before)
+        self.after = set(plan.kernel_after)
 
     # -- names
 
@@ -327,12 +700,13 @@ class _Builder:
         return set(self.graph.effective_reads(s.index)) | set(s.mutates) | set(s.deletes)
 
     def _code(self, index: int) -> Any:
-        if index not in self.codes:
-            node = self.graph.statements[index].node
-            self.codes[index] = compile(
-                ast.Module(body=[node], type_ignores=[]), self.plan.filename, "exec", dont_inherit=True
-            )
-        return self.codes[index]
+        return self.plan.code(index)
+
+    def _copied(self, uses: list[tuple[int, set[str], set[str]]]) -> set[str]:
+        """The names a task changes in place, and those that may share memory with them: it copies these
+        (other tasks may hold the same objects), and nothing else (modules, functions, read-only data)."""
+        changed = set().union(*(mutated for _, _, mutated in uses)) if uses else set()
+        return changed.union(*(self.plan.shared.get(name, ()) for name in changed))
 
     def _setup(
         self, unit_members: set[int], uses: list[tuple[int, set[str], set[str]]], args: list[Any]
@@ -349,41 +723,44 @@ class _Builder:
                 args.append(key)
             return arg_index[key]
 
-        def need(name: str, at: int, mutated: bool, depth: int = 0) -> None:
+        # The names the task changes in place are copied (once per task, together, so that objects they share
+        # stay shared): other tasks may hold the same objects. Nothing else is: modules cannot be copied.
+        copied = self._copied(uses)
+
+        def need(name: str, at: int, depth: int = 0) -> None:
             nonlocal xp
             writer = self._writer(name, at)
             if writer is not None and writer in unit_members:
                 return
             if name in bound and bound[name] == writer:
                 return  # bound once per task: aliases made in the task stay aliases
-            if writer is None:
+            statement = self.graph.statements[writer] if writer is not None else None
+            if writer is None or (writer in self.before and statement.kind == "compute"):
+                # From the notebook, as the kernel left it before the graph.
                 if name in self.namespace:
                     key = self._input(name)
-                    steps.append(Bind(name, arg_for(key), from_unit=False, copy=mutated))
+                    steps.append(Bind(name, arg_for(key), from_unit=False, copy=name in copied))
                 elif name == "xp":
                     xp = True
                 else:
                     return  # a builtin, or a NameError the statement will raise where plain Python would
-            elif self.graph.statements[writer].kind == "definition":
+            elif statement.kind == "definition" or (writer in self.after and statement.view_of is not None):
+                # Executed again in the task: a definition, or a view the kernel makes after the graph.
                 if depth > 50:
                     return
-                for dep in sorted(self.graph.statements[writer].reads):
-                    need(dep, writer, False, depth + 1)
+                for dep in sorted(statement.reads):
+                    need(dep, writer, depth + 1)
                 steps.append(Exec(self._code(writer)))
             else:
                 sources = self._sources(name, writer)
                 arg, from_unit = sources[0]
                 fallbacks = tuple((arg_for(key), unit) for key, unit in sources[1:])
-                steps.append(Bind(name, arg_for(arg), from_unit, copy=mutated, fallbacks=fallbacks))
+                steps.append(Bind(name, arg_for(arg), from_unit, copy=name in copied, fallbacks=fallbacks))
             bound[name] = writer
 
-        # Where a task changes anything in place, every name it binds from elsewhere is copied
-        # (once per task): other tasks may hold the same object, and an alias made in the task
-        # (`b = a; b.append(1)`) reaches it under another name.
-        changes = any(mutated for _, _, mutated in uses)
         for position, names, _ in uses:
             for name in sorted(names):
-                need(name, position, changes)
+                need(name, position)
             if position in unit_members:
                 steps.append(Exec(self._code(position)))
         return steps, xp
@@ -406,22 +783,25 @@ class _Builder:
             else:
                 self._program(u, unit)
         labels = tuple(unit.where(self.graph) for unit in self.plan.units)
-        sources = tuple((name, self._writers(name)) for name in sorted(self.plan.outputs))
+        back = sorted({*self.plan.outputs, *self.plan.kernel_needs})
+        sources = tuple((name, self._writers(name)) for name in back)
         for name, units in sources:
             for u in units:
                 self.needed_from.setdefault(u, set()).add(name)
         self._finish_returns()
         collect_key = f"{self.token}-collect"
         units = [self.unit_keys[u] for u in range(len(self.plan.units))]
+        spec = Collect(sources, labels, self.plan.functions, everything=self.plan.serial)
         if len(units) == 1 and self.tasks[units[0]][0] is run_program:
             # One task: it collects its own results (one scheduler round trip, not two).
             _, program, *args = self.tasks.pop(units[0])
-            self.tasks[collect_key] = (run_and_collect, program, Collect(sources, labels), *args)
+            self.tasks[collect_key] = (run_and_collect, program, spec, *args)
         else:
-            self.tasks[collect_key] = (collect, Collect(sources, labels), *units)
+            self.tasks[collect_key] = (collect, spec, *units)
         self._inline_small_inputs()
         n_tasks = sum(1 for v in self.tasks.values() if isinstance(v, tuple))
-        return DaskGraph(self.tasks, collect_key, self.input_keys, n_tasks)
+        inputs = {name: self.namespace[name] for name in self.input_keys}
+        return DaskGraph(self.tasks, collect_key, self.input_keys, n_tasks, inputs)
 
     def _inline_small_inputs(self) -> None:
         from dask.sizeof import sizeof
@@ -457,7 +837,7 @@ class _Builder:
             if fan is None or name not in fan.target_names:
                 return sources
             writer = self.graph.last_writer(name, writer)
-            if writer is None:
+            if writer is None or (writer in self.before and self.graph.statements[writer].kind == "compute"):
                 if name in self.namespace:
                     sources.append((self._input(name), False))
                 return sources
@@ -482,12 +862,21 @@ class _Builder:
             uses.append((i, self._needs(s), set(s.mutates)))
         if self.plan.serial:
             # exec and eval can read any name: send the notebook's names the cell's text mentions.
-            mentioned = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.graph.source)) & set(self.namespace)
+            mentioned = mentioned_names(self.graph.source, self.namespace) & set(self.namespace)
             first, names, mutated = uses[0]
             uses[0] = (first, names | {n for n in mentioned if not n.startswith("_")}, mutated)
         args: list[Any] = []
         steps, xp = self._setup(members, uses, args)
-        program = Program(unit.where(self.graph), tuple(steps), (), xp=xp, everything=self.plan.serial)
+        definitions = frozenset().union(*(s.writes for s in self.graph.statements if s.kind == "definition"))
+        program = Program(
+            unit.where(self.graph),
+            tuple(steps),
+            (),
+            xp=xp,
+            everything=self.plan.serial,
+            settings=self.settings,
+            definitions=definitions,
+        )
         self.tasks[self.unit_keys[u]] = [run_program, program, *args]
 
     def _fanout(self, u: int, unit: Unit) -> None:
@@ -495,8 +884,8 @@ class _Builder:
         fan = s.fanout
         where = unit.where(self.graph)
         filename = self.plan.filename
-        element_names = set(self.graph.effective_reads(s.index)) - set(fan.target_names) - {fan.name}
-        element_names -= set(fan.iterable_reads) - set(fan.element_reads)
+        # What the element reads, and what the functions it calls read (not what only the iterable reads).
+        element_names = set(self.graph.expand_reads(fan.element_reads, s.index)) - set(fan.target_names) - {fan.name}
         args: list[Any] = []
         setup, xp = self._setup(set(), [(s.index, element_names, set())], args)
         assign = _compile_assign(fan.target, filename)
@@ -508,6 +897,7 @@ class _Builder:
             element=_compile_eval(fan.element, filename),
             index=_compile_eval(fan.index, filename) if fan.index is not None else None,
             xp=xp,
+            settings=self.settings,
         )
         part_keys = []
         if unit.kernel_items:
@@ -519,9 +909,10 @@ class _Builder:
                 part_keys.append(key)
         else:
             source_args: list[Any] = []
-            source_setup, source_xp = self._setup(set(), [(s.index, set(fan.iterable_reads), set())], source_args)
+            iterable_names = set(self.graph.expand_reads(fan.iterable_reads, s.index))
+            source_setup, source_xp = self._setup(set(), [(s.index, iterable_names, set())], source_args)
             collect_items = _compile_items(fan.iterable, filename)
-            source = Program(where, (*source_setup, Exec(collect_items)), (ITEM,), xp=source_xp)
+            source = Program(where, (*source_setup, Exec(collect_items)), (ITEM,), xp=source_xp, settings=self.settings)
             source_key = f"{self.token}-s{u}"
             self.tasks[source_key] = [run_program, source, *source_args]
             slices = max(1, self._threads())  # one per worker thread: the length is known only there
@@ -548,8 +939,7 @@ class _Builder:
             key = self.unit_keys[u]
             task = self.tasks[key]
             if task[0] is run_program:
-                program: Program = task[1]
-                task[1] = Program(program.where, program.steps, tuple(sorted(names)), program.xp, program.everything)
+                task[1] = replace(task[1], returns=tuple(sorted(names)))
         for key, task in list(self.tasks.items()):
             if isinstance(task, list):
                 self.tasks[key] = tuple(task)
@@ -565,9 +955,9 @@ def build_graph(
 def kernel_iterable(plan: Plan, unit: Unit) -> bool:
     """Whether a fan-out's iterable reads only what the kernel has before the graph runs."""
     s = plan.graph.statements[unit.statements[0]]
-    for name in s.fanout.iterable_reads:
+    for name in plan.graph.expand_reads(s.fanout.iterable_reads, s.index):
         writer = plan.graph.last_writer(name, s.index)
-        if writer is not None and writer not in plan.kernel_definitions:
+        if writer is not None and writer not in plan.kernel_before:
             return False
     return "NamedExpr" not in {type(n).__name__ for n in ast.walk(s.fanout.iterable)}
 
@@ -597,6 +987,28 @@ def _compile_items(iterable: ast.expr, filename: str) -> Any:
     return compile(
         ast.fix_missing_locations(ast.Module(body=[node], type_ignores=[])), filename, "exec", dont_inherit=True
     )
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def mentioned_names(source: str, namespace: Mapping[str, Any]) -> set[str]:
+    """The names a serial cell may reach by string (``exec(code)``): those its text mentions, string literals
+    included, and those mentioned by the notebook's strings it mentions."""
+    names = set(_IDENTIFIER.findall(source))
+    for name in list(names):
+        value = namespace.get(name)
+        if isinstance(value, str) and len(value) <= 1_000_000:
+            names |= set(_IDENTIFIER.findall(value))
+    return names
+
+
+def _kernel_settings() -> dict[str, Any] | None:
+    """NumPy's error handling and print options in the kernel: tasks compute and print under the same ones."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    return {"err": numpy.geterr(), "print": numpy.get_printoptions()}
 
 
 def _source(graph: CellGraph, index: int) -> str:

@@ -13,23 +13,39 @@ Out of the graph (providers to kernel) each written name is encoded on the provi
 :func:`encode_value` and decoded in the kernel by :func:`decode_value`, which is the restricted
 decoder: provider bytes never reach ``pickle.loads``. Classes defined in the notebook travel by
 name (:func:`~golem_jupyter.trust.notebook_class`), so their instances come back
-as instances of the kernel's own class. CuPy arrays come back as NumPy arrays.
+as instances of the kernel's own class. CuPy arrays come back as NumPy arrays. NumPy's random
+generators, polynomial series and masked arrays travel as plain data for the decoder's data-only
+reconstructors (:mod:`golem_jupyter.trust._numpy_state`).
+
+For the analysis (:mod:`.cellgraph`), :func:`notebook_modules` says what the notebook's modules and
+library callables are, and :func:`notebook_functions` what each notebook function reads, writes and
+touches of hidden state when called (from its source, else from its bytecode). In the kernel,
+:func:`assign_in_place` puts a value the cell changed in place back into the notebook's own object.
 """
 
 from __future__ import annotations
 
+import ast
+import collections
+import copy
 import dis
 import functools
+import inspect
 import io
+import itertools
 import marshal
 import pickle
 import sys
+import textwrap
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import GolemError
 from ..trust import notebook_class, restricted_loads
+from ..trust._numpy_state import REDUCERS as NUMPY_REDUCERS
+from .cellgraph import FunctionFacts, changed_argument, function_facts, hidden_state
 
 NOTEBOOK_MODULE = "__main__"
 
@@ -77,6 +93,35 @@ class Shipped:
     """
 
     value: Any
+
+    def __dask_tokenize__(self) -> tuple[str, int]:
+        # Dask hashes a graph's arguments to name it; a notebook value needs no name of its own (every graph's
+        # keys are new), and hashing it would read all of it (and fails for some masked arrays).
+        return ("golem-shipped", next(_tokens))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # NumPy pickles masked arrays without their hard mask, and a `nomask` as a full mask: send them as data.
+        if type(self.value) in LOSSY_NUMPY_TYPES:
+            rebuild, args = NUMPY_REDUCERS[type(self.value)](self.value)
+            return _shipped, (rebuild, *args)
+        return Shipped, (self.value,)
+
+
+_tokens = itertools.count()
+
+
+def _shipped(rebuild: Any, *args: Any) -> Shipped:
+    return Shipped(rebuild(*args))
+
+
+def _lossy_numpy_types() -> frozenset[type]:
+    import numpy
+
+    return frozenset({numpy.ma.MaskedArray, type(numpy.ma.masked)})
+
+
+LOSSY_NUMPY_TYPES = _lossy_numpy_types()
+"""Types whose NumPy pickles lose something (a masked array's hard mask, its ``nomask``)."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +193,104 @@ def unship(shipped: Shipped, namespace: dict[str, Any]) -> Any:
     return value
 
 
-def notebook_functions(namespace: dict[str, Any]) -> dict[str, frozenset[str]]:
-    """For each function of the notebook namespace, the global names its code reads or writes."""
+def notebook_functions(namespace: dict[str, Any]) -> dict[str, FunctionFacts]:
+    """For each function of the notebook namespace, what calling it touches: the global names its code reads,
+    those it writes (``global g``) or changes in place, the hidden state it touches."""
+    paths = tuple(sorted(notebook_modules(namespace).items()))
     found = {}
     for name, value in namespace.items():
         if isinstance(value, types.FunctionType) and value.__globals__ is namespace:
-            found[name] = code_globals(value.__code__)
+            found[name] = _function_facts(value.__code__, paths)
+    return found
+
+
+def notebook_modules(namespace: Mapping[str, Any]) -> dict[str, str]:
+    """The notebook's names that hold modules (-> the module's name) or library callables with an effect the
+    analysis knows (hidden state, an argument changed in place: ``shuffle`` -> ``random.shuffle``)."""
+    paths = {}
+    for name, value in namespace.items():
+        if isinstance(value, types.ModuleType):
+            paths[name] = value.__name__
+        elif callable(value) and not isinstance(value, type):
+            path = _library_path(value)
+            if path is not None and (hidden_state(path) is not None or changed_argument(path) is not None):
+                paths[name] = path
+    return paths
+
+
+def _library_path(value: Any) -> str | None:
+    """``random.shuffle`` for the global generator's bound method, ``numpy.seterr`` for a function of numpy."""
+    owner = getattr(value, "__self__", None)
+    name = getattr(value, "__name__", None)
+    if type(name) is not str:
+        return None
+    random = sys.modules.get("random")
+    if random is not None and owner is getattr(random, "_inst", None):
+        return f"random.{name}"
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and owner is numpy.random.mtrand._rand:
+        return f"numpy.random.{name}"
+    module = getattr(value, "__module__", None)
+    if type(module) is not str or (isinstance(value, types.FunctionType) and module == "__main__"):
+        return None
+    return f"{module}.{name}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _function_facts(code: types.CodeType, paths: tuple[tuple[str, str], ...]) -> FunctionFacts:
+    """What calling a function with ``code`` touches: from its source when the kernel has it (the cells'
+    sources are in linecache), else from its bytecode (what it reads and assigns, no in-place changes)."""
+    modules = dict(paths)
+    node = _source_node(code)
+    if node is not None:
+        facts = function_facts(node, modules)
+        # The source is the function's own only if it names the same globals.
+        if facts.reads <= code_globals(code) | {code.co_name}:
+            return facts
+    return FunctionFacts(
+        reads=code_globals(code), writes=_stored_globals(code), hidden=frozenset(_bytecode_hidden(code, modules))
+    )
+
+
+def _source_node(code: types.CodeType) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | None:
+    try:
+        lines, _ = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError, ValueError, IndexError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == code.co_name:
+            return node
+        if isinstance(node, ast.Lambda) and code.co_name == "<lambda>":
+            return node
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_globals(code: types.CodeType) -> frozenset[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _stored_globals(constant)
+    return frozenset(names)
+
+
+def _bytecode_hidden(code: types.CodeType, modules: Mapping[str, str]) -> set[str]:
+    """The hidden state of the library callables the code reaches by ``global.attr.attr``."""
+    found = set()
+    chain: list[str] = []
+    for instruction in [*dis.get_instructions(code), None]:
+        if instruction is not None and instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and chain:
+            chain.append(instruction.argval)
+            continue
+        if chain and chain[0] in modules:
+            state = hidden_state(".".join([modules[chain[0]], *chain[1:]]))
+            if state is not None:
+                found.add(state)
+        chain = [instruction.argval] if instruction is not None and instruction.opname == "LOAD_GLOBAL" else []
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            found |= _bytecode_hidden(constant, modules)
     return found
 
 
@@ -177,9 +314,13 @@ def code_globals(code: types.CodeType) -> frozenset[str]:
 
 
 class _NotebookPickler(pickle.Pickler):
-    """Pickles notebook classes by name and CuPy arrays as NumPy arrays."""
+    """Pickles notebook classes by name, CuPy arrays as NumPy arrays, NumPy's generators, series and masked
+    arrays as data for the decoder's reconstructors."""
 
     def reducer_override(self, obj: Any) -> Any:
+        reduce = NUMPY_REDUCERS.get(type(obj))
+        if reduce is not None:
+            return reduce(obj)
         if isinstance(obj, type):
             if obj.__module__ == NOTEBOOK_MODULE and not _is_worker_main(obj):
                 return notebook_class, (obj.__qualname__,)
@@ -228,6 +369,90 @@ def encode_value(name: str, value: Any) -> bytes:
 def decode_value(data: bytes) -> Any:
     """Decode what a provider encoded, in the kernel: the restricted decoder only."""
     return restricted_loads(data)
+
+
+# ---------------------------------------------------------------------------- changes in place, in the kernel
+
+
+def assign_in_place(old: Any, new: Any) -> bool:
+    """Give ``old`` the contents of ``new`` (same type), keeping ``old`` the same object; False where it cannot
+    (another type or shape, a type it does not know): then the name is rebound to ``new`` instead."""
+    kind = type(old)
+    if kind is not type(new):
+        return False
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(old, numpy.ndarray):
+        return _assign_array(numpy, old, new)
+    if isinstance(old, list | bytearray):
+        old[:] = new
+    elif isinstance(old, collections.deque):
+        if old.maxlen != new.maxlen:
+            return False
+        old.clear()
+        old.extend(new)
+    elif isinstance(old, dict):
+        if isinstance(old, collections.defaultdict):
+            old.default_factory = new.default_factory
+        old.clear()
+        old.update(new)
+    elif isinstance(old, set):
+        old.clear()
+        old.update(new)
+    elif numpy is not None and isinstance(old, numpy.random.Generator | numpy.random.RandomState):
+        return _assign_generator(numpy, old, new)
+    elif hasattr(old, "__dict__") and (kind.__module__ == NOTEBOOK_MODULE or kind is types.SimpleNamespace):
+        vars(old).clear()
+        vars(old).update(vars(new))
+    else:
+        return False
+    return True
+
+
+def _assign_array(numpy: Any, old: Any, new: Any) -> bool:
+    if old.shape != new.shape or old.dtype != new.dtype or not old.flags.writeable:
+        return False
+    if isinstance(old, numpy.ma.MaskedArray):
+        if (old._mask is numpy.ma.nomask) != (new._mask is numpy.ma.nomask) or old._hardmask != new._hardmask:
+            return False
+        numpy.copyto(old.data, new.data)
+        if new._mask is not numpy.ma.nomask:
+            numpy.copyto(old._mask, new._mask)
+        old._fill_value = new._fill_value
+        return True
+    numpy.copyto(old, new)
+    return True
+
+
+def _assign_generator(numpy: Any, old: Any, new: Any) -> bool:
+    is_generator = isinstance(old, numpy.random.Generator)
+    old_bits = old.bit_generator if is_generator else old._bit_generator
+    new_bits = new.bit_generator if is_generator else new._bit_generator
+    if type(old_bits) is not type(new_bits) or _seed_state(old_bits) != _seed_state(new_bits):
+        return False  # spawn() changed the SeedSequence, which cannot be set in place
+    if is_generator:
+        old_bits.state = new_bits.state
+    else:
+        old.set_state(new.get_state(legacy=False))
+    return True
+
+
+def _seed_state(bits: Any) -> Any:
+    seed = getattr(bits, "_seed_seq", None)
+    if seed is None or not hasattr(seed, "n_children_spawned"):
+        return None
+    return (repr(seed.entropy), tuple(seed.spawn_key), seed.pool_size, seed.n_children_spawned)
+
+
+def snapshot_contents(obj: Any) -> Any:
+    """A copy of ``obj``'s contents that :func:`assign_in_place` can put back (rollback); None if it cannot."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(obj, numpy.ndarray):
+        return obj.copy()
+    try:
+        snapshot = copy.deepcopy(obj)
+    except Exception:  # noqa: BLE001 (an object that cannot be copied cannot be put back)
+        return None
+    return snapshot if type(snapshot) is type(obj) else None
 
 
 def _is_lazy_collection(value: Any) -> bool:

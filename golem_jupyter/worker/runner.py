@@ -8,13 +8,24 @@ must only import what a provider has (golem_jupyter, the standard library, NumPy
 A task's result is a :class:`UnitResult`: the names it hands on and what it printed. The last
 task, :func:`collect`, encodes the names that go back to the notebook, one by one, so that the
 kernel can decode each with the restricted decoder and say which one it refused.
+
+A task copies only the values it changes in place (other tasks on the worker may hold the same
+objects), all with one memo so that objects they share stay shared; a name it got from the
+notebook and left as it was does not go back (the notebook keeps its own object), and a name that
+holds another notebook input, or an item of one (``for row in rows``), goes back as a reference to
+it, so that it is the notebook's own object, as in plain Python. A function that
+a statement of the cell defined in a task (a lambda in a loop) goes back as its defaults and
+attributes only: the kernel rebuilds it from its own compiled code. NumPy's error handling and
+print options are the kernel's while a task runs.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import copy
 import io
+import pickle
 import sys
 import threading
 import traceback
@@ -24,7 +35,9 @@ from typing import Any
 
 from ..errors import GolemError
 from ..notebook.transport import (
+    LOSSY_NUMPY_TYPES,
     NOTEBOOK_MODULE,
+    NUMPY_REDUCERS,
     KeepsFilenames,
     OutputError,
     Shipped,
@@ -89,7 +102,12 @@ class Program:
     xp: bool = False
     """Bind ``xp`` to CuPy on a GPU worker and to NumPy elsewhere."""
     everything: bool = False
-    """Hand on every name the namespace ends with (a cell run serially: exec may bind any name)."""
+    """Hand on every name the task binds, rebinds or changes (a cell run serially: exec may bind any name),
+    except ``definitions``."""
+    definitions: frozenset[str] = frozenset()
+    """Names the cell's definitions bind: the kernel's own (``def``, ``import``), never handed on as found."""
+    settings: dict[str, Any] | None = None
+    """The kernel's NumPy error handling (``err``) and print options (``print``), to run under."""
 
 
 @dataclass
@@ -98,6 +116,13 @@ class UnitResult:
 
     values: dict[str, Any]
     stdout: str = ""
+    unchanged: frozenset[str] = frozenset()
+    """Names of ``values`` that still hold the notebook's input as the task got it (not copied, not rebound)."""
+    in_place: frozenset[str] = frozenset()
+    """Names of ``values`` that hold a notebook input the task changed in place (a serial task's findings)."""
+    references: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Names of ``values`` that hold another notebook input as the task got it (``("input", name)``) or an
+    item of one (``("item", name, key)``): plain Python leaves them the notebook's own objects."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,7 @@ class Elements(KeepsFilenames):
     chunk: tuple[int, int] | None = None
     """(i, n): take the i-th of n slices of the items list a source task built; None: items given."""
     xp: bool = False
+    settings: dict[str, Any] | None = None
 
 
 @dataclass
@@ -140,12 +166,17 @@ class Gather(KeepsFilenames):
 
 
 @dataclass(frozen=True)
-class Collect:
+class Collect(KeepsFilenames):
     """The last task: the names going back to the notebook, each with the tasks that may hold it."""
 
     sources: tuple[tuple[str, tuple[int, ...]], ...]
     """Name -> the tasks that may hold it, last writer first."""
     labels: tuple[str, ...]
+    functions: tuple[types.CodeType, ...] = ()
+    """Code of the functions the cell's statements may define in tasks: such a function goes back as
+    ``(position in this tuple, defaults, keyword defaults, attributes)`` and the kernel rebuilds it."""
+    everything: bool = False
+    """The tasks are a serial cell's: every name they bound or changed goes back, not only ``sources``."""
 
 
 @dataclass(frozen=True)
@@ -154,24 +185,60 @@ class Items:
 
     values: list[Any] = field(default_factory=list)
 
+    def __dask_tokenize__(self) -> tuple[str, int]:
+        return ("golem-items", id(self))  # not hashed: the graph's keys are new anyway (see transport.Shipped)
+
 
 # ---------------------------------------------------------------------------- running
 
 
+_pickling_installed = False
+
+
+def _worker_pickling() -> None:
+    """On a worker: values that tasks hand to each other keep what NumPy's own pickles lose (a masked array's
+    hard mask and ``nomask``). Only in worker processes, never in the kernel (the user's own pickles)."""
+    global _pickling_installed
+    if not _pickling_installed:
+        import copyreg
+
+        for kind in LOSSY_NUMPY_TYPES:
+            copyreg.pickle(kind, NUMPY_REDUCERS[kind])
+        _pickling_installed = True
+
+
 def run_program(program: Program, *args: Any) -> UnitResult:
     """Run one task of a cell on this worker."""
+    _worker_pickling()
     namespace = _namespace(program.xp)
-    with _Captured() as output:
-        _guarded(program.where, _run_steps, program.steps, args, namespace)
+    inputs = _Inputs(snapshots=program.everything)
+    with _Captured() as output, _settings(program.settings):
+        _guarded(program.where, _run_steps, program.steps, args, namespace, inputs)
+    in_place: set[str] = set()
     if program.everything:
-        values = {k: v for k, v in namespace.items() if not (k.startswith("__") and k.endswith("__"))}
+        # Every name the task bound or rebound, and every input it changed in place (exec may do anything).
+        values = {}
+        for name, value in namespace.items():
+            if (name.startswith("__") and name.endswith("__")) or name in program.definitions:
+                continue
+            if not inputs.holds(name, value):
+                values[name] = value
+            elif inputs.changed(name, value):
+                values[name] = value
+                in_place.add(name)
     else:
         values = {name: namespace[name] for name in program.returns if name in namespace}
-    return UnitResult(values, output.getvalue())
+    unchanged = frozenset(name for name, value in values.items() if inputs.holds(name, value) and name not in in_place)
+    references = {}
+    for name, value in values.items():
+        if name not in unchanged and name not in in_place and (reference := inputs.reference(value)) is not None:
+            references[name] = reference
+    return UnitResult(values, output.getvalue(), unchanged, frozenset(in_place), references)
 
 
 def run_elements(spec: Elements, items: Items | UnitResult, *args: Any) -> ElementResults:
     """Evaluate a fan-out's element expression for each item of this task."""
+    _worker_pickling()
     values = items.values if isinstance(items, Items) else items.values[ITEM]
     if spec.chunk is not None:
         i, n = spec.chunk
@@ -179,8 +246,8 @@ def run_elements(spec: Elements, items: Items | UnitResult, *args: Any) -> Eleme
         values = values[size * i // n : size * (i + 1) // n]
     base = _namespace(spec.xp)
     out = ElementResults([])
-    with _Captured() as output:
-        _guarded(spec.where, _run_steps, spec.setup, args, base)
+    with _Captured() as output, _settings(spec.settings):
+        _guarded(spec.where, _run_steps, spec.setup, args, base, _Inputs())
         for item in values:
             where = f"{spec.where}, element {_describe(item)}"
             out.results.append(_guarded(where, _element, spec, dict(base), item))
@@ -201,6 +268,7 @@ def _element(spec: Elements, namespace: dict[str, Any], item: Any) -> tuple[bool
 
 def gather(spec: Gather, container: Any, *parts: ElementResults) -> UnitResult:
     """Put a fan-out's results together in order, and bind the loop target as the loop leaves it."""
+    _worker_pickling()
     values = {spec.name: _guarded(spec.where, _assemble, spec, container, parts)}
     last = next((part for part in reversed(parts) if part.has_items), None)
     if spec.form != "comprehension" and last is not None:
@@ -227,24 +295,53 @@ def _assemble(spec: Gather, container: Any, parts: tuple[ElementResults, ...]) -
 
 def collect(spec: Collect, *results: UnitResult) -> dict[str, Any]:
     """Encode the names that go back to the notebook, together (so that aliases stay aliases),
-    with each one's type for the kernel's messages; and the printed output of every task, in order."""
+    with each one's type for the kernel's messages; and the printed output of every task, in order.
+
+    The encoded value is ``{"values": {name: value}, "functions": {name: (k, defaults, kwdefaults,
+    attributes)}, "in_place": [names], "references": {name: reference}}``: a notebook input a task left as
+    it got it does not go back, and a name holding one (or an item of one) goes back as a reference to it."""
     values = {}
+    in_place = set()
+    references = {}
     for name, candidates in spec.sources:
         # The first task holding it: a loop over nothing does not bind its target.
         holder = next((results[i] for i in candidates if name in results[i].values), None)
-        if holder is not None:
+        if holder is not None and name in holder.references:
+            references[name] = holder.references[name]
+        elif holder is not None and name not in holder.unchanged:
             values[name] = holder.values[name]
+    if spec.everything:  # a serial task: everything it found
+        for result in results:
+            if isinstance(result, UnitResult):
+                for k, v in result.values.items():
+                    if k in result.references:
+                        references[k] = result.references[k]
+                    elif k not in result.unchanged:
+                        values[k] = v
+                in_place |= result.in_place
+    functions = {}
+    for name, value in list(values.items()):
+        if isinstance(value, types.FunctionType) and value.__module__ == NOTEBOOK_MODULE:
+            position = next((k for k, code in enumerate(spec.functions) if value.__code__ == code), None)
+            if position is not None:
+                functions[name] = (position, value.__defaults__, value.__kwdefaults__, dict(value.__dict__))
+                del values[name]
     for name, value in values.items():
         _guarded(f"returning {name!r}", check_returnable, name, value)
+    payload = {"values": values, "functions": functions, "in_place": sorted(in_place), "references": references}
     try:
-        encoded = encode_value("the cell's results", values)
+        encoded = encode_value("the cell's results", payload)
     except OutputError:
         for name, value in values.items():  # say which name cannot come back
             _guarded(f"returning {name!r}", encode_value, name, value)
+        for name, value in functions.items():
+            _guarded(f"returning {name!r} (a function's defaults)", encode_value, name, value)
         raise
-    types = {name: f"{type(v).__module__}.{type(v).__qualname__}" for name, v in values.items()}
+    kinds = {name: f"{type(v).__module__}.{type(v).__qualname__}" for name, v in values.items()}
+    kinds.update({name: "function" for name in functions})
+    kinds.update({name: "the notebook's own object" for name in references})
     printed = [(label, result.stdout) for label, result in zip(spec.labels, results, strict=True) if result.stdout]
-    return {"values": encoded, "types": types, "printed": printed}
+    return {"values": encoded, "types": kinds, "printed": printed}
 
 
 def run_and_collect(program: Program, spec: Collect, *args: Any) -> dict[str, Any]:
@@ -294,26 +391,106 @@ def array_module() -> types.ModuleType:
     return numpy
 
 
-def _run_steps(steps: tuple[Bind | Exec, ...], args: tuple[Any, ...], namespace: dict[str, Any]) -> None:
+class _Inputs:
+    """The notebook inputs a task bound as they came (not copied): what it left alone need not go back."""
+
+    def __init__(self, *, snapshots: bool = False) -> None:
+        self.values: dict[str, Any] = {}
+        self.snapshots: dict[str, bytes | None] | None = {} if snapshots else None
+        self.memo: dict[int, Any] = {}  # one deep-copy memo per task: objects shared between copies stay shared
+        self._ids: dict[int, tuple[Any, ...]] | None = None
+
+    def bound(self, name: str, value: Any) -> None:
+        self.values[name] = value
+        if self.snapshots is not None:
+            self.snapshots[name] = _pickled(value)
+
+    def holds(self, name: str, value: Any) -> bool:
+        return name in self.values and self.values[name] is value
+
+    def reference(self, value: Any) -> tuple[Any, ...] | None:
+        """``("input", name)`` if ``value`` is a notebook input as the task got it, ``("item", name, key)`` if it is
+        an item of one (a list, tuple or dict of at most ``_ITEMS`` items); None otherwise."""
+        if isinstance(value, _IMMUTABLE):
+            return None
+        if self._ids is None:
+            self._ids = {}
+            for name, held in self.values.items():
+                self._ids.setdefault(id(held), ("input", name))
+            for name, held in self.values.items():
+                if type(held) in (list, tuple) and len(held) <= _ITEMS:
+                    for key, item in enumerate(held):
+                        if not isinstance(item, _IMMUTABLE):
+                            self._ids.setdefault(id(item), ("item", name, key))
+                elif type(held) is dict and len(held) <= _ITEMS:
+                    for key, item in held.items():
+                        if not isinstance(item, _IMMUTABLE) and isinstance(key, _IMMUTABLE):
+                            self._ids.setdefault(id(item), ("item", name, key))
+        return self._ids.get(id(value))
+
+    def changed(self, name: str, value: Any) -> bool:
+        """A serial task's input changed in place (its pickle differs from the one taken when it was bound)."""
+        before = self.snapshots.get(name) if self.snapshots is not None else None
+        return before is not None and _pickled(value) != before
+
+
+_ITEMS = 10_000
+_IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), range, frozenset, types.ModuleType, type)
+
+
+def _pickled(value: Any) -> bytes | None:
+    if isinstance(value, types.ModuleType | types.FunctionType | type):
+        return None
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:  # noqa: BLE001 (what cannot be pickled cannot be compared: taken as unchanged)
+        return None
+
+
+def _run_steps(
+    steps: tuple[Bind | Exec, ...], args: tuple[Any, ...], namespace: dict[str, Any], inputs: _Inputs
+) -> None:
     for step in steps:
         if isinstance(step, Bind):
-            namespace[step.name] = _argument(step, args, namespace)
+            namespace[step.name] = _argument(step, args, namespace, inputs)
         else:
             exec(step.code, namespace)  # the requestor's own cell, on a worker it rented
 
 
-def _argument(step: Bind, args: tuple[Any, ...], namespace: dict[str, Any]) -> Any:
+def _argument(step: Bind, args: tuple[Any, ...], namespace: dict[str, Any], inputs: _Inputs) -> Any:
+    notebook = False
     for arg, from_unit in ((step.arg, step.from_unit), *step.fallbacks):
         source = args[arg]
         if not from_unit:
             value = unship(source, namespace) if isinstance(source, Shipped) else source
+            notebook = True
             break
         if step.name in source.values:
             value = source.values[step.name]
             break
     else:
         raise NameError(f"name {step.name!r} is not defined")
-    return copy.deepcopy(value) if step.copy else value
+    if step.copy and not isinstance(value, types.ModuleType):
+        return copy.deepcopy(value, inputs.memo)
+    if notebook:
+        inputs.bound(step.name, value)
+    return value
+
+
+@contextlib.contextmanager
+def _settings(settings: dict[str, Any] | None) -> Any:
+    """Run under the kernel's NumPy error handling and print options."""
+    if not settings:
+        yield
+        return
+    import numpy
+
+    with contextlib.ExitStack() as stack:
+        if numpy.geterr() != settings["err"]:
+            stack.enter_context(numpy.errstate(**settings["err"]))
+        if numpy.get_printoptions() != settings["print"]:
+            stack.enter_context(numpy.printoptions(**settings["print"]))
+        yield
 
 
 def _unwrap(value: Any) -> Any:
