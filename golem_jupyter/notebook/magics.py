@@ -105,6 +105,8 @@ class GolemMagics(Magics):
         filename = f"<golem-cell-{next(_cell_numbers)}>"
         register_source(filename, f"%%golem {line}\n{cell}")
         modules = notebook_modules(namespace)  # modules, and library callables with hidden state
+        if "xp" not in namespace:
+            modules["xp"] = "numpy"  # the array module tasks get (CuPy on GPU workers): a module, not a value
         graph = analyze(cell, first_line=2, filename=filename, modules=modules, callables=notebook_functions(namespace))
         out = frozenset(n.strip() for n in args.out.split(",") if n.strip()) if args.out else None
         if out is not None and (unknown := out - graph.outputs - graph.deleted):

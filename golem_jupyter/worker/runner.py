@@ -211,6 +211,7 @@ def run_program(program: Program, *args: Any) -> UnitResult:
     """Run one task of a cell on this worker."""
     _worker_pickling()
     namespace = _namespace(program.xp)
+    injected = {name: namespace[name] for name in ("xp",) if name in namespace}
     inputs = _Inputs(snapshots=program.everything)
     with _Captured() as output, _settings(program.settings):
         _guarded(program.where, _run_steps, program.steps, args, namespace, inputs)
@@ -221,6 +222,8 @@ def run_program(program: Program, *args: Any) -> UnitResult:
         for name, value in namespace.items():
             if (name.startswith("__") and name.endswith("__")) or name in program.definitions:
                 continue
+            if name in injected and value is injected[name]:
+                continue  # the worker's array module, not a name the cell bound
             if not inputs.holds(name, value):
                 values[name] = value
             elif inputs.changed(name, value):
