@@ -204,7 +204,7 @@ class _WorkerComm:
             # Dask would take the result from whoever reports it with the right run id; a task
             # that another worker is running is that worker's to report. (A late report of a
             # task no one is running any more still reaches the meter, which bills it once.)
-            self._refuse(op, "a task another worker is running", stream=True)
+            self._refuse(op, f"reported task {message.get('key')!r}, which another worker is running", stream=True)
             return False
         return True
 
