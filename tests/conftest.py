@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import by_value  # noqa: F401 (task functions from tests/ travel to the workers by value)
 import pytest
 from chainkit import TestChain, anvil_binary, anvil_chain, embedded_chain
 

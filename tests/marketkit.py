@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from golem_jupyter.chain import Chain, Network, Wallet
 from golem_jupyter.devnet import Devnet, DevnetProvider
 from golem_jupyter.ledger import Ledger
+from golem_jupyter.provider.sandbox import SANDBOX_ENV, sandbox_available
 from golem_jupyter.worker.meter import read_meter
 
 CLAIM_GRACE = "1"
@@ -45,10 +47,20 @@ class Market:
 
 
 @contextlib.contextmanager
-def local_market(home: Path, providers: int = 3, gpu_providers: int = 0) -> Iterator[Market]:
-    """Start a devnet of ``providers`` agents (``gpu_providers`` with a GPU) under ``home``; stop all after."""
-    saved = {name: os.environ.get(name) for name in ("GOLEM_HOME", "PYTHONPATH")}
+def local_market(
+    home: Path, providers: int = 3, gpu_providers: int = 0, *, sandbox: str | None = None, options: tuple[str, ...] = ()
+) -> Iterator[Market]:
+    """Start a devnet of ``providers`` agents (``gpu_providers`` with a GPU) under ``home``; stop all after.
+
+    The agents run their workers in the sandbox ``sandbox`` ("bwrap" or "none"); by default in
+    bubblewrap where it works here, else (outside CI) with none, as ``GOLEM_SANDBOX`` says to an
+    agent. ``options``: more ``golem provider run`` options for every agent (e.g. ``--memory``)."""
+    saved = {name: os.environ.get(name) for name in ("GOLEM_HOME", "PYTHONPATH", SANDBOX_ENV)}
     os.environ["GOLEM_HOME"] = str(home)  # inherited by the provider processes
+    if sandbox is None and not os.environ.get("CI"):
+        sandbox = saved[SANDBOX_ENV] or ("bwrap" if sandbox_available() else "none")
+    if sandbox is not None:
+        os.environ[SANDBOX_ENV] = sandbox
     # Schedulers and workers import task functions from the test modules, as a real user's
     # processes import the user's modules.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
@@ -57,7 +69,7 @@ def local_market(home: Path, providers: int = 3, gpu_providers: int = 0) -> Iter
         providers=providers,
         gpu_providers=gpu_providers,
         connection_file=home / "devnet.json",
-        provider_options=("--claim-grace", CLAIM_GRACE, "--min-deposit-seconds", "1"),
+        provider_options=("--claim-grace", CLAIM_GRACE, "--min-deposit-seconds", "1", *options),
     )
     try:
         network = devnet.start()
@@ -69,6 +81,26 @@ def local_market(home: Path, providers: int = 3, gpu_providers: int = 0) -> Iter
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def worker_pids(market: Market, client: Any) -> dict[str, int]:
+    """The host's pid of each worker of ``client``'s cluster, by worker address.
+
+    ``client.run(os.getpid)`` answers a sandboxed worker's pid inside its own PID namespace, which
+    names some other process (or none) out here: look for the worker among the descendants of the
+    agent that runs it instead (the ``dask worker`` process joined to this scheduler)."""
+    scheduler = client.scheduler.address
+    agents = {p.address: p.pid for p in market.providers}
+    pids = {}
+    for address, info in client.scheduler_info()["workers"].items():
+        for process in psutil.Process(agents[str(info["name"])]).children(recursive=True):
+            try:
+                command = process.cmdline()
+            except psutil.Error:
+                continue
+            if command[1:3] == ["-m", "distributed.cli.dask_worker"] and scheduler in command:
+                pids[address] = process.pid
+    return pids
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> None:

@@ -247,6 +247,7 @@ def test_providers_claim_their_vouchers_when_the_requestor_is_killed(market: Mar
             f"""
             import sys, time
             from distributed import Client
+            import by_value  # tests/ task functions travel by value (a sandboxed worker cannot import them)
             from market_tasks import busy
             from golem_jupyter.chain import Network
             from golem_jupyter.ledger import Ledger

@@ -23,7 +23,15 @@ from distributed.scheduler import NoWorkerError
 from IPython.core.error import UsageError
 from magic_shell import text_shell
 from market_tasks import nap
-from marketkit import Market, agreement_with_ca, assert_paid_as_metered, local_market, session_ca_pem, wait_until
+from marketkit import (
+    Market,
+    agreement_with_ca,
+    assert_paid_as_metered,
+    local_market,
+    session_ca_pem,
+    wait_until,
+    worker_pids,
+)
 from web3 import Web3
 
 from golem_jupyter.chain import Chain, Network, Offer, Wallet
@@ -78,7 +86,7 @@ def test_a_provider_whose_worker_is_killed_mid_graph_is_paid_exactly_for_what_it
         # Kill only once both workers hold results: the victim has done work, and loses some.
         wait_until(both_hold_results, 60, "both workers hold three results")
         names = {address: str(info["name"]) for address, info in client.scheduler_info()["workers"].items()}
-        pids = client.run(os.getpid)
+        pids = worker_pids(market, client)  # the host's pids (a sandboxed worker has a PID namespace of its own)
         victim_address = min(names)
         victim = names[victim_address]
         [survivor] = set(names.values()) - {victim}
@@ -157,9 +165,9 @@ def test_an_unreachable_provider_is_skipped_and_named(market: Market, dead_offer
         rent(market, 4)
 
 
-def kill_the_workers(client: Client) -> None:
+def kill_the_workers(market: Market, client: Client) -> None:
     """SIGKILL every worker of ``client``'s cluster and wait until the scheduler has let them go."""
-    for pid in client.run(os.getpid).values():
+    for pid in worker_pids(market, client).values():
         os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not client.scheduler_info()["workers"], 60, "the scheduler has no workers left")
 
@@ -171,7 +179,7 @@ def test_a_task_no_provider_is_left_to_run_fails_instead_of_waiting(
     no-workers timeout (shortened here; 30 s by default) instead of waiting forever."""
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT", "1s")  # read by the scheduler process
     with rent(market, 1) as cluster, Client(cluster) as client:
-        kill_the_workers(client)
+        kill_the_workers(market, client)
         with pytest.raises(NoWorkerError, match=r"timed out after .* waiting without any running workers"):
             client.submit(nap, 0, pure=False).result(timeout=60)
 
@@ -185,7 +193,7 @@ def test_a_cell_whose_providers_are_gone_says_so(market: Market, monkeypatch: py
         shell.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 1 --budget 0.01")
         magics = shell.magics_manager.registry["GolemMagics"]
         [rental] = magics.market.cluster.rentals.values()
-        kill_the_workers(magics.market.client)
+        kill_the_workers(market, magics.market.client)
         with pytest.raises(UsageError, match="No rented provider"):
             shell.run_cell_magic("golem", f"--max-price {rental.offer.price_per_cpu_second}wei", "x = 1 + 1")
         with pytest.raises(MarketError, match=r"providers it rented are gone.*%golem connect"):

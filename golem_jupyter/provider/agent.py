@@ -58,7 +58,8 @@ from ..market.pricing import Tariff
 from ..worker.meter import read_meter
 from .agreements import Agreement, PaymentPolicy
 from .gpu import detect_gpus
-from .workers import run_worker, worker_command
+from .sandbox import default_sandbox
+from .workers import WorkerSpec, run_worker
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class ProviderConfig:
     withdraw_offer_on_exit: bool = False
     ready_file: Path | None = None
     """Written (JSON: address, endpoint, pid) once the offer is published and the port is open."""
+    sandbox: str = field(default_factory=default_sandbox)
+    """What requestors' code runs in (:data:`.sandbox.SANDBOX_TIERS`): "bwrap" unless the operator
+    chose "none" (here or with ``GOLEM_SANDBOX=none``); without bubblewrap, "bwrap" starts no worker."""
 
 
 class ProviderAgent:
@@ -385,20 +389,21 @@ class ProviderAgent:
             scope.cancel()
 
     async def _serve_agreement(self, agreement: Agreement) -> None:
-        command = worker_command(
+        worker = WorkerSpec(
             scheduler=agreement.scheduler_address,
             name=self.address,
             directory=agreement.directory,
             nthreads=self.config.cpus,
             gpus=agreement.gpus,
             memory_limit=self._memory_per_worker(),
+            sandbox=self.config.sandbox,
         )
         with trio.CancelScope() as scope:
             self._scopes[agreement.agreement_id] = scope
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_payment, agreement)
-                code = await run_worker(command, agreement.directory)
-                agreement.end_reason = agreement.end_reason or f"worker exited with code {code}"
+                ended = await run_worker(worker)
+                agreement.end_reason = agreement.end_reason or ended.reason
                 nursery.cancel_scope.cancel()
         del self._scopes[agreement.agreement_id]
         agreement.state = AgreementStatus.TERMINATED

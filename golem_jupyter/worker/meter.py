@@ -4,7 +4,10 @@ A ``WorkerPlugin`` adds up the seconds this worker spent computing tasks (from t
 ``startstops``: the same numbers the requestor's scheduler meters), split into CPU and GPU time
 (tasks holding a ``GPU`` resource), and writes the totals to the file named by
 ``GOLEM_METER_FILE`` so the provider agent can check each voucher against them. The file is
-rewritten atomically, at most every ``FLUSH_SECONDS`` and when the worker stops.
+rewritten atomically, at most every ``FLUSH_SECONDS`` and when the worker stops. In a sandbox
+(:mod:`golem_jupyter.provider.sandbox`) the worker sees no file of the agent's: it writes the
+same totals, one JSON line each time, to the pipe ``GOLEM_METER_FD`` instead, and the agent
+writes the file.
 
 It also attaches a digest of every result to the task's metadata, which the requestor folds
 into the graph's ``resultRoot``: the provider's commitment to what it delivered.
@@ -28,6 +31,7 @@ from tornado.ioloop import PeriodicCallback
 from ..trust._authorization import serve_peers_by_role
 
 METER_ENV = "GOLEM_METER_FILE"
+METER_FD_ENV = "GOLEM_METER_FD"
 DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.scheduler.metering
 FLUSH_SECONDS = 0.2
 
@@ -37,8 +41,9 @@ class ComputeMeter(WorkerPlugin):
 
     name = "golem-compute-meter"
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, fd: int | None = None) -> None:
         self.path = path
+        self.fd = fd
         self.cpu_seconds = 0.0
         self.gpu_seconds = 0.0
         self.tasks = 0
@@ -49,6 +54,8 @@ class ComputeMeter(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
+        if self.fd is not None:
+            os.set_blocking(self.fd, False)  # totals are cumulative: a line the agent misses costs nothing
         self.flush(force=True)
         # A burst of tasks ends without a later task to flush it: flush on a timer too.
         callback = PeriodicCallback(self.flush, FLUSH_SECONDS * 1000)
@@ -85,21 +92,25 @@ class ComputeMeter(WorkerPlugin):
 
     def flush(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not self.path or (not force and now - self._flushed < FLUSH_SECONDS):
+        if (not self.path and self.fd is None) or (not force and now - self._flushed < FLUSH_SECONDS):
             return
         self._flushed = now
+        totals = {
+            "cpu_seconds": self.cpu_seconds,
+            "gpu_seconds": self.gpu_seconds,
+            "tasks": self.tasks,
+            "executing": self.executing,
+            "last_change": self.last_change,
+        }
+        if self.fd is not None:
+            try:
+                os.write(self.fd, json.dumps(totals).encode() + b"\n")  # < PIPE_BUF: one atomic write
+            except (BlockingIOError, BrokenPipeError):
+                pass
+            return
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:
-            json.dump(
-                {
-                    "cpu_seconds": self.cpu_seconds,
-                    "gpu_seconds": self.gpu_seconds,
-                    "tasks": self.tasks,
-                    "executing": self.executing,
-                    "last_change": self.last_change,
-                },
-                f,
-            )
+            json.dump(totals, f)
         os.replace(tmp, self.path)
 
 
@@ -119,4 +130,6 @@ def read_meter(path: str | os.PathLike) -> dict[str, Any]:
 
 async def dask_setup(worker: Any) -> None:
     serve_peers_by_role(worker)  # the session's other workers belong to other providers
-    await worker.plugin_add(ComputeMeter(os.environ.get(METER_ENV)), name=ComputeMeter.name)
+    fd = os.environ.get(METER_FD_ENV)
+    meter = ComputeMeter(os.environ.get(METER_ENV), fd=int(fd) if fd else None)
+    await worker.plugin_add(meter, name=ComputeMeter.name)
