@@ -92,10 +92,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Publish (or update) this provider's offer in the ProviderRegistry, answer "
         "negotiation requests, and start one Dask worker per agreement. Amounts are like 1gwei (a bare number is wei).",
     )
-    _wallet_options(run)
+    _wallet_options(run, password_file=True)
     run.add_argument("--network", help="JSON-RPC URL or connection file (default: the running devnet)")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=0, help="negotiation port (default 0: a free one)")
+    run.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run requestors' code unconfined (only where bubblewrap cannot run; the offer says so)",
+    )
     run.add_argument("--price-cpu", type=_wei, default=10**9, metavar="X", help="price per CPU-second (1gwei)")
     run.add_argument("--price-gpu", type=_wei, default=10**10, metavar="X", help="price per GPU-second (10gwei)")
     run.add_argument("--start-fee", type=_wei, default=0, metavar="X", help="fee per agreement")
@@ -178,8 +183,14 @@ def _wei(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _wallet_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keystore", help="keystore file (password from $GOLEM_WALLET_PASSWORD or a prompt)")
+def _wallet_options(parser: argparse.ArgumentParser, *, password_file: bool = False) -> None:
+    if password_file:
+        parser.add_argument("--keystore", help="keystore file (password from --password-file or a prompt)")
+        parser.add_argument(
+            "--password-file", type=Path, metavar="FILE", help="read the keystore's password from FILE (mode 0600)"
+        )
+    else:
+        parser.add_argument("--keystore", help="keystore file (password from $GOLEM_WALLET_PASSWORD or a prompt)")
     parser.add_argument(
         "--dev-account", type=int, metavar="N", help="use development account N (devnet and anvil only)"
     )
@@ -188,16 +199,44 @@ def _wallet_options(parser: argparse.ArgumentParser) -> None:
 def _load_wallet(args: argparse.Namespace):
     from .chain.wallet import KEY_ENV, PASSWORD_ENV, Wallet
 
+    if getattr(args, "password_file", None) and not args.keystore:
+        raise ConfigurationError("--password-file goes with --keystore.")
     if args.keystore:
-        password = os.environ.get(PASSWORD_ENV)
-        if password is None:
-            password = getpass.getpass(f"Password for {args.keystore}: ")
+        if hasattr(args, "password_file"):  # the provider agent: never a secret in its environment
+            password = _provider_password(args.keystore, args.password_file)
+        else:
+            password = os.environ.get(PASSWORD_ENV)
+            if password is None:
+                password = getpass.getpass(f"Password for {args.keystore}: ")
         return Wallet.load(args.keystore, password)
     if args.dev_account is not None:
         return Wallet.dev(args.dev_account)
     if os.environ.get(KEY_ENV):
         return Wallet.from_env()
     raise ConfigurationError(f"No wallet given: pass --keystore PATH, --dev-account N, or set {KEY_ENV}.")
+
+
+def _provider_password(keystore: str, password_file: Path | None) -> str:
+    """The keystore password of a provider agent: from a file or a prompt, never the environment.
+
+    The agent's children run requestors' code; whatever is in the agent's environment, a child
+    started without a sandbox inherits, and ``/proc/PID/environ`` keeps it for the agent's life."""
+    from .chain.wallet import PASSWORD_ENV
+
+    if os.environ.get(PASSWORD_ENV) is not None:
+        raise ConfigurationError(
+            f"The provider agent does not read ${PASSWORD_ENV}: its environment is what requestors' code could "
+            "see. Unset it and pass --password-file FILE (readable only by you), or type the password at the prompt."
+        )
+    if password_file is None:
+        return getpass.getpass(f"Password for {keystore}: ")
+    try:
+        text = password_file.read_text()
+    except OSError as error:
+        raise ConfigurationError(f"Cannot read the password file {password_file}: {error.strerror}.") from None
+    if password_file.stat().st_mode & 0o077:
+        print(f"golem: warning: {password_file} is readable by others; chmod 600 it.", file=sys.stderr)
+    return text.rstrip("\r\n")
 
 
 def _devnet(args: argparse.Namespace) -> int:
@@ -305,10 +344,14 @@ def _provider_run(args: argparse.Namespace) -> int:
 
     from .provider.agent import ProviderAgent, ProviderConfig
     from .provider.agreements import PaymentPolicy
+    from .provider.sandbox import default_sandbox, require_sandbox
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    sandbox = "none" if args.no_sandbox else default_sandbox()
+    require_sandbox(sandbox)  # before the wallet: no password asked for an agent that cannot serve
     config = ProviderConfig(
         wallet=_load_wallet(args),
+        sandbox=sandbox,
         network=args.network,
         host=args.host,
         port=args.port,

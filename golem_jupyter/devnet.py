@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +32,8 @@ from .chain.rpc_server import RPCServer
 from .chain.wallet import Wallet
 from .errors import ConfigurationError
 from .home import devnet_file
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8545
 BASE_CPU_PRICE = 10**9
@@ -139,6 +142,7 @@ class Devnet:
                 "--price-gpu", str(gpu_price),
                 "--gpus", str(gpus),
                 "--ready-file", str(ready),
+                *_sandbox_options(),
                 *self.provider_options,
             ]  # fmt: skip
             with open(log, "ab") as out:
@@ -262,3 +266,15 @@ def _remove_if_ours(path: Path, pid: int) -> None:
             path.unlink()
     except (ConfigurationError, FileNotFoundError):
         pass
+
+
+def _sandbox_options() -> tuple[str, ...]:
+    """The devnet's own agents sandbox requestors' code where bubblewrap runs. Where it cannot, they
+    serve unconfined (``--no-sandbox``): on a devnet the requestor is the machine's own user, and
+    the offers say ``"sandbox": "none"``. An operator's ``GOLEM_SANDBOX`` decides otherwise."""
+    from .provider.sandbox import SANDBOX_ENV, sandbox_unavailable_reason
+
+    if os.environ.get(SANDBOX_ENV) or sandbox_unavailable_reason() is None:
+        return ()
+    logger.info("The devnet's providers run requestors' code unconfined: %s", sandbox_unavailable_reason())
+    return ("--no-sandbox",)

@@ -21,7 +21,8 @@ from market_tasks import nap, square
 from marketkit import Market, local_market
 
 from golem_jupyter.chain import Offer, Wallet
-from golem_jupyter.errors import MarketError
+from golem_jupyter.chain.types import NATIVE
+from golem_jupyter.errors import InvalidInput, MarketError
 from golem_jupyter.market.agreements import AgreementStatus
 from golem_jupyter.market.certificates import make_key_and_csr
 from golem_jupyter.market.messages import TO_PROVIDER, ReplayGuard, decode_line, encode, sign_message, verify_message
@@ -57,6 +58,22 @@ def serving(cluster: GolemCluster) -> set[str]:
 
 def joined(client: Client) -> set[str]:
     return {str(w["name"]) for w in client.scheduler_info()["workers"].values()}
+
+
+def test_the_demand_has_the_sandbox_asked_for_and_the_sessions_native_currency() -> None:
+    """No market needed: the demand is made when the cluster is, before it starts."""
+    with pytest.raises(InvalidInput, match=r"sandbox must be one of 'none', 'bwrap'.*got 'gvisor'"):
+        GolemCluster(budget=BUDGET, sandbox="gvisor")
+
+    async def main() -> None:
+        for tier in (None, "none", "bwrap"):
+            cluster = GolemCluster(budget=BUDGET, sandbox=tier, asynchronous=True)  # not started: no network read
+            try:
+                assert (cluster.demand.sandbox, cluster.demand.token) == (tier, NATIVE)
+            finally:
+                await cluster.close()
+
+    asyncio.run(main())
 
 
 def test_scale_rents_more_providers_and_lets_them_go(market: Market) -> None:

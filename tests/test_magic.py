@@ -18,10 +18,13 @@ from magic_cells import CELLS
 from magic_shell import text_shell
 from marketkit import assert_paid_as_metered, local_market
 
-from golem_jupyter.errors import BudgetExceeded, GolemError
+from golem_jupyter.chain import Offer, Wallet
+from golem_jupyter.errors import BudgetExceeded, GolemError, MarketError
 from golem_jupyter.notebook.execution import RemoteTraceback
 
 pytestmark = pytest.mark.timeout(300)
+
+TOKEN = "0xE5e5E5E5e5e5E5E5E5E5e5E5e5e5e5E5e5e5e5e5"  # an ERC-20 address (checksummed) an offer is priced in
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,7 @@ def test_subcommand_help_shows_its_usage_and_runs_nothing(shell, capsys):
         assert shell.run_line_magic("golem", f"connect {flag}") is None
         out = capsys.readouterr().out
         assert "%golem connect [-h]" in out
-        for option in ("NETWORK", "--providers N", "--gpu", "--budget X", "--max-price X"):
+        for option in ("NETWORK", "--providers N", "--gpu", "--budget X", "--max-price X", "--sandbox TIER"):
             assert option in out, option
         assert "golem:" not in out and "--dry-run" not in out
     assert (magics.market, magics.gpu_market, magics.connection) == before
@@ -207,6 +210,59 @@ def test_wrong_subcommand_option_shows_that_subcommands_usage(shell):
     message = str(raised.value)
     assert "--frobnicate" in message and "%golem budget [-h]" in message
     assert "%%golem" not in message and "--dry-run" not in message
+
+
+def test_connect_refuses_an_unknown_sandbox_tier_naming_the_tiers(shell):
+    magics = golem_magics(shell)
+    before = (magics.market, magics.gpu_market, magics.connection)
+    for tier in ("gvisor", "BWRAP", "''"):
+        with pytest.raises(UsageError) as raised:
+            shell.run_line_magic("golem", f"connect --sandbox {tier}")
+        message = str(raised.value)
+        assert "--sandbox" in message and "'none'" in message and "'bwrap'" in message, message
+        assert "%golem connect [-h]" in message
+    assert (magics.market, magics.gpu_market, magics.connection) == before
+
+
+def test_connect_rents_only_offers_with_the_sandbox_demanded(shell, tmp_path, capsys):
+    """``%golem connect --sandbox bwrap`` reaches the cluster's demand: on a market whose only
+    offers run code unconfined or ask for an ERC-20, nothing fits, and the error says why for each
+    (before any provider is contacted: these offers have no agent behind them)."""
+    magics = golem_magics(shell)
+    saved = (magics.connection, magics.market)
+    magics.market = None  # a session of the module's market, if open, stays as it is
+    try:
+        with local_market(tmp_path, providers=0) as chain_only:
+            unconfined, erc20 = Wallet.dev(8), Wallet.dev(9)
+            dead = "127.0.0.1:9"  # never dialled
+            chain_only.chain(unconfined).registry.publish(
+                Offer(dead, price_per_cpu_second=1, capabilities={"sandbox": "none"})
+            )
+            chain_only.chain(erc20).registry.publish(
+                Offer(dead, price_per_cpu_second=1, capabilities={"sandbox": "bwrap", "token": TOKEN})
+            )
+            network = chain_only.home / "devnet.json"
+            with pytest.raises(MarketError) as raised:
+                shell.run_line_magic("golem", f"connect {network} --providers 1 --sandbox bwrap --budget 1gwei")
+            message = str(raised.value)
+            assert "only 0 of the 2 offers" in message, message
+            assert f"provider {unconfined.address} runs requestors' code with sandbox 'none'; you demanded 'bwrap'" in (
+                message
+            )
+            assert f"provider {erc20.address} is priced in token {TOKEN}, your session pays in the native currency" in (
+                message
+            )
+            assert magics.market is None and magics.connection.sandbox == "bwrap"
+
+            # %golem providers shows each offer's sandbox (the connection's network is this market).
+            table = shell.run_line_magic("golem", "providers")
+            assert "sandbox" in repr(table).splitlines()[1]
+            rows = {line.split()[0]: line.split() for line in repr(table).splitlines()[2:]}
+            assert "none" in rows[unconfined.address] and "bwrap" in rows[erc20.address]
+            assert "<th>sandbox</th>" in table._repr_html_()
+    finally:
+        magics.connection, magics.market = saved
+        capsys.readouterr()
 
 
 def test_budget_amount_may_have_its_unit_apart(shell):

@@ -11,13 +11,16 @@ from conftest import Deployed
 from eth_utils import to_checksum_address as _checksum
 
 from golem_jupyter.chain import Offer
-from golem_jupyter.chain.types import new_id
+from golem_jupyter.chain.types import NATIVE, new_id
 from golem_jupyter.errors import InvalidInput
 from golem_jupyter.market import (
+    SANDBOX_TIERS,
     Demand,
     Reputation,
     explain,
     matches,
+    offer_sandbox,
+    offer_token,
     offers_with_reputations,
     rank,
     reputations,
@@ -30,7 +33,26 @@ D = "0x" + "d4" * 20
 GIB = 2**30
 
 
-def offer(provider: str | None = A, cpu: int = 10, gpu: int = 0, fee: int = 0, gpus: int = 0, memory: int = 8 * GIB):
+TOKEN = "0x" + "e5" * 20  # an ERC-20 some provider prices its offer in
+MISSING = object()
+
+
+def offer(
+    provider: str | None = A,
+    cpu: int = 10,
+    gpu: int = 0,
+    fee: int = 0,
+    gpus: int = 0,
+    memory: int = 8 * GIB,
+    sandbox: object = MISSING,
+    token: object = MISSING,
+):
+    """An offer as a provider could publish it; ``sandbox`` and ``token`` land in its capabilities as given."""
+    capabilities = {"numpy": True}
+    if sandbox is not MISSING:
+        capabilities["sandbox"] = sandbox
+    if token is not MISSING:
+        capabilities["token"] = token
     return Offer(
         endpoint=f"127.0.0.1:{7000 + (int(provider[2:4], 16) if provider else 0)}",
         price_per_cpu_second=cpu,
@@ -39,6 +61,7 @@ def offer(provider: str | None = A, cpu: int = 10, gpu: int = 0, fee: int = 0, g
         cpus=4,
         gpus=gpus,
         memory_bytes=memory,
+        capabilities=capabilities,
         provider=provider,
     )
 
@@ -59,11 +82,35 @@ def offer(provider: str | None = A, cpu: int = 10, gpu: int = 0, fee: int = 0, g
         {"min_reputation": "high"},
         {"exclude": "0x" + "a1" * 20},
         {"exclude": frozenset({"not an address"})},
+        {"sandbox": "gvisor"},
+        {"sandbox": "BWRAP"},
+        {"sandbox": ""},
+        {"sandbox": 1},
+        {"sandbox": ("bwrap",)},
+        {"token": None},
+        {"token": "native"},
+        {"token": "0x" + "e5" * 19},
+        {"token": 0},
     ],
 )
 def test_demand_refuses_bad_values(kwargs):
     with pytest.raises(InvalidInput):
         Demand(**kwargs)
+
+
+def test_demand_names_the_sandbox_tiers_and_the_bad_token():
+    with pytest.raises(InvalidInput, match=r"sandbox must be one of 'none', 'bwrap'.*got 'gvisor'"):
+        Demand(sandbox="gvisor")
+    with pytest.raises(InvalidInput, match=r"token 'native' is not an Ethereum address"):
+        Demand(token="native")
+
+
+def test_demand_defaults_to_any_sandbox_and_the_native_currency_and_keeps_tokens_checksummed():
+    assert SANDBOX_TIERS == ("none", "bwrap")  # weakest first
+    assert (Demand().sandbox, Demand().token) == (None, NATIVE)
+    assert Demand(token=TOKEN.upper().replace("0X", "0x")).token == _checksum(TOKEN)
+    for tier in SANDBOX_TIERS:
+        assert Demand(sandbox=tier).sandbox == tier
 
 
 def test_demand_keeps_excluded_addresses_checksummed():
@@ -111,6 +158,41 @@ def test_reputation_score_follows_its_formula(reputation, score):
         (offer(), Demand(min_reputation=0.5), Reputation(faults=1), "reputation 0.17 (0 paid, 1 faults) is below"),
         (offer(), Demand(min_reputation=0.5), None, None),  # a newcomer has a clean record
         (offer(provider=None), Demand(exclude=frozenset({A})), None, None),
+        # Sandbox: the offer's tier must be at least the demanded one; an offer that says nothing is "none".
+        (offer(sandbox="bwrap"), Demand(sandbox="bwrap"), None, None),
+        (offer(sandbox="bwrap"), Demand(sandbox="none"), None, None),
+        (offer(sandbox="none"), Demand(sandbox="none"), None, None),
+        (offer(sandbox="none"), Demand(), None, None),
+        (offer(), Demand(), None, None),
+        (offer(sandbox="gvisor"), Demand(sandbox="none"), None, None),
+        (
+            offer(sandbox="none"),
+            Demand(sandbox="bwrap"),
+            None,
+            f"provider {_checksum(A)} runs requestors' code with sandbox 'none'; you demanded 'bwrap'",
+        ),
+        (offer(), Demand(sandbox="bwrap"), None, f"provider {_checksum(A)} runs requestors' code with sandbox 'none'"),
+        (offer(provider=None, sandbox="none"), Demand(sandbox="bwrap"), None, "the offer at 127.0.0.1:7000 runs"),
+        # Token: the offer must be priced in what the session pays in; an offer that says nothing is native.
+        (offer(token=NATIVE), Demand(), None, None),
+        (offer(token=NATIVE.upper().replace("0X", "0x")), Demand(), None, None),
+        (offer(token=TOKEN), Demand(token=TOKEN.upper().replace("0X", "0x")), None, None),
+        (
+            offer(token=TOKEN),
+            Demand(),
+            None,
+            f"provider {_checksum(A)} is priced in token {_checksum(TOKEN)}, your session pays in the native currency",
+        ),
+        (
+            offer(),
+            Demand(token=TOKEN),
+            None,
+            f"provider {_checksum(A)} is priced in the native currency, your session pays in token {_checksum(TOKEN)}",
+        ),
+        # Prices in another token are not comparable: that is the reason given, not the price.
+        (offer(cpu=12, token=TOKEN), Demand(max_price_cpu=10), None, f"provider {_checksum(A)} is priced in token"),
+        (offer(token="USDC"), Demand(), None, f"provider {_checksum(A)} is priced in a token it does not name"),
+        (offer(token=None), Demand(), None, f"provider {_checksum(A)} is priced in a token it does not name"),
     ],
 )
 def test_matches_says_why_an_offer_does_not_fit(candidate, demand, reputation, reason):
@@ -119,6 +201,35 @@ def test_matches_says_why_an_offer_does_not_fit(candidate, demand, reputation, r
         assert result is None
     else:
         assert result is not None and result.startswith(reason), result
+
+
+GARBAGE = [None, 1, 1.5, True, "", "BWRAP", "bwrap ", "sandbox", ["bwrap"], {"tier": "bwrap"}, "x" * 10_000]
+
+
+@pytest.mark.parametrize("garbage", GARBAGE, ids=range(len(GARBAGE)))
+def test_capabilities_written_by_strangers_never_raise_and_never_pass_for_more(garbage):
+    """A sandbox the requestor cannot read counts as "none"; a token it cannot read matches no session."""
+    stated = offer(sandbox=garbage, token=garbage)
+    assert offer_sandbox(stated) == "none" and offer_token(stated) is None
+    assert matches(offer(sandbox=garbage), Demand()) is None
+    assert matches(offer(sandbox=garbage), Demand(sandbox="none")) is None
+    assert "with sandbox 'none'; you demanded 'bwrap'" in matches(offer(sandbox=garbage), Demand(sandbox="bwrap"))
+    for demand in (Demand(), Demand(token=TOKEN), Demand(sandbox="none")):
+        reason = matches(offer(token=garbage), demand)
+        assert reason is not None and "a token it does not name as an address" in reason
+        assert len(reason) < 300  # a stranger's long text is not copied whole into the message
+
+
+def test_offers_read_from_the_chain_with_unreadable_capabilities_count_as_unsandboxed_and_native():
+    """What ``Offer.from_tuple`` keeps of capabilities another client wrote: no sandbox, no token stated."""
+    fields = ("127.0.0.1:7001", 10, 0, 0, 1, 0, "", GIB)
+    for text in ('{"sandbox": "bwrap"', "[1, 2]", "", '"bwrap"', '{"sandbox": "bwrap", "token": 5}'):
+        read = Offer.from_tuple(A, (*fields, text))
+        expected_token = None if "token" in read.capabilities else NATIVE
+        assert offer_token(read) == expected_token
+        assert offer_sandbox(read) == ("bwrap" if read.capabilities.get("sandbox") == "bwrap" else "none")
+    assert offer_sandbox(Offer.from_tuple(A, (*fields, '{"sandbox":"bwrap"}'))) == "bwrap"
+    assert offer_sandbox(Offer.from_tuple(A, (*fields, '{"sandbox": "bwrap"'))) == "none"  # cut short: unparsed
 
 
 # ---------------------------------------------------------------------------- ranking
@@ -167,6 +278,27 @@ def test_explain_lists_fitting_offers_in_rank_order_then_the_others_with_reasons
     assert [o for o, _ in result] == [fits_cheap, fits_dear, too_dear, excluded]
     assert [r is None for _, r in result] == [True, True, False, False]
     assert "max_price_cpu" in result[2][1] and "exclude" in result[3][1]
+
+
+def test_rank_and_explain_keep_out_weaker_sandboxes_and_other_tokens_whatever_their_price():
+    """The cheapest offers are unsandboxed or priced in an ERC-20: a demand for bwrap in the native
+    currency ranks only the sandboxed native ones, and explain says why each other one is out."""
+    unsandboxed = offer(A, cpu=1, sandbox="none")
+    erc20 = offer(B, cpu=1, sandbox="bwrap", token=TOKEN)
+    silent = offer(C, cpu=2)  # an older agent: states neither
+    sandboxed_dear, sandboxed_cheap = offer(D, cpu=9, sandbox="bwrap"), offer(None, cpu=5, sandbox="bwrap")
+    offers = [unsandboxed, erc20, silent, sandboxed_dear, sandboxed_cheap]
+    demand = Demand(sandbox="bwrap")
+    assert rank(offers, demand) == [sandboxed_cheap, sandboxed_dear]
+    result = explain(offers, demand)
+    assert [o for o, _ in result] == [sandboxed_cheap, sandboxed_dear, unsandboxed, erc20, silent]
+    reasons = [r for _, r in result]
+    assert reasons[:2] == [None, None]
+    assert "sandbox 'none'; you demanded 'bwrap'" in reasons[2] and "sandbox 'none'" in reasons[4]
+    assert f"priced in token {_checksum(TOKEN)}" in reasons[3]
+    # Without a sandbox demand every native offer fits, cheapest first; the ERC-20 one is still out.
+    assert rank(offers, Demand()) == [unsandboxed, silent, sandboxed_cheap, sandboxed_dear]
+    assert rank(offers, Demand(token=TOKEN, sandbox="bwrap")) == [erc20]
 
 
 # ---------------------------------------------------------------------------- from the chain

@@ -394,6 +394,33 @@ async def test_providers_on_the_market(jp_fetch, on_market: Market) -> None:
         assert offer["reputation"] is None or 0 < offer["reputation"] <= 1
 
 
+async def test_each_offer_says_what_its_provider_runs_code_in(jp_fetch, on_market: Market) -> None:
+    """The side panel's sandbox column: the tier an offer states, "none" for one that states none
+    or states something unknown; an offer priced in an ERC-20 is listed too (last)."""
+    stated = {
+        Wallet.dev(7): {"sandbox": "bwrap"},
+        Wallet.dev(8): {"sandbox": ["bwrap"]},  # a stranger's garbage is no sandbox
+        Wallet.dev(9): {"sandbox": "bwrap", "token": "0x" + "e5" * 20},
+    }
+    for wallet, capabilities in stated.items():
+        # Far above the agents' prices, so that no session rents them meanwhile.
+        offer = Offer(f"127.0.0.1:{unused_port()}", price_per_cpu_second=10**15, capabilities=capabilities)
+        on_market.chain(wallet).registry.publish(offer)
+    try:
+        reply = await api(jp_fetch, "providers")
+    finally:
+        for wallet in stated:
+            on_market.chain(wallet).registry.withdraw()
+    sandbox = {offer["provider"]: offer["sandbox"] for offer in reply["offers"]}
+    assert {k: v for k, v in sandbox.items() if k not in {p.address for p in on_market.providers}} == {
+        Wallet.dev(7).address: "bwrap",
+        Wallet.dev(8).address: "none",
+        Wallet.dev(9).address: "bwrap",
+    }
+    assert all(sandbox[p.address] in ("bwrap", "none") for p in on_market.providers)
+    assert reply["offers"][-1]["provider"] == Wallet.dev(9).address
+
+
 async def test_an_offer_whose_endpoint_does_not_answer_is_unreachable(jp_fetch, on_market: Market) -> None:
     stranger = on_market.chain(Wallet.dev(9)).registry
     # Far above the agents' prices, so that no session rents it meanwhile.

@@ -16,7 +16,19 @@ from .certificates import (
     make_key_and_csr,
     verify_issued_by,
 )
-from .matching import Demand, RankedOffer, Reputation, explain, matches, offers_with_reputations, rank, reputations
+from .matching import (
+    SANDBOX_TIERS,
+    Demand,
+    RankedOffer,
+    Reputation,
+    explain,
+    matches,
+    offer_sandbox,
+    offer_token,
+    offers_with_reputations,
+    rank,
+    reputations,
+)
 from .messages import (
     MAX_MESSAGE_BYTES,
     MAX_TTL,
@@ -37,6 +49,7 @@ from .pricing import Tariff
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_TTL",
+    "SANDBOX_TIERS",
     "SCHEMAS",
     "TO_PROVIDER",
     "TO_REQUESTOR",
@@ -58,6 +71,8 @@ __all__ = [
     "explain",
     "make_key_and_csr",
     "matches",
+    "offer_sandbox",
+    "offer_token",
     "offers_with_reputations",
     "rank",
     "reputations",

@@ -4,6 +4,10 @@ Reputation is not stored on-chain; it is computed here from the escrow's events:
 ``Paid`` (a settled graph) and ``Claimed`` (a voucher cashed) counts for a provider, every
 ``FaultReported`` against it.
 
+What an offer states about itself beyond the registry's fields sits in its ``capabilities``,
+written by the provider (a stranger): :func:`offer_sandbox` and :func:`offer_token` read the two
+that matching uses, and never fail on what they find there.
+
 :func:`offers_with_reputations` is the one way to read the market: the offers and their
 providers' reputations, read once and ranked. The requestor's cluster, ``%golem providers``
 and the side panel's server all use it.
@@ -20,7 +24,7 @@ from eth_utils import to_checksum_address
 
 from ..chain.escrow import Escrow
 from ..chain.registry import Offer
-from ..chain.types import as_address, as_amount
+from ..chain.types import NATIVE, as_address, as_amount
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -28,6 +32,37 @@ if TYPE_CHECKING:
 
 FAULT_WEIGHT = 5
 """How many paid graphs one reported fault outweighs in :attr:`Reputation.score`."""
+
+SANDBOX_TIERS = ("none", "bwrap")
+"""What a provider runs requestors' code in, weakest first, as offers state it under
+``capabilities["sandbox"]``: ``"none"``, unconfined (the operator ran the agent with
+``--no-sandbox``); ``"bwrap"``, a bubblewrap sandbox per agreement (DESIGN.md section 6)."""
+
+
+def offer_sandbox(offer: Offer) -> str:
+    """The sandbox tier ``offer`` states; ``"none"`` when it states none, or anything not in :data:`SANDBOX_TIERS`."""
+    tier = offer.capabilities.get("sandbox")
+    return tier if isinstance(tier, str) and tier in SANDBOX_TIERS else "none"
+
+
+def offer_token(offer: Offer) -> str | None:
+    """The checksummed address of the token ``offer`` is priced in; :data:`~..chain.types.NATIVE`
+    when it states none; ``None`` when what it states is not an address (no session can pay it)."""
+    if "token" not in offer.capabilities:
+        return NATIVE
+    token = offer.capabilities["token"]
+    try:
+        return as_address(token, "token", allow_zero=True)
+    except InvalidInput:
+        return None
+
+
+def _strength(tier: str) -> int:
+    return SANDBOX_TIERS.index(tier)
+
+
+def _currency(token: str) -> str:
+    return "the native currency" if token == NATIVE else f"token {token}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +73,11 @@ class Demand:
     only to a GPU demand (a CPU-only worker is never billed GPU-seconds); ``max_price_cpu``
     applies to both, since GPU workers also bill the CPU-seconds of CPU tasks. ``exclude``
     holds provider addresses never to use (any case; kept checksummed).
+
+    ``sandbox`` is the weakest tier of :data:`SANDBOX_TIERS` acceptable (``None``: any, as
+    ``"none"``); an offer that does not state its tier counts as ``"none"``. ``token`` is the
+    token the session pays in (checksummed; :data:`~..chain.types.NATIVE` for the chain's own
+    currency): offers priced in another one never fit.
     """
 
     gpu: bool = False
@@ -46,6 +86,8 @@ class Demand:
     min_memory: int = 0
     min_reputation: float | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
+    sandbox: str | None = None
+    token: str = NATIVE
 
     def __post_init__(self) -> None:
         if not isinstance(self.gpu, bool):
@@ -64,6 +106,10 @@ class Demand:
             raise InvalidInput(f"exclude must be a set of provider addresses, got {self.exclude!r}.")
         # Normalized so that lookups do not depend on how the caller spelled an address.
         object.__setattr__(self, "exclude", frozenset(as_address(a, "excluded provider") for a in self.exclude))
+        if self.sandbox is not None and (not isinstance(self.sandbox, str) or self.sandbox not in SANDBOX_TIERS):
+            tiers = ", ".join(repr(t) for t in SANDBOX_TIERS)
+            raise InvalidInput(f"sandbox must be one of {tiers} (weakest first) or None for any, got {self.sandbox!r}.")
+        object.__setattr__(self, "token", as_address(self.token, "token", allow_zero=True))
 
 
 @dataclass(frozen=True)
@@ -108,11 +154,25 @@ def _who(offer: Offer) -> str:
     return f"provider {to_checksum_address(offer.provider)}" if offer.provider else f"the offer at {offer.endpoint}"
 
 
+def _short(offer: Offer, limit: int = 48) -> str:
+    text = repr(offer.capabilities.get("token"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def matches(offer: Offer, demand: Demand, reputation: Reputation | None = None) -> str | None:
     """``None`` when ``offer`` fits ``demand``, else the sentence saying why it does not."""
     reputation = reputation or Reputation()
     if offer.provider is not None and to_checksum_address(offer.provider) in demand.exclude:
         return f"{_who(offer)} is in your exclude list"
+    token = offer_token(offer)
+    if token != demand.token:  # prices in another unit: no price comparison below would mean anything
+        stated = _currency(token) if token is not None else f"a token it does not name as an address ({_short(offer)})"
+        return f"{_who(offer)} is priced in {stated}, your session pays in {_currency(demand.token)}"
+    if demand.sandbox is not None and _strength(offer_sandbox(offer)) < _strength(demand.sandbox):
+        return (
+            f"{_who(offer)} runs requestors' code with sandbox {offer_sandbox(offer)!r}; "
+            f"you demanded {demand.sandbox!r}"
+        )
     if demand.gpu and offer.gpus == 0:
         return f"{_who(offer)} offers no GPU"
     if demand.max_price_cpu is not None and offer.price_per_cpu_second > demand.max_price_cpu:
@@ -212,13 +272,20 @@ class RankedOffer:
         """The provider's :attr:`Reputation.score`; ``None`` for a newcomer, which a UI shows as "new"."""
         return None if self.reputation is None else self.reputation.score
 
+    @property
+    def sandbox(self) -> str:
+        """What the provider runs requestors' code in (:func:`offer_sandbox`)."""
+        return offer_sandbox(self.offer)
+
 
 def offers_with_reputations(chain: Chain, demand: Demand | None = None) -> list[RankedOffer]:
     """Every active offer on ``chain``'s registry with its provider's reputation, read once.
 
     With a ``demand``, the offers that fit come first, best first (:func:`rank`'s order), then
     the others, each with the reason it does not fit (:func:`explain`'s order). Without one,
-    every offer fits and they come cheapest CPU-second first (then start fee, reputation).
+    every offer priced in the native currency fits (those priced in another token come last,
+    with their reason: a session here pays in the native currency) and they come cheapest
+    CPU-second first (then start fee, reputation).
     Reputations count the escrow's events since the network's deployment block.
     """
     offers = chain.registry.active_offers()

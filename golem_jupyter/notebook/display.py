@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 from IPython.display import display
 
 from ..amounts import format_wei
+from ..market.matching import offer_sandbox
 from .receipts import Progress, ProviderProgress, Receipt
 
 if TYPE_CHECKING:
@@ -386,7 +387,8 @@ class OfferTable(list):
     """The offers on the market, as returned by ``%golem providers``: a list of ``Offer``, shown as a table.
 
     ``reputation`` maps providers to a score in [0, 1] (absent: new on the market); ``rented``
-    holds the providers this notebook rents.
+    holds the providers this notebook rents. The sandbox column is what each offer states it runs
+    requestors' code in ("none" when it states nothing readable; see ``%golem connect --sandbox``).
     """
 
     def __init__(self, offers: list[Any], network: str, reputation: dict[str, float], rented: set[str]) -> None:
@@ -406,12 +408,13 @@ class OfferTable(list):
                     format_wei(o.price_per_gpu_second),
                     f"{o.gpus} {o.gpu_model}".strip() if o.gpus else "0",
                     "new" if score is None else f"{score:.2f}",
+                    offer_sandbox(o),
                     o.endpoint,
                 )
             )
         return rows
 
-    _HEADER = ("provider", "per CPU-s", "per GPU-s", "GPUs", "reputation", "endpoint")
+    _HEADER = ("provider", "per CPU-s", "per GPU-s", "GPUs", "reputation", "sandbox", "endpoint")
 
     def __repr__(self) -> str:
         rows = [self._HEADER, *self._rows()]

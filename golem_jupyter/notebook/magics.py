@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..amounts import parse_amount
 from ..errors import BudgetExceeded, GolemError, InvalidInput
+from ..market.matching import SANDBOX_TIERS
 from .cellgraph import analyze
 from .display import OfferTable, display_mode, format_wei, progress_view
 from .execution import CellRun, RunOptions, register_source
@@ -266,6 +267,13 @@ class GolemMagics(Magics):
     @argument("--gpu", action="store_true", help="Rent GPU providers, for cells run with --gpu.")
     @argument("--budget", default=DEFAULT_BUDGET, metavar="X", help=f"Spend at most X (default {DEFAULT_BUDGET}).")
     @argument("--max-price", metavar="X", help="Most per CPU-second (per GPU-second with --gpu), e.g. 2gwei.")
+    @argument(
+        "--sandbox",
+        choices=SANDBOX_TIERS,
+        metavar="TIER",
+        help=f"Rent only providers whose sandbox is at least TIER ({' < '.join(SANDBOX_TIERS)}); "
+        "bwrap: your code runs in a bubblewrap sandbox per agreement. Default: any.",
+    )
     def _connect(self, args) -> None:
         """Rent providers for this notebook's cells.
 
@@ -285,6 +293,7 @@ class GolemMagics(Magics):
             budget=budget,
             max_price_cpu=None if args.gpu else max_price,
             max_price_gpu=max_price if args.gpu else None,
+            sandbox=args.sandbox,
         )
         self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"

@@ -36,6 +36,8 @@ class Connection:
     budget: int = 10**16  # 0.01 ETH, what `%golem connect --budget` defaults to
     max_price_cpu: int | None = None
     max_price_gpu: int | None = None
+    sandbox: str | None = None
+    """The weakest sandbox tier acceptable (``GolemCluster``'s ``sandbox``); None: any."""
 
 
 class Session:
@@ -121,6 +123,7 @@ class MarketSession(Session):
             budget=connection.budget,
             max_price_cpu=connection.max_price_cpu,
             max_price_gpu=connection.max_price_gpu,
+            sandbox=connection.sandbox,
             network=network if network is not None else connection.network,
             # Jupyter tells a kernel which notebook it serves (golem run too): the ledger says so.
             label=os.environ.get("JPY_SESSION_NAME") or "notebook",

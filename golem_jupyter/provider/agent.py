@@ -35,7 +35,7 @@ import trio
 from ..chain import Chain
 from ..chain.network import Network
 from ..chain.registry import Offer
-from ..chain.types import as_address
+from ..chain.types import NATIVE, as_address
 from ..chain.vouchers import Voucher
 from ..chain.wallet import Wallet
 from ..errors import GolemError
@@ -56,17 +56,27 @@ from ..market.messages import (
 )
 from ..market.pricing import Tariff
 from ..worker.meter import read_meter
+from ._connections import ConnectionLimits
 from .agreements import Agreement, PaymentPolicy
 from .gpu import detect_gpus
-from .sandbox import default_sandbox
+from .sandbox import default_sandbox, require_sandbox
 from .workers import WorkerSpec, run_worker
 
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0
-CONFIRM_TIMEOUT = 60.0
+CONFIRM_TIMEOUT = 30.0
+"""Seconds a proposal stays open for its confirmation. It holds no worker slot meanwhile."""
 """How long an accepted proposal waits for the requestor's certificate."""
 WATCH_INTERVAL = 0.25
+MAX_CONNECTIONS = 256
+"""Negotiation connections held at once; past it, the oldest still waiting for its request goes."""
+MAX_CONNECTIONS_PER_ADDRESS = 32
+"""Connections held at once from one IP address."""
+MAX_OPEN_PROPOSALS = 2
+"""Proposals one requestor may have accepted and not yet confirmed."""
+MAX_PROPOSALS = 64
+"""Open proposals of all requestors together; past it, the oldest is dropped."""
 DEADLINE_MARGIN = 60
 """A session must run at least this many seconds more for a new agreement."""
 
@@ -119,11 +129,16 @@ class ProviderAgent:
         self._nursery: trio.Nursery | None = None
         self._scopes: dict[bytes, trio.CancelScope] = {}
         self._shutting_down = False
+        self._connections = ConnectionLimits(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Publish the offer and serve until cancelled; then stop every worker cleanly."""
+        """Publish the offer and serve until cancelled; then stop every worker cleanly.
+
+        Raises :class:`.sandbox.SandboxUnavailable` before publishing anything when the sandbox
+        chosen (``"bwrap"`` unless the operator said ``--no-sandbox``) cannot run here."""
+        await trio.to_thread.run_sync(require_sandbox, self.config.sandbox)
         self.chain = await trio.to_thread.run_sync(Chain.connect, self.config.network, self.config.wallet)
         self.chain_id = self.chain.network.chain_id
         self.work_dir = self.config.work_dir or golem_home() / "provider" / self.address
@@ -165,7 +180,13 @@ class ProviderAgent:
             gpus=self.gpus,
             gpu_model=self.gpu_model if self.gpus else "",
             memory_bytes=memory,
-            capabilities={"numpy": True, "cupy": bool(self.gpus), "max_agreements": self.config.max_agreements},
+            capabilities={
+                "numpy": True,
+                "cupy": bool(self.gpus),
+                "max_agreements": self.config.max_agreements,
+                "sandbox": self.config.sandbox,
+                "token": NATIVE,  # prices are in the chain's own currency; sessions in others are refused
+            },
         )
 
     def _memory_per_worker(self) -> int:
@@ -195,14 +216,24 @@ class ProviderAgent:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         try:
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                line = await _read_line(stream, MAX_MESSAGE_BYTES)
+            address = stream.socket.getpeername()[0]
+        except OSError:  # gone already
+            address = ""
+        try:
+            with self._connections.hold(address) as connection, trio.move_on_after(REQUEST_TIMEOUT):
+                if connection is None:  # every connection held is busy with a request
+                    return
+                line = None  # stays None for a connection let go while it waited
+                with connection.waiting_for_request():
+                    line = await _read_line(stream, MAX_MESSAGE_BYTES)
                 if line is None:
                     return
                 reply = await self.respond(line)
                 await stream.send_all(reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
+        except Exception:  # one connection never stops the server (trio's serve_tcp would re-raise it)
+            logger.exception("Failed to serve a connection from %s", address)
         finally:
             await stream.aclose()
 
@@ -254,9 +285,14 @@ class ProviderAgent:
                 Reason.WRONG_CHAIN,
                 f"This provider is paid by the escrow {self.chain.escrow.address} on chain {self.chain_id}.",
             )
-        active = [a for a in self.agreements.values() if not a.state.is_final]
-        if len(active) >= self.config.max_agreements:
-            raise Rejection(Reason.NO_CAPACITY, f"All {self.config.max_agreements} worker slots are taken.")
+        self._check_capacity()
+        open_proposals = self._open_proposals()
+        if sum(a.requestor == message.sender for a in open_proposals) >= MAX_OPEN_PROPOSALS:
+            raise Rejection(
+                Reason.TOO_MANY_PROPOSALS,
+                f"You have {MAX_OPEN_PROPOSALS} proposals open with this provider: confirm or let them expire "
+                f"({CONFIRM_TIMEOUT:g} s) first.",
+            )
         if body["gpus"] > self.gpus:
             raise Rejection(Reason.NO_GPU, f"This provider offers {self.gpus} GPU(s), not {body['gpus']}.")
         self._check_prices(body)
@@ -276,6 +312,8 @@ class ProviderAgent:
             directory=directory,
             key_pem=key_pem,
         )
+        for oldest in open_proposals[: max(0, len(open_proposals) + 1 - MAX_PROPOSALS)]:
+            self._drop_proposal(oldest, "dropped: too many open proposals")
         self.agreements[agreement_id] = agreement
         self._nursery.start_soon(self._expire_proposal, agreement)
         logger.info("Accepted a proposal for session 0x%s from %s", body["sessionId"].hex(), message.sender)
@@ -302,6 +340,13 @@ class ProviderAgent:
             raise Rejection(Reason.SESSION_CLOSED, f"Session {session_hex} is closed.")
         if session.requestor != requestor:
             raise Rejection(Reason.WRONG_REQUESTOR, f"Session {session_hex} belongs to {session.requestor}.")
+        token = self.offer.capabilities["token"]
+        if session.token != token:
+            raise Rejection(
+                Reason.WRONG_TOKEN,
+                f"Session {session_hex} pays in token {session.token}; this provider is priced in "
+                f"{'the native currency' if token == NATIVE else token} ({token}).",
+            )
         if session.deadline < time.time() + DEADLINE_MARGIN:
             raise Rejection(Reason.SESSION_ENDING, f"Session {session_hex} ends too soon to start work.")
         # One thread computing for min_deposit_seconds at the rate the agreement bills most.
@@ -313,12 +358,27 @@ class ProviderAgent:
                 f"(start fee plus {self.config.min_deposit_seconds:g} s of compute).",
             )
 
+    def _check_capacity(self) -> None:
+        """Only confirmed agreements take worker slots: a proposal reserves nothing."""
+        serving = sum(a.state == AgreementStatus.ACTIVE for a in self.agreements.values())
+        if serving >= self.config.max_agreements:
+            raise Rejection(Reason.NO_CAPACITY, f"All {self.config.max_agreements} worker slots are taken.")
+
+    def _open_proposals(self) -> list[Agreement]:
+        """Accepted proposals waiting for their confirmation, oldest first."""
+        return [a for a in self.agreements.values() if a.state == AgreementStatus.NEGOTIATING]
+
     async def _expire_proposal(self, agreement: Agreement) -> None:
         await trio.sleep(CONFIRM_TIMEOUT)
+        self._drop_proposal(agreement, "never confirmed")
+
+    def _drop_proposal(self, agreement: Agreement, reason: str) -> None:
         if agreement.state == AgreementStatus.NEGOTIATING:
             agreement.state = AgreementStatus.TERMINATED
-            agreement.end_reason = "never confirmed"
+            agreement.end_reason = reason
             shutil.rmtree(agreement.directory, ignore_errors=True)
+            # Ended proposals are forgotten: a flood of them must not grow the agent's memory.
+            self.agreements.pop(agreement.agreement_id, None)
 
     def _agreement_of(self, message: Message) -> Agreement:
         agreement = self.agreements.get(message.body["agreementId"])
@@ -330,6 +390,7 @@ class ProviderAgent:
         agreement = self._agreement_of(message)
         if agreement.state != AgreementStatus.NEGOTIATING:
             raise Rejection(Reason.BAD_VALUE, f"This agreement is {agreement.state}; it can be confirmed only once.")
+        self._check_capacity()
         certificate = message.body["certificate"]
         try:
             issued_right = verify_issued_by(certificate, agreement.ca_certificate)
@@ -389,6 +450,24 @@ class ProviderAgent:
             scope.cancel()
 
     async def _serve_agreement(self, agreement: Agreement) -> None:
+        """Serve one agreement, then collect what it earned. Nothing that goes wrong in one agreement
+        (an ``OSError`` when descriptors or disk run out, a bug) reaches the agent or its others."""
+        try:
+            await self._run_worker(agreement)
+        except Exception as error:
+            logger.exception("Agreement %s failed", agreement.agreement_id.hex()[:16])
+            agreement.end_reason = agreement.end_reason or f"the provider failed to serve it: {error!r}"
+        finally:
+            self._scopes.pop(agreement.agreement_id, None)
+            agreement.state = AgreementStatus.TERMINATED
+            logger.info("Agreement %s ended: %s", agreement.agreement_id.hex()[:16], agreement.end_reason)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._collect(agreement)
+            except Exception:
+                logger.exception("Could not collect for agreement %s", agreement.agreement_id.hex()[:16])
+
+    async def _run_worker(self, agreement: Agreement) -> None:
         worker = WorkerSpec(
             scheduler=agreement.scheduler_address,
             name=self.address,
@@ -405,16 +484,15 @@ class ProviderAgent:
                 ended = await run_worker(worker)
                 agreement.end_reason = agreement.end_reason or ended.reason
                 nursery.cancel_scope.cancel()
-        del self._scopes[agreement.agreement_id]
-        agreement.state = AgreementStatus.TERMINATED
-        logger.info("Agreement %s ended: %s", agreement.agreement_id.hex()[:16], agreement.end_reason)
-        with trio.CancelScope(shield=True):
-            await self._collect(agreement)
 
     async def _watch_payment(self, agreement: Agreement) -> None:
         while True:
             await trio.sleep(WATCH_INTERVAL)
-            meter = read_meter(agreement.meter_file)
+            try:
+                meter = read_meter(agreement.meter_file)
+            except OSError as error:  # no descriptor free this moment: look again at the next tick
+                logger.warning("Could not read the meter of %s: %s", agreement.agreement_id.hex()[:16], error)
+                continue
             verdict = self.config.policy.verdict(agreement.owed(meter), agreement.paid, meter)
             if verdict is not None:
                 owed = agreement.owed(meter)

@@ -130,6 +130,15 @@ def default_sandbox() -> str:
     return check_tier(os.environ.get(SANDBOX_ENV) or "bwrap")
 
 
+def require_sandbox(tier: str) -> None:
+    """Raise :class:`SandboxUnavailable`, saying what the operator can do, when ``tier`` cannot run here."""
+    if check_tier(tier) == "bwrap" and (reason := sandbox_unavailable_reason()) is not None:
+        raise SandboxUnavailable(
+            f"This provider cannot sandbox requestors' code here: {reason} To serve without a sandbox "
+            '(requestors see "sandbox": "none" in its offer and may refuse it), pass --no-sandbox.'
+        )
+
+
 def sandbox_available() -> bool:
     """Whether bubblewrap and the cgroups a ``"bwrap"`` sandbox needs work here."""
     return sandbox_unavailable_reason() is None

@@ -151,6 +151,13 @@ async def run_worker(worker: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED
 # ---------------------------------------------------------------------------- sandbox "none"
 
 
+_SECRET_WORDS = ("KEY", "PASSWORD", "SECRET", "TOKEN", "MNEMONIC", "KEYSTORE")
+
+
+def _secret(name: str) -> bool:
+    return any(word in name.upper() for word in _SECRET_WORDS)
+
+
 async def _run_unconfined(worker: WorkerSpec, task_status) -> int:
     command = worker_command(
         scheduler=worker.scheduler,
@@ -160,7 +167,9 @@ async def _run_unconfined(worker: WorkerSpec, task_status) -> int:
         gpus=worker.gpus,
         memory_limit=worker.memory_limit,
     )
-    env = {**os.environ, METER_ENV: str(worker.directory / "meter.json"), "PYTHONUNBUFFERED": "1"}
+    # Unconfined, but not handed the agent's secrets (the operator chose no sandbox, not that).
+    env = {name: value for name, value in os.environ.items() if not _secret(name)}
+    env.update({METER_ENV: str(worker.directory / "meter.json"), "PYTHONUNBUFFERED": "1"})
     with open(worker.directory / "worker.log", "ab") as log:
         process = await trio.lowlevel.open_process(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True

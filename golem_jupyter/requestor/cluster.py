@@ -37,7 +37,7 @@ from distributed.deploy.spec import SpecCluster
 from .. import trust
 from ..chain import Chain
 from ..chain.network import Network, resolve
-from ..chain.types import new_id
+from ..chain.types import NATIVE, new_id
 from ..chain.wallet import KEY_ENV, Wallet
 from ..errors import ConfigurationError, InvalidInput, MarketError
 from ..ledger import Ledger
@@ -70,6 +70,12 @@ class GolemCluster(SpecCluster):
         what was paid) after the session's deadline and claim window.
     max_price_cpu, max_price_gpu:
         Offers above these prices (wei per second) are never contacted.
+    sandbox:
+        The weakest isolation acceptable for this session's code on a provider (DESIGN.md section 6):
+        ``"bwrap"`` rents only providers that run each agreement's workers in a bubblewrap sandbox;
+        ``"none"`` or ``None`` (the default) also rents those that run it unconfined (their operator
+        passed ``--no-sandbox``). An offer that does not state its sandbox counts as ``"none"``.
+        Offers are ranked and rented as the market states them: the tier is the provider's word.
     network:
         A JSON-RPC URL, a connection file or a :class:`Network`; ``None`` is the running devnet.
     wallet:
@@ -97,6 +103,7 @@ class GolemCluster(SpecCluster):
         budget: int,
         max_price_cpu: int | None = None,
         max_price_gpu: int | None = None,
+        sandbox: str | None = None,
         network: Network | str | None = None,
         wallet: Wallet | None = None,
         min_memory: int = 0,
@@ -119,7 +126,15 @@ class GolemCluster(SpecCluster):
         if budget <= 0:
             raise InvalidInput(f"A budget of {budget} wei cannot pay for any work; give a budget above zero (in wei).")
         self.n_providers = n_providers
-        self.demand = Demand(gpu=gpu, max_price_cpu=max_price_cpu, max_price_gpu=max_price_gpu, min_memory=min_memory)
+        # The session always pays in the native currency (EscrowSession), so only offers priced in it fit.
+        self.demand = Demand(
+            gpu=gpu,
+            max_price_cpu=max_price_cpu,
+            max_price_gpu=max_price_gpu,
+            min_memory=min_memory,
+            sandbox=sandbox,
+            token=NATIVE,
+        )
         self.join_timeout = timeout
         self.ledger = ledger or Ledger()
         self.label = label
@@ -134,6 +149,7 @@ class GolemCluster(SpecCluster):
         self.negotiator: Negotiator | None = None
         self.pool = OfferPool([])
         self._offers_seen = 0
+        self._refusals: list[str] = []
         self._decoder_held = False
         self._workdir = Path(tempfile.mkdtemp(prefix="golem-session-"))
         self._session_id = new_id()
@@ -210,13 +226,16 @@ class GolemCluster(SpecCluster):
         self.payments = Payments(self.session, self.negotiator, label=self.label)
         ranked = offers_with_reputations(self.chain, self.demand)
         self._offers_seen = len(ranked)
+        self._refusals = [r.reason for r in ranked if r.reason is not None]
         self.pool = OfferPool([r.offer for r in ranked if r.fits])
 
     def _shortage_message(self, wanted: int) -> str:
         kind = "GPU providers" if self.demand.gpu else "providers"
+        sandbox = ", accept a weaker sandbox" if self.demand.sandbox else ""
         return (
             f"Asked for {wanted} {kind}, but only {len(self.pool.ranked)} of the {self._offers_seen} offers on the "
-            "market match (prices, GPUs, memory). Raise max_price_cpu/max_price_gpu, ask for fewer providers, "
+            f"market match (prices, GPUs, memory, sandbox, token){_refused(self._refusals)}. "
+            f"Raise max_price_cpu/max_price_gpu{sandbox}, ask for fewer providers, "
             "or start more with `golem devnet --providers N`."
         )
 
@@ -392,6 +411,14 @@ class GolemCluster(SpecCluster):
             "<th>compute s</th><th>paid (wei)</th><th>agreement</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></div>"
         )
+
+
+def _refused(reasons: list[str], shown: int = 3) -> str:
+    """Why offers did not match, for the shortage message: the first few reasons, and how many more."""
+    if not reasons:
+        return ""
+    more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    return ": " + "; ".join(reasons[:shown]) + more
 
 
 def _default_wallet(network: Network) -> Wallet:

@@ -14,6 +14,7 @@ from ..chain.network import Network
 from ..chain.registry import Offer
 from ..devnet import DevnetProvider
 from ..ledger import GraphRecord, Payout, SessionRecord
+from ..market.matching import offer_sandbox
 
 
 def wei(amount: int | None) -> str | None:
@@ -40,7 +41,11 @@ def escrow_view(locked: int, open_sessions: int) -> dict[str, Any]:
 
 
 def offer_view(offer: Offer, reputation: float | None, reachable: bool) -> dict[str, Any]:
-    """One offer of the registry; ``reputation`` is None for a provider the escrow has no events of."""
+    """One offer of the registry; ``reputation`` is None for a provider the escrow has no events of.
+
+    ``sandbox`` is what the offer states it runs requestors' code in, one of
+    :data:`~..market.matching.SANDBOX_TIERS` ("none" when it states nothing readable).
+    """
     return {
         "provider": offer.provider,
         "endpoint": offer.endpoint,
@@ -52,6 +57,7 @@ def offer_view(offer: Offer, reputation: float | None, reachable: bool) -> dict[
         "gpu_model": offer.gpu_model,
         "memory_bytes": offer.memory_bytes,
         "reputation": reputation,
+        "sandbox": offer_sandbox(offer),
         "reachable": reachable,
     }
 

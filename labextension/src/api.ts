@@ -61,6 +61,8 @@ export interface IOffer {
   gpu_model: string;
   memory_bytes: number;
   reputation: number | null;
+  /** What the provider runs requestors' code in: 'bwrap' (a bubblewrap sandbox) or 'none' (unconfined). */
+  sandbox: string;
   reachable: boolean;
 }
 

@@ -4,7 +4,10 @@ import { IOffer } from './api';
 import { h, replaceChildren } from './dom';
 import { compareWei, formatWei, shortAddress } from './formatting';
 
-export type SortKey = 'provider' | 'cpu' | 'gpu' | 'gpus' | 'reputation' | 'reachable';
+export type SortKey = 'provider' | 'cpu' | 'gpu' | 'gpus' | 'reputation' | 'sandbox' | 'reachable';
+
+/** Sandbox tiers, weakest first, as offers state them (golem_jupyter.market.matching.SANDBOX_TIERS). */
+export const SANDBOX_TIERS: readonly string[] = ['none', 'bwrap'];
 
 interface IColumn {
   key: SortKey;
@@ -68,6 +71,18 @@ const COLUMNS: IColumn[] = [
     value: offer => (offer.reputation === null || offer.reputation === undefined ? null : offer.reputation)
   },
   {
+    key: 'sandbox',
+    label: 'Sandbox',
+    title: "What the provider runs your code in, as its offer states: 'bwrap' (a bubblewrap sandbox), 'none' (unconfined)",
+    numeric: false,
+    cell: offer => {
+      const tier = sandboxOf(offer);
+      const className = tier === 'none' ? 'jp-GolemPanel-no' : 'jp-GolemPanel-yes';
+      return h('td', { className, data: { sandbox: tier } }, tier);
+    },
+    value: offer => SANDBOX_TIERS.indexOf(sandboxOf(offer))
+  },
+  {
     key: 'reachable',
     label: 'Up',
     title: "Whether the provider's agent answered",
@@ -81,6 +96,11 @@ const COLUMNS: IColumn[] = [
     value: offer => (offer.reachable ? 1 : 0)
   }
 ];
+
+/** The offer's sandbox tier; 'none' for a server that does not say or a tier this panel does not know. */
+function sandboxOf(offer: IOffer): string {
+  return SANDBOX_TIERS.includes(offer.sandbox) ? offer.sandbox : 'none';
+}
 
 function formatReputation(value: number): string {
   return Number.isInteger(value) ? String(value) : value.toFixed(2);
