@@ -187,16 +187,20 @@ def test_a_task_no_provider_is_left_to_run_fails_instead_of_waiting(
 def test_a_cell_whose_providers_are_gone_says_so(market: Market, monkeypatch: pytest.MonkeyPatch) -> None:
     """In a notebook: once the session's providers are gone, ``--max-price`` refuses at once
     (no live provider is cheap enough), and a plain cell fails with a MarketError that says
-    the providers are gone and how to rent new ones; nothing is written to the namespace."""
+    the providers are gone, what the provider said ended its worker, and how to rent new ones;
+    nothing is written to the namespace."""
     monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT", "1s")
     with text_shell() as shell:
         shell.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 1 --budget 0.01")
         magics = shell.magics_manager.registry["GolemMagics"]
         [rental] = magics.market.cluster.rentals.values()
         kill_the_workers(market, magics.market.client)
+        lost = magics.market.cluster.lost_workers
+        wait_until(lambda: rental.provider in lost, 30, "the provider said why its worker ended")
         with pytest.raises(UsageError, match="No rented provider"):
             shell.run_cell_magic("golem", f"--max-price {rental.offer.price_per_cpu_second}wei", "x = 1 + 1")
-        with pytest.raises(MarketError, match=r"providers it rented are gone.*%golem connect"):
+        said = rf"provider {rental.provider}: worker exited with code -9"
+        with pytest.raises(MarketError, match=rf"providers it rented are gone.*\({said}\).*%golem connect"):
             shell.run_cell_magic("golem", "", "y = sum(range(10))")
         assert "y" not in shell.user_ns
 

@@ -346,8 +346,9 @@ def test_the_meter_channel_takes_junk_without_harm(arena: Arena) -> None:
 def test_a_worker_past_its_memory_limit_is_ended_and_the_agent_says_why(arena: Arena) -> None:
     """Before: a task holds 1.5 GiB in a worker started with --memory 512 MiB. After: the kernel
     ends the worker; the requestor's task fails (no worker is left to run it), the agent's log and
-    the agreement's end say it was the memory limit, and the agent serves its other agreement
-    (session B's). Session A loses its worker: this runs last."""
+    the agreement's end say it was the memory limit, the requestor's cluster learns it from the
+    provider (``lost_workers``, which a %%golem cell's error quotes), and the agent serves its other
+    agreement (session B's). Session A loses its worker: this runs last."""
     future = arena.client.submit(hostile.allocate, 3 << 29, pure=False)
     if not arena.sandboxed:
         assert future.result(timeout=120) == 3 << 29
@@ -357,6 +358,9 @@ def test_a_worker_past_its_memory_limit_is_ended_and_the_agent_says_why(arena: A
     print(f"the requestor sees: {type(failure.value).__name__}: {failure.value}")
     message = "worker exited with code -9: killed by the kernel for going past its memory limit of 512 MiB"
     wait_until(lambda: message in arena.market.log(arena.agent), 30, "the agent logs why the worker ended")
+    lost = arena.client.cluster.lost_workers  # the requestor asked the provider why
+    wait_until(lambda: arena.agent.address in lost, 30, "the requestor learns why its worker ended")
+    assert message in lost[arena.agent.address]
     assert agent_is_alive(arena.agent)
     workers = {str(w["name"]): a for a, w in arena.other_client.scheduler_info()["workers"].items()}
     on_the_agent = arena.other_client.submit(square, 11, workers=[workers[arena.agent.address]], pure=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dask.utils import format_time
-from distributed.scheduler import NoValidWorkerError, NoWorkerError
+from distributed.scheduler import KilledWorker, NoValidWorkerError, NoWorkerError
 
 from ..errors import BudgetExceeded, GolemError, MarketError
 from ..trust import RemoteTaskError
@@ -240,8 +240,15 @@ class CellRun:
             note = "Failed: no provider was left to run the rest of the graph; what ran is paid."
             raise MarketError(
                 f"No provider of this session is left to run the cell (the scheduler waited "
-                f"{format_time(error.timeout)}): the providers it rented are gone, or stopped serving. "
+                f"{format_time(error.timeout)}): the providers it rented are gone, or stopped serving"
+                f"{_why_workers_ended(session)}. "
                 "`%golem status` shows them; `%golem close` and `%golem connect` rent new ones."
+            ) from None
+        except KilledWorker:
+            note = "Failed: a task ended the workers that ran it; the rest of the graph was cancelled."
+            raise MarketError(
+                f"A task of this cell ended every worker that ran it{_why_workers_ended(session)}. Split the work "
+                "into smaller tasks, or rent providers with more memory (`%golem providers` lists it)."
             ) from None
         except CellTaskError as error:
             note = f"Failed: {error.type_name} at {error.where}; the rest of the graph was cancelled."
@@ -410,3 +417,11 @@ def format_remote_traceback(error: CellTaskError) -> str:
     return (
         f"Traceback on provider {error.provider} ({error.where} of the cell):\n{body}{error.type_name}: {error.message}"
     )
+
+
+def _why_workers_ended(session: Session) -> str:
+    """What the providers said about the workers that ended in this session, as a clause."""
+    lost = getattr(session.cluster, "lost_workers", None) or {}
+    if not lost:
+        return ""
+    return " (" + "; ".join(f"provider {provider}: {reason}" for provider, reason in lost.items()) + ")"

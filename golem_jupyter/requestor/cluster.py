@@ -150,6 +150,9 @@ class GolemCluster(SpecCluster):
         self.pool = OfferPool([])
         self._offers_seen = 0
         self._refusals: list[str] = []
+        self.lost_workers: dict[str, str] = {}
+        """Provider address -> why its worker ended during the session, as its provider said."""
+        self._inquiries: set[asyncio.Future] = set()
         self._decoder_held = False
         self._workdir = Path(tempfile.mkdtemp(prefix="golem-session-"))
         self._session_id = new_id()
@@ -297,6 +300,9 @@ class GolemCluster(SpecCluster):
             rental = self.workers.get(str(self.scheduler_info["workers"].get(msg, {}).get("name")))
             if rental is not None and rental.status == Status.running:
                 rental.worker_left = True
+                task = asyncio.ensure_future(rental.ask_why_it_left())  # for the user's error message
+                self._inquiries.add(task)
+                task.add_done_callback(self._inquiries.discard)
         super()._update_worker_status(op, msg)
 
     @property
@@ -369,6 +375,8 @@ class GolemCluster(SpecCluster):
         """Settle what ran, end the agreements, stop the scheduler. Safe on a half-started cluster."""
         if self.status == Status.closed:
             return
+        for inquiry in list(self._inquiries):  # why a worker ended matters no more
+            inquiry.cancel()
         if self.payments is not None and self.status != Status.closing:
             await self.payments.finish()
         await super()._close()

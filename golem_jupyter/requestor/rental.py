@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 JOIN_POLL_SECONDS = 0.05
+WHY_IT_ENDED_SECONDS = 15.0
+"""How long to keep asking a provider why its worker ended (its agent sees the exit a moment
+after the scheduler does)."""
 
 
 class RentalFailed(MarketError):
@@ -98,6 +101,8 @@ class Rental(ProcessInterface):
         self.account: Account | None = None
         self.worker_left = False
         """Its worker left the scheduler (killed, or its provider stopped serving)."""
+        self.ended_because: str | None = None
+        """Why the provider says its worker ended, once asked (e.g. past its memory limit)."""
 
     @property
     def provider(self) -> str:
@@ -188,6 +193,30 @@ class Rental(ProcessInterface):
                     f"accepted, but its worker did not join within {timeout:.0f} s (it could not reach the scheduler)"
                 )
             await asyncio.sleep(JOIN_POLL_SECONDS)
+
+    async def ask_why_it_left(self) -> str | None:
+        """Ask the provider why its worker ended, as its agent recorded it (the kernel's OOM killer
+        and the memory limit, a payment verdict, an exit code); log it and keep it in
+        :attr:`ended_because`. The provider's word, for the user: nothing is decided on it."""
+        if self.account is None:
+            return None
+        deadline = time.monotonic() + WHY_IT_ENDED_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                answer = await self.cluster.negotiator.request(
+                    self.offer.endpoint, self.provider, "status", {"agreementId": self.account.agreement_id}
+                )
+            except GolemError as error:
+                logger.info("Provider %s did not say why its worker ended: %s", self.provider, error)
+                return None
+            state, *_, reason = answer.body["detail"].split("; ", 3)
+            if state != AgreementStatus.ACTIVE and reason and not reason.startswith("voucher "):
+                self.ended_because = reason
+                self.cluster.lost_workers[self.provider] = reason
+                self.cluster._log(f"Provider {self.provider} ended its worker: {reason}")
+                return reason
+            await asyncio.sleep(0.25)
+        return None
 
     def _joined(self) -> bool:
         workers = self.cluster.scheduler_info.get("workers", {})
