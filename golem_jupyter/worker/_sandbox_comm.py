@@ -28,7 +28,7 @@ import socket
 from typing import Any
 
 import distributed.comm.tcp as tcp
-from distributed.comm import registry
+from distributed.comm import registry as comm_backends
 from distributed.comm.addressing import parse_host_port
 from tornado.iostream import IOStream
 
@@ -127,9 +127,9 @@ def _unix_aware(function: Any, unix: Any) -> Any:
 
 def install() -> None:
     """Make ``tls://`` go through the relay in this process (idempotent)."""
-    if isinstance(registry.backends.get("tls"), SandboxTLSBackend):
+    if isinstance(comm_backends.backends.get("tls"), SandboxTLSBackend):
         return
-    registry.backends["tls"] = SandboxTLSBackend()
+    comm_backends.backends["tls"] = SandboxTLSBackend()
     contact = parse_host_port(os.environ[CONTACT_ENV])
     # A Unix socket has no TCP keep-alive (the relay's TCP sockets have it) and no host:port name.
     tcp.set_tcp_timeout = _unix_aware(tcp.set_tcp_timeout, lambda stream: None)
