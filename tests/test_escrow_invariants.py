@@ -1,19 +1,23 @@
-"""Random sequences of escrow operations by random actors, checked against a model.
+"""Random sequences of escrow (version 2) operations by random actors, checked against a model.
 
-Hypothesis drives open / topUp / settle / claim / close / withdraw and clock jumps, by
-requestors, providers and strangers, in the native currency and an ERC-20. Every operation's
-outcome (success, or which custom error) is predicted by a plain Python model of DESIGN.md
-section 3, and after every step:
+Hypothesis drives open / topUp / allocate / settle / claim / release / reclaim / close (the
+cooperative close and the one after the claim window) / withdraw and clock jumps, by requestors,
+providers and strangers, in the native currency and an ERC-20. Every operation's outcome (success,
+or which custom error) is predicted by a plain Python model of DESIGN.md section 3, and after every
+step:
 
-* the escrow's balance of each token == sum of un-refunded session remainders
-  + sum of credited-but-not-withdrawn balances;
-* every view (sessions, paid, balanceOf) equals the model;
-* no provider was ever credited more in a session than the requestor acknowledged owing
-  (settlements and signed vouchers), and every actor's token holdings equal exactly what the
-  model says it may hold: nobody ends up with more than it was owed or deposited.
+* the escrow's balance of each token == sum over sessions not closed of (unallocated + the unpaid
+  part of each open allocation) + sum of credited-but-not-withdrawn balances;
+* per session, deposited - reclaimed - paidOut == unallocated + the unpaid part of each open
+  allocation, in the model and in the contract's views;
+* every view (sessions, reclaimed, allocations, paid, balanceOf) equals the model;
+* a provider's allocation is never taken by anyone but that provider: everything credited to an
+  account came out of that account's own allocations, never more than was allocated to it, and
+  every actor's token holdings equal exactly what the model says it may hold.
 
-Operations within a few seconds of a deadline may land on either side of it (the chain's
-clock ticks while transactions are mined); there the model accepts either outcome.
+Operations within a few seconds of a deadline may land on either side of it (the chain's clock
+ticks while transactions are mined); there the model accepts either outcome, and a close (whose
+refund differs on the two sides) is not attempted.
 """
 
 from __future__ import annotations
@@ -30,19 +34,36 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from golem_jupyter.chain import Wallet, sign_voucher
 from golem_jupyter.chain.errors import ContractError
 from golem_jupyter.chain.types import NATIVE, new_id
+from golem_jupyter.chain.vouchers import Release, sign_release
 
 ACTORS = [Wallet.dev(i) for i in (0, 4, 1, 2, 3, 9)]  # two requestors, three providers, a stranger
 PROVIDERS = ACTORS[2:5]
 MINTED = 10**15
 FUZZ = 5  # seconds around a deadline where either outcome is accepted
 TIME_STEPS = [0, 60, 600, 3000, CLAIM_WINDOW - 600, CLAIM_WINDOW + 3600]
+AMOUNT = st.integers(1, 3 * 10**8)
 
 PROFILE = settings(
     max_examples=int(os.environ.get("GOLEM_INVARIANT_EXAMPLES", "15")),
-    stateful_step_count=20,
+    stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+
+@dataclass
+class AllocationModel:
+    allocated: int = 0
+    paid: int = 0
+    released: bool = False
+
+    @property
+    def exists(self) -> bool:
+        return self.allocated > 0 or self.released
+
+    @property
+    def unpaid(self) -> int:
+        return 0 if self.released else self.allocated - self.paid
 
 
 @dataclass
@@ -51,10 +72,22 @@ class SessionModel:
     requestor: str
     token: str
     deposited: int
-    remaining: int
+    unallocated: int
     deadline: int
+    reclaimed: int = 0
+    paid_out: int = 0
+    next_seq: int = 0
     closed: bool = False
-    graphs: list[bytes] = field(default_factory=list)
+    allocations: dict[str, AllocationModel] = field(default_factory=lambda: defaultdict(AllocationModel))
+
+    @property
+    def open_allocations(self) -> int:
+        return sum(1 for a in self.allocations.values() if a.allocated > 0 and not a.released)
+
+    @property
+    def held(self) -> int:
+        """What the escrow holds for this session: unallocated plus open allocations' unpaid parts."""
+        return 0 if self.closed else self.unallocated + sum(a.unpaid for a in self.allocations.values())
 
 
 def test_escrow_invariants_hold_under_random_operations(contracts: Deployed):
@@ -69,8 +102,6 @@ class EscrowMachine(RuleBasedStateMachine):
         self.snapshot = self.chain.snapshot()
         self.token = contracts.token_address
         self.sessions: list[SessionModel] = []
-        self.paid: dict[tuple[bytes, str], int] = defaultdict(int)
-        self.owed: dict[tuple[bytes, str], int] = defaultdict(int)
         self.credited: dict[tuple[str, str], int] = defaultdict(int)
         self.withdrawn: dict[tuple[str, str], int] = defaultdict(int)
         self.tokens_held: dict[str, int] = {}
@@ -125,11 +156,35 @@ class EscrowMachine(RuleBasedStateMachine):
             return "ClaimWindowOver", None
         return None, None
 
+    def _requestor_only(self, actor: Wallet, s: SessionModel) -> str | None:
+        if actor.address != s.requestor:
+            return "NotRequestor"
+        return "SessionAlreadyClosed" if s.closed else None
+
     def _session(self, index: int) -> SessionModel:
         return self.sessions[index % len(self.sessions)]
 
+    def _sessions_with(self, provider: str) -> list[SessionModel]:
+        return [s for s in self.sessions if provider in s.allocations]
+
     def _account_balance(self, account: str, token: str) -> int:
         return self.credited[account, token] - self.withdrawn[account, token]
+
+    def _open_problem(self, a: AllocationModel) -> str | None:
+        """The error for drawing on allocation ``a``, if it is not open."""
+        if a.released:
+            return "AllocationReleased"
+        return None if a.allocated else "NoAllocation"
+
+    def _credit(self, s: SessionModel, provider: str, amount: int) -> None:
+        s.allocations[provider].paid += amount
+        s.paid_out += amount
+        self.credited[provider, s.token] += amount
+
+    def _refund(self, s: SessionModel, amount: int) -> None:
+        self.escrow_held[s.token] -= amount
+        if s.token != NATIVE:
+            self.tokens_held[s.requestor] += amount
 
     # ------------------------------------------------------------------ rules
 
@@ -153,18 +208,15 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(actor=st.sampled_from(ACTORS), index=st.integers(0, 50), amount=st.integers(1, 10**6))
     def top_up(self, actor: Wallet, index: int, amount: int) -> None:
         s = self._session(index)
-        expected = near = None
-        if actor.address != s.requestor:
-            expected = "NotRequestor"
-        elif s.closed:
-            expected = "SessionAlreadyClosed"
-        elif self._near(s.deadline):
-            near = "DeadlinePassed"
-        elif self._now() > s.deadline:
-            expected = "DeadlinePassed"
+        expected, near = self._requestor_only(actor, s), None
+        if expected is None:
+            if self._near(s.deadline):
+                near = "DeadlinePassed"
+            elif self._now() > s.deadline:
+                expected = "DeadlinePassed"
         if self._attempt(expected, near, lambda: self.c.escrow(actor).top_up(s.sid, amount)):
             s.deposited += amount
-            s.remaining += amount
+            s.unallocated += amount
             self.escrow_held[s.token] += amount
             if s.token != NATIVE:
                 self.tokens_held[actor.address] -= amount
@@ -173,31 +225,63 @@ class EscrowMachine(RuleBasedStateMachine):
     @rule(
         actor=st.sampled_from(ACTORS),
         index=st.integers(0, 50),
-        reuse_graph=st.booleans(),
+        amounts=st.lists(st.tuples(st.sampled_from(PROVIDERS), AMOUNT), min_size=1, max_size=3),
+    )
+    def allocate(self, actor: Wallet, index: int, amounts: list[tuple[Wallet, int]]) -> None:
+        s = self._session(index)
+        expected = "NotRequestor" if actor.address != s.requestor else None
+        total = 0
+        for provider, amount in amounts:  # the contract's checks, in its order
+            if expected is not None:
+                break
+            total += amount
+            if total > s.unallocated:
+                expected = "SessionAlreadyClosed" if s.closed else "InsufficientDeposit"
+            elif s.allocations[provider.address].released:
+                expected = "AllocationReleased"
+        pairs = [(p.address, a) for p, a in amounts]
+        if self._attempt(expected, None, lambda: self.c.escrow(actor).allocate(s.sid, pairs)):
+            for provider, amount in pairs:
+                s.allocations[provider].allocated += amount
+            s.unallocated -= total
+
+    @precondition(lambda self: self.sessions)
+    @rule(
+        actor=st.sampled_from(ACTORS),
+        index=st.integers(0, 50),
+        seq_offset=st.sampled_from([0, 0, 0, -1, 1]),
         payouts=st.lists(st.tuples(st.sampled_from(PROVIDERS), st.integers(0, 3 * 10**8)), max_size=4),
     )
-    def settle(self, actor: Wallet, index: int, reuse_graph: bool, payouts: list[tuple[Wallet, int]]) -> None:
+    def settle(self, actor: Wallet, index: int, seq_offset: int, payouts: list[tuple[Wallet, int]]) -> None:
         s = self._session(index)
-        graph = s.graphs[index % len(s.graphs)] if reuse_graph and s.graphs else new_id()
-        total = sum(a for _, a in payouts)
+        seq = max(0, s.next_seq + seq_offset)
         if actor.address != s.requestor:
             expected, near = "NotRequestor", None
         else:
             expected, near = self._within_claim_window(s)
-        if expected is None and graph in s.graphs:
-            expected = "GraphAlreadySettled"
-        elif expected is None and total > s.remaining:
-            expected = "InsufficientDeposit"
+        if expected is None:
+            if seq < s.next_seq:
+                expected = "GraphAlreadySettled"
+            elif seq > s.next_seq:
+                expected = "GraphOutOfOrder"
+        drawn: dict[str, int] = defaultdict(int)
+        for provider, amount in payouts:  # the contract's checks, in its order
+            if expected is not None:
+                break
+            if amount == 0:
+                continue
+            a = s.allocations[provider.address]
+            expected = self._open_problem(a)
+            if expected is None and amount > a.unpaid - drawn[provider.address]:
+                expected = "AllocationExceeded"
+            drawn[provider.address] += amount
         pairs = [(p.address, a) for p, a in payouts]
-        succeeded = self._attempt(expected, near, lambda: self.c.escrow(actor).settle_graph(s.sid, graph, pairs))
-        if succeeded:
-            s.graphs.append(graph)
-            s.remaining -= total
+        graph = new_id()
+        if self._attempt(expected, near, lambda: self.c.escrow(actor).settle_graph(s.sid, seq, graph, pairs)):
+            s.next_seq += 1
             for provider, amount in pairs:
                 if amount:
-                    self.paid[s.sid, provider] += amount
-                    self.owed[s.sid, provider] = max(self.owed[s.sid, provider], self.paid[s.sid, provider])
-                    self.credited[provider, s.token] += amount
+                    self._credit(s, provider, amount)
 
     @precondition(lambda self: self.sessions)
     @rule(
@@ -208,25 +292,72 @@ class EscrowMachine(RuleBasedStateMachine):
     )
     def claim(self, provider: Wallet, index: int, delta: int, forged: bool) -> None:
         s = self._session(index)
-        already = self.paid[s.sid, provider.address]
-        cumulative = max(0, already + delta)
-        signer = next(a for a in ACTORS if (a.address != s.requestor) == forged)
+        a = s.allocations[provider.address]
+        cumulative = max(0, a.paid + delta)
+        signer = next(x for x in ACTORS if (x.address != s.requestor) == forged)
         voucher = sign_voucher(signer.account, self.domain, s.sid, provider.address, cumulative)
-        if not forged:
-            self.owed[s.sid, provider.address] = max(self.owed[s.sid, provider.address], cumulative)
         expected, near = self._within_claim_window(s)
         if expected is None:
             if forged:
                 expected = "InvalidVoucherSignature"
-            elif cumulative <= already:
+            elif (problem := self._open_problem(a)) is not None:
+                expected = problem
+            elif cumulative <= a.paid:
                 expected = "VoucherAlreadyPaid"
-            elif s.remaining == 0:
-                expected = "DepositExhausted"
+            elif a.unpaid == 0:
+                expected = "AllocationExhausted"
         if self._attempt(expected, near, lambda: self.c.escrow(provider).claim(voucher)):
-            credit = min(cumulative - already, s.remaining)
-            s.remaining -= credit
-            self.paid[s.sid, provider.address] += credit
-            self.credited[provider.address, s.token] += credit
+            self._credit(s, provider.address, min(cumulative - a.paid, a.unpaid))
+
+    @precondition(lambda self: self.sessions)
+    @rule(
+        submitter=st.sampled_from(ACTORS),
+        provider=st.sampled_from(PROVIDERS),
+        index=st.integers(0, 50),
+        final=st.one_of(st.sampled_from(["paid", "allocated"]), st.integers(-3, 4 * 10**8)),
+        forged=st.booleans(),
+    )
+    def release(self, submitter: Wallet, provider: Wallet, index: int, final, forged: bool) -> None:
+        s = self._session(index)
+        a = s.allocations[provider.address]
+        if final == "paid":
+            final_amount = a.paid
+        elif final == "allocated":
+            final_amount = a.allocated
+        else:
+            final_amount = max(0, a.paid + final)
+        signer = next(x for x in ACTORS if x.address != provider.address) if forged else provider
+        signature = sign_release(signer.account, self.domain, s.sid, final_amount).signature
+        release = Release(s.sid, provider.address, final_amount, signature)
+        expected, near = self._within_claim_window(s)
+        if expected is None:
+            if forged:
+                expected = "InvalidReleaseSignature"
+            elif (problem := self._open_problem(a)) is not None:
+                expected = problem
+            elif not a.paid <= final_amount <= a.allocated:
+                expected = "InvalidFinalAmount"
+        if self._attempt(expected, near, lambda: self.c.escrow(submitter).release(release)):
+            self._release(s, provider.address, final_amount)
+
+    def _release(self, s: SessionModel, provider: str, final_amount: int) -> None:
+        a = s.allocations[provider]
+        returned = a.allocated - final_amount
+        self._credit(s, provider, final_amount - a.paid)
+        a.allocated, a.released = final_amount, True
+        s.unallocated += returned
+
+    @precondition(lambda self: self.sessions)
+    @rule(actor=st.sampled_from(ACTORS), index=st.integers(0, 50))
+    def reclaim(self, actor: Wallet, index: int) -> None:
+        s = self._session(index)
+        expected = self._requestor_only(actor, s)
+        if expected is None and s.unallocated == 0:
+            expected = "NothingToReclaim"
+        if self._attempt(expected, None, lambda: self.c.escrow(actor).reclaim(s.sid)):
+            self._refund(s, s.unallocated)
+            s.reclaimed += s.unallocated
+            s.unallocated = 0
 
     @rule(step=st.sampled_from(TIME_STEPS))
     def let_time_pass(self, step: int) -> None:
@@ -236,20 +367,48 @@ class EscrowMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.sessions)
     @rule(actor=st.sampled_from(ACTORS), index=st.integers(0, 50))
     def close(self, actor: Wallet, index: int) -> None:
+        """The cooperative close (the requestor, no allocation open) or the one after the claim window."""
         s = self._session(index)
         window_end = s.deadline + CLAIM_WINDOW
-        expected = near = None
+        if self._near(window_end) and not s.closed:
+            return  # either side of the boundary: the refund would differ
         if s.closed:
-            expected = "SessionAlreadyClosed"
-        elif self._near(window_end):
-            near = "RefundNotYetAvailable"
-        elif self._now() <= window_end:
-            expected = "RefundNotYetAvailable"
-        if self._attempt(expected, near, lambda: self.c.escrow(actor).close_session(s.sid)):
-            s.closed = True
-            self.escrow_held[s.token] -= s.remaining
-            if s.token != NATIVE:
-                self.tokens_held[s.requestor] += s.remaining
+            expected, refund = "SessionAlreadyClosed", 0
+        elif self._now() > window_end:
+            expected, refund = None, s.deposited - s.reclaimed - s.paid_out
+        elif actor.address != s.requestor:
+            expected, refund = "RefundNotYetAvailable", 0
+        elif s.open_allocations:
+            expected, refund = "AllocationsStillOpen", 0
+        else:
+            expected, refund = None, s.unallocated
+        if self._attempt(expected, None, lambda: self.c.escrow(actor).close_session(s.sid)):
+            self._refund(s, refund)
+            s.closed, s.unallocated = True, 0
+
+    @precondition(lambda self: any(s.open_allocations and not s.closed for s in self.sessions))
+    @rule(index=st.integers(0, 50), finals=st.lists(st.floats(0, 1), min_size=3, max_size=3))
+    def cooperative_close(self, index: int, finals: list[float]) -> None:
+        """Every provider of a session signs a release (final amount anywhere in what it may ask),
+        the requestor submits them and closes: the remainder comes back at once."""
+        candidates = [s for s in self.sessions if s.open_allocations and not s.closed]
+        s = candidates[index % len(candidates)]
+        if self._near(s.deadline + CLAIM_WINDOW) or self._now() > s.deadline + CLAIM_WINDOW:
+            return
+        requestor = next(x for x in ACTORS if x.address == s.requestor)
+        escrow = self.c.escrow(requestor)
+        for provider, fraction in zip(PROVIDERS, finals, strict=True):
+            a = s.allocations[provider.address]
+            if a.released or not a.allocated:
+                continue
+            final_amount = a.paid + int((a.allocated - a.paid) * fraction)
+            escrow.release(sign_release(provider.account, self.domain, s.sid, final_amount))
+            self._release(s, provider.address, final_amount)
+        assert self.c.escrow().session(s.sid).open_allocations == 0
+        refund = s.unallocated
+        escrow.close_session(s.sid)
+        self._refund(s, refund)
+        s.closed, s.unallocated = True, 0
 
     @rule(actor=st.sampled_from(ACTORS), use_token=st.booleans())
     def withdraw(self, actor: Wallet, use_token: bool) -> None:
@@ -265,29 +424,63 @@ class EscrowMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ invariants
 
     @invariant()
-    def escrow_holds_exactly_remainders_plus_credits(self) -> None:
-        for token in (NATIVE, self.token):
-            remainders = sum(s.remaining for s in self.sessions if s.token == token and not s.closed)
-            credited = sum(self._account_balance(a.address, token) for a in ACTORS)
-            assert self._escrow_balance(token) == remainders + credited == self.escrow_held[token]
-
-    @invariant()
-    def views_match_the_model(self) -> None:
+    def everything_adds_up(self) -> None:
+        """Reads the contract once per step, then checks each invariant of the module docstring."""
         escrow = self.c.escrow()
+        states = {s.sid: escrow.session(s.sid) for s in self.sessions}
+        allocations = {(s.sid, p): escrow.allocation(s.sid, p) for s in self.sessions for p in s.allocations}
+        self._escrow_holds_exactly_what_sessions_and_accounts_hold()
+        self._each_session_accounts_for_its_deposit(states, allocations)
+        self._views_match_the_model(escrow, states, allocations)
+        self._an_allocation_is_only_ever_paid_to_its_provider()
+
+    def _escrow_holds_exactly_what_sessions_and_accounts_hold(self) -> None:
+        for token in (NATIVE, self.token):
+            held = sum(s.held for s in self.sessions if s.token == token)
+            credited = sum(self._account_balance(a.address, token) for a in ACTORS)
+            assert self._escrow_balance(token) == held + credited == self.escrow_held[token]
+
+    def _each_session_accounts_for_its_deposit(self, states, allocations) -> None:
         for s in self.sessions:
-            state = escrow.session(s.sid)
-            assert (state.deposited, state.remaining, state.closed) == (s.deposited, s.remaining, s.closed)
-        for (sid, provider), amount in self.paid.items():
-            assert escrow.paid(sid, provider) == amount
+            if s.closed:
+                continue
+            assert s.deposited - s.reclaimed - s.paid_out == s.held
+            state = states[s.sid]
+            unpaid = sum(allocations[s.sid, p].available for p in s.allocations)
+            assert state.deposited - state.reclaimed - state.paid_out == state.unallocated + unpaid
+
+    def _views_match_the_model(self, escrow, states, allocations) -> None:
+        for s in self.sessions:
+            state = states[s.sid]
+            assert (state.deposited, state.paid_out, state.unallocated, state.reclaimed) == (
+                s.deposited,
+                s.paid_out,
+                s.unallocated,
+                s.reclaimed,
+            )
+            assert (state.next_seq, state.open_allocations, state.closed) == (s.next_seq, s.open_allocations, s.closed)
+            for provider, a in s.allocations.items():
+                on_chain = allocations[s.sid, provider]
+                assert (on_chain.allocated, on_chain.paid, on_chain.released) == (a.allocated, a.paid, a.released)
+        if self.sessions:  # paid() is allocations().paid: checked on the newest session
+            s = self.sessions[-1]
+            for provider in PROVIDERS:
+                assert (
+                    escrow.paid(s.sid, provider.address) == s.allocations.get(provider.address, AllocationModel()).paid
+                )
         for actor in ACTORS:
             for token in (NATIVE, self.token):
                 assert escrow.balance_of(actor.address, token) == self._account_balance(actor.address, token)
 
-    @invariant()
-    def nobody_holds_more_than_owed(self) -> None:
-        for key, amount in self.paid.items():
-            assert amount <= self.owed[key]
+    def _an_allocation_is_only_ever_paid_to_its_provider(self) -> None:
+        for actor in ACTORS:
+            for token in (NATIVE, self.token):
+                own = [s.allocations[actor.address] for s in self._sessions_with(actor.address) if s.token == token]
+                # Every wei credited to an account was paid out of that account's own allocations ...
+                assert self.credited[actor.address, token] == sum(a.paid for a in own)
         for s in self.sessions:
-            assert sum(v for (sid, _), v in self.paid.items() if sid == s.sid) <= s.deposited
+            for a in s.allocations.values():
+                assert 0 <= a.paid <= a.allocated  # ... never more than was allocated to it
+            assert s.paid_out == sum(a.paid for a in s.allocations.values()) <= s.deposited - s.reclaimed
         for actor in ACTORS:
             assert self._token_balance(actor.address) == self.tokens_held[actor.address]

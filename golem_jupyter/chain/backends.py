@@ -30,17 +30,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from .escrow import SessionState
+from .escrow import Allocation, SessionState
 from .registry import Offer
 from .transactions import Receipt
-from .vouchers import EscrowDomain, Voucher
+from .vouchers import EscrowDomain, Release, Voucher
 
 __all__ = ["EscrowBackend", "RegistryBackend"]
 
 
 @runtime_checkable
 class EscrowBackend(Protocol):
-    """Deposits, settlements, vouchers and payouts of compute sessions (see ``IGolemEscrow``)."""
+    """Deposits, allocations, settlements, vouchers, releases and payouts of compute sessions (see ``IGolemEscrow``)."""
 
     @property
     def address(self) -> str:
@@ -60,14 +60,27 @@ class EscrowBackend(Protocol):
         """Add ``amount`` to an open session's deposit."""
         ...
 
+    def allocate(self, session_id: bytes | str, amounts: Mapping[str, int] | Iterable[tuple[str, int]]) -> Receipt:
+        """Move each amount of the session's unallocated remainder into that provider's allocation."""
+        ...
+
     def settle_graph(
         self,
         session_id: bytes | str,
+        seq: int,
         graph_id: bytes | str,
         payouts: Mapping[str, int] | Iterable[tuple[str, int]],
         result_root: bytes | str = b"\0" * 32,
     ) -> Receipt:
-        """Credit each provider its amount for graph ``graph_id`` of the session, once per graph."""
+        """Credit each provider its amount for graph ``graph_id``, the session's settlement number ``seq``."""
+        ...
+
+    def reclaim(self, session_id: bytes | str) -> Receipt:
+        """Take the session's unallocated remainder back now; allocations stay as they are."""
+        ...
+
+    def close_session(self, session_id: bytes | str) -> Receipt:
+        """Close the session and refund its requestor (at once when no allocation is open)."""
         ...
 
     def sign_voucher(self, session_id: bytes | str, provider: str, cumulative_amount: int) -> Voucher:
@@ -78,6 +91,14 @@ class EscrowBackend(Protocol):
         """Claim, as the provider it names, what ``voucher`` promises beyond what was already credited."""
         ...
 
+    def sign_release(self, session_id: bytes | str, final_amount: int) -> Release:
+        """Sign, as a provider, the release of this account's allocation in the session for ``final_amount``."""
+        ...
+
+    def release(self, release: Release) -> Receipt:
+        """Submit a provider's signed release: pay it its final amount, return the rest of its allocation."""
+        ...
+
     def withdraw(self, token: str | None = None) -> Receipt:
         """Pay this account everything credited to it in ``token`` (native currency if None)."""
         ...
@@ -86,16 +107,16 @@ class EscrowBackend(Protocol):
         """The session as the escrow holds it (``exists`` is False for an unknown id)."""
         ...
 
+    def allocation(self, session_id: bytes | str, provider: str) -> Allocation:
+        """``provider``'s allocation in the session: allocated, paid from it, released."""
+        ...
+
     def paid(self, session_id: bytes | str, provider: str) -> int:
-        """What ``provider`` was credited in the session so far, by settlements and claims."""
+        """What ``provider`` was credited in the session so far, by settlements, claims and its release."""
         ...
 
     def balance_of(self, account: str, token: str | None = None) -> int:
         """What ``account`` was credited in ``token`` and has not withdrawn yet."""
-        ...
-
-    def is_graph_settled(self, session_id: bytes | str, graph_id: bytes | str) -> bool:
-        """Whether graph ``graph_id`` of the session was settled (so a retry must not settle it again)."""
         ...
 
     def events(

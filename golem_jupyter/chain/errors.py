@@ -1,6 +1,6 @@
 """Contract reverts as Python exceptions named after the contract's custom errors.
 
-``GolemEscrow`` reverts with ``InsufficientDeposit(sessionId, requested, remaining)``; Python
+``GolemEscrow`` reverts with ``InsufficientDeposit(sessionId, requested, unallocated)``; Python
 sees ``InsufficientDeposit`` (a :class:`ContractError`) whose message says what happened and
 what to do, and whose ``.fields`` hold the decoded arguments. A test checks that every custom
 error in the compiled ABIs has a class here with the same signature.
@@ -83,7 +83,10 @@ _TIME_FIELDS = {"deadline", "timestamp", "endedAt", "availableAfter"}
 
 def _show(name: str, value: Any) -> str:
     if name in _TIME_FIELDS and isinstance(value, int):
-        return _dt.datetime.fromtimestamp(value, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            return _dt.datetime.fromtimestamp(value, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        except (ValueError, OverflowError, OSError):  # beyond the years a datetime holds
+            return f"{value} (Unix time)"
     if isinstance(value, bytes):
         return "0x" + value.hex()
     if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
@@ -115,40 +118,66 @@ _DECLARED = [
      "A requestor-only function was called by someone else."),
     ("ZeroAmount()",
      "The amount must be greater than zero.",
-     "A deposit or top-up of zero."),
+     "A deposit, top-up or allocation of zero."),
     ("AmountTooLarge(uint256 amount, uint256 max)",
      "The amount {amount} is above what the escrow can hold per session ({max}).",
      "A deposit above 2^96 - 1 of the token's smallest unit."),
     ("DeadlineNotInFuture(uint64 deadline, uint256 timestamp)",
      "The deadline {deadline} is not after the chain's current time {timestamp}; pick a later deadline.",
      "openSession with a deadline in the past."),
+    ("DeadlineTooFar(uint64 deadline, uint256 max)",
+     "The deadline {deadline} is beyond the latest the escrow stores ({max}); pick an earlier deadline.",
+     "openSession with a deadline above 2^40 - 1."),
     ("DeadlinePassed(bytes32 sessionId, uint64 deadline)",
      "Session {sessionId} passed its deadline {deadline}; open a new session instead of topping this one up.",
      "topUp after the deadline."),
     ("ClaimWindowOver(bytes32 sessionId, uint256 endedAt)",
      "The claim window of session {sessionId} ended at {endedAt}; nothing more can be credited in it.",
-     "settleGraph or claim after deadline + CLAIM_WINDOW."),
+     "allocate, settleGraph, claim or release after deadline + CLAIM_WINDOW."),
     ("RefundNotYetAvailable(bytes32 sessionId, uint256 availableAfter)",
-     "Session {sessionId} can be closed only after {availableAfter} (deadline + claim window); try again then.",
-     "closeSession before deadline + CLAIM_WINDOW."),
+     "Only the requestor may close session {sessionId} before {availableAfter} (deadline + claim window); "
+     "anyone may after that.",
+     "closeSession by someone other than the requestor before deadline + CLAIM_WINDOW."),
+    ("AllocationsStillOpen(bytes32 sessionId, uint256 openAllocations)",
+     "Session {sessionId} still has {openAllocations} open allocation(s); ask those providers for their release, "
+     "or reclaim the unallocated remainder now and close after the claim window.",
+     "The requestor's early closeSession while providers hold open allocations."),
     ("WrongNativeValue(uint256 expected, uint256 sent)",
      "The call must carry {expected} wei of native currency but carried {sent}.",
      "msg.value does not match the amount (or is non-zero for an ERC-20 session)."),
     ("TokenTransferMismatch(uint256 expected, uint256 received)",
      "The token delivered {received} instead of {expected}; fee-on-transfer tokens cannot be used for escrow.",
      "The ERC-20 transferred less than asked."),
-    ("GraphAlreadySettled(bytes32 sessionId, bytes32 graphId)",
-     "Graph {graphId} of session {sessionId} was already settled; nothing was paid twice.",
-     "A second settleGraph for the same graph id."),
+    ("GraphAlreadySettled(bytes32 sessionId, uint64 seq, uint64 nextSeq)",
+     "Settlement {seq} of session {sessionId} was already mined (the session expects {nextSeq} next); "
+     "nothing was paid twice.",
+     "settleGraph with a seq below nextSeq: a retried settlement that was mined."),
+    ("GraphOutOfOrder(bytes32 sessionId, uint64 seq, uint64 nextSeq)",
+     "Settlement {seq} of session {sessionId} comes before its turn: settle {nextSeq} first.",
+     "settleGraph with a seq above nextSeq."),
     ("LengthMismatch(uint256 providers, uint256 amounts)",
      "Got {providers} providers but {amounts} amounts; pass one amount per provider.",
-     "settleGraph with arrays of different lengths."),
+     "allocate or settleGraph with arrays of different lengths."),
     ("InvalidProvider(address provider)",
      "{provider} is not a valid provider address.",
      "The zero address was given as a provider."),
-    ("InsufficientDeposit(bytes32 sessionId, uint256 requested, uint256 remaining)",
-     "Settling {requested} needs more than the {remaining} left in session {sessionId}; top the session up first.",
-     "settleGraph above what remains of the deposit."),
+    ("InsufficientDeposit(bytes32 sessionId, uint256 requested, uint256 unallocated)",
+     "Allocating {requested} needs more than the {unallocated} left in session {sessionId}; "
+     "top the session up first.",
+     "allocate above the unallocated remainder of the deposit."),
+    ("NoAllocation(bytes32 sessionId, address provider)",
+     "{provider} holds no allocation in session {sessionId}; the requestor must allocate to it first.",
+     "A provider without an allocation was settled, claimed for, released or reported."),
+    ("AllocationReleased(bytes32 sessionId, address provider)",
+     "The allocation of {provider} in session {sessionId} was released; nothing more can be paid from it.",
+     "allocate, settleGraph, claim or release on a released allocation."),
+    ("AllocationExceeded(bytes32 sessionId, address provider, uint256 requested, uint256 available)",
+     "Paying {provider} {requested} needs more than the {available} left of its allocation in session "
+     "{sessionId}; allocate more to it first.",
+     "settleGraph above what is left of a provider's allocation."),
+    ("AllocationExhausted(bytes32 sessionId, address provider)",
+     "The allocation of {provider} in session {sessionId} is fully paid; nothing is left to claim.",
+     "claim when the caller's allocation is fully paid."),
     ("InvalidVoucherSignature(bytes32 sessionId, address provider)",
      "The voucher for {provider} in session {sessionId} was not signed by the session's requestor "
      "(or names another session, chain or escrow).",
@@ -157,9 +186,17 @@ _DECLARED = [
      "{provider} was already credited {alreadyPaid} in session {sessionId}; a voucher for {cumulativeAmount} "
      "adds nothing.",
      "A replayed or older voucher."),
-    ("DepositExhausted(bytes32 sessionId)",
-     "The whole deposit of session {sessionId} has been credited already; nothing is left to claim.",
-     "claim when nothing of the deposit remains."),
+    ("InvalidReleaseSignature(bytes32 sessionId, address provider)",
+     "The release of {provider} in session {sessionId} is not signed by that provider (or names another "
+     "session, amount, chain or escrow).",
+     "release with a signature that is not the provider's."),
+    ("InvalidFinalAmount(bytes32 sessionId, address provider, uint256 finalAmount, uint256 paid, uint256 allocated)",
+     "A release of {provider} in session {sessionId} for {finalAmount} must lie between what it was paid "
+     "({paid}) and its allocation ({allocated}).",
+     "release below what was paid or above the allocation."),
+    ("NothingToReclaim(bytes32 sessionId)",
+     "Nothing of session {sessionId} is unallocated; there is nothing to reclaim.",
+     "reclaim with an unallocated remainder of zero."),
     ("NothingToWithdraw(address account, address token)",
      "{account} has nothing to withdraw in token {token}.",
      "withdraw with a zero balance."),

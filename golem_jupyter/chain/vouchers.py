@@ -1,8 +1,14 @@
-"""EIP-712 vouchers: a requestor's signed promise of the cumulative amount owed to a provider.
+"""EIP-712 messages of the escrow: vouchers (signed by a requestor) and releases (signed by a provider).
 
-The typed data is exactly what ``GolemEscrow.claim`` verifies:
-``Voucher(bytes32 sessionId,address provider,uint256 cumulativeAmount)`` under the domain
-``{name: "GolemEscrow", version: "1", chainId, verifyingContract}``.
+A voucher is a requestor's signed promise of the cumulative amount owed to a provider; the typed
+data is exactly what ``GolemEscrow.claim`` verifies:
+``Voucher(bytes32 sessionId,address provider,uint256 cumulativeAmount)``.
+
+A release is a provider's signed "pay me ``finalAmount`` in total and give the rest of my
+allocation back"; ``GolemEscrow.release`` verifies
+``Release(bytes32 sessionId,address provider,uint256 finalAmount)``.
+
+Both are signed under the domain ``{name: "GolemEscrow", version: "2", chainId, verifyingContract}``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ VOUCHER_TYPES = {
     ]
 }
 
+RELEASE_TYPES = {
+    "Release": [
+        {"name": "sessionId", "type": "bytes32"},
+        {"name": "provider", "type": "address"},
+        {"name": "finalAmount", "type": "uint256"},
+    ]
+}
+
 
 @dataclass(frozen=True)
 class EscrowDomain:
@@ -33,7 +47,7 @@ class EscrowDomain:
     chain_id: int
     verifying_contract: str
     name: str = "GolemEscrow"
-    version: str = "1"
+    version: str = "2"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,3 +111,35 @@ def sign_voucher(
     signable = encode_typed_data(domain.as_dict(), VOUCHER_TYPES, _message(session_id, provider, cumulative_amount))
     signed = account.sign_message(signable)
     return Voucher(session_id, to_checksum_address(provider), cumulative_amount, bytes(signed.signature))
+
+
+@dataclass(frozen=True)
+class Release:
+    """A provider's signed release of its allocation in one session, for ``final_amount`` in total."""
+
+    session_id: bytes
+    provider: str
+    final_amount: int
+    signature: bytes
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "provider": to_checksum_address(self.provider),
+            "finalAmount": self.final_amount,
+        }
+
+    def signer(self, domain: EscrowDomain) -> str:
+        """The address that signed this release under ``domain`` (it must be ``provider``)."""
+        signable = encode_typed_data(domain.as_dict(), RELEASE_TYPES, self.message())
+        return Account.recover_message(signable, signature=self.signature)
+
+
+def sign_release(account: LocalAccount, domain: EscrowDomain, session_id: bytes | str, final_amount: int) -> Release:
+    """Sign, as the provider ``account``, the release of its allocation for ``final_amount`` in total."""
+    session_id = as_bytes32(session_id, "session_id")
+    if final_amount < 0:
+        raise ValueError("a release's final amount cannot be negative")
+    release = Release(session_id, to_checksum_address(account.address), final_amount, b"")
+    signed = account.sign_message(encode_typed_data(domain.as_dict(), RELEASE_TYPES, release.message()))
+    return Release(session_id, release.provider, final_amount, bytes(signed.signature))
