@@ -6,6 +6,9 @@ settles the whole deposit to itself, withdraws it, and leaves the voucher worth 
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from conftest import CLAIM_WINDOW, Deployed, send
 from eth_account.messages import _hash_eip191_message, encode_typed_data
@@ -51,6 +54,7 @@ from golem_jupyter.errors import InvalidInput
 
 DEPOSIT = 10**18
 HOUR = 3600
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def open_session(
@@ -103,9 +107,9 @@ def release_of(contracts: Deployed, provider: Wallet, session: bytes, final_amou
 
 def test_a_requestor_cannot_drain_a_voucher_it_signed(contracts, requestor, providers):
     """The provider serves against an allocation of 0.6 ETH and holds a voucher for all of it. The
-    requestor then tries every way to take the deposit back first: settle it to itself, to another
-    provider, reclaim it, release on the provider's behalf, close the session. None reaches the
-    allocation: the provider's claim credits the full 0.6 ETH, and it withdraws it."""
+    requestor then tries every way to take the deposit back first: settle it to itself and to an
+    accomplice and withdraw it, reclaim it, release on the provider's behalf, close the session.
+    None reaches the allocation: the provider's claim credits the full 0.6 ETH, and it withdraws it."""
     p, accomplice = providers[0], providers[1]
     owed = 6 * 10**17
     session, _ = allocated_session(contracts, requestor, {p.address: owed})
@@ -114,12 +118,17 @@ def test_a_requestor_cannot_drain_a_voucher_it_signed(contracts, requestor, prov
 
     with pytest.raises(NoAllocation):  # pay itself the deposit
         escrow.settle_graph(session, 0, new_id(), {requestor.address: DEPOSIT})
-    escrow.allocate(session, {requestor.address: DEPOSIT - owed})  # all that is left, to itself
-    escrow.settle_graph(session, 0, new_id(), {requestor.address: DEPOSIT - owed})
-    with pytest.raises(AllocationExceeded):  # one wei more than its own allocation
-        escrow.settle_graph(session, 1, new_id(), {requestor.address: 1})
+    with pytest.raises(NoAllocation):  # or an accomplice
+        escrow.settle_graph(session, 0, new_id(), {accomplice.address: DEPOSIT - owed})
+    rest = DEPOSIT - owed  # all that is not the provider's, to itself and the accomplice
+    escrow.allocate(session, {requestor.address: rest // 2, accomplice.address: rest - rest // 2})
+    escrow.settle_graph(session, 0, new_id(), {requestor.address: rest // 2, accomplice.address: rest - rest // 2})
+    for grab in ({requestor.address: 1}, {accomplice.address: 1}, {requestor.address: owed}):
+        with pytest.raises(AllocationExceeded):  # one wei more than their own allocations
+            escrow.settle_graph(session, 1, new_id(), grab)
     escrow.withdraw()
-    with pytest.raises(InsufficientDeposit):  # nothing left to allocate to an accomplice
+    contracts.escrow(accomplice).withdraw()
+    with pytest.raises(InsufficientDeposit):  # nothing left to allocate
         escrow.allocate(session, {accomplice.address: 1})
     with pytest.raises(NothingToReclaim):
         escrow.reclaim(session)
@@ -128,12 +137,21 @@ def test_a_requestor_cannot_drain_a_voucher_it_signed(contracts, requestor, prov
         escrow.release(Release(session, p.address, 0, forged.signature))
     with pytest.raises(AllocationsStillOpen):
         escrow.close_session(session)
+    assert contracts.escrow().allocation(session, p.address) == Allocation(owed, 0, False)
 
     contracts.escrow(p).claim(voucher)
     assert contracts.escrow().balance_of(p.address) == owed
     before = contracts.chain.w3.eth.get_balance(p.address)
     receipt = contracts.escrow(p).withdraw()
     assert contracts.chain.w3.eth.get_balance(p.address) == before + owed - tx_cost(receipt)
+    assert contract_balance(contracts) == 0
+
+
+def test_the_contract_is_free_of_inline_assembly():
+    """Money code stays plain Solidity (DESIGN section 3): the contract and its interface."""
+    for source in ("contracts/GolemEscrow.sol", "contracts/interfaces/IGolemEscrow.sol"):
+        text = (ROOT / source).read_text()
+        assert not re.search(r"\bassembly\b", text), f"{source} uses inline assembly"
 
 
 # ---------------------------------------------------------------------------- opening
@@ -304,6 +322,28 @@ def test_a_released_allocation_cannot_be_reopened(contracts, requestor, provider
     with pytest.raises(AllocationReleased):
         contracts.escrow(requestor).allocate(session, {p.address: 10})
     assert contracts.escrow().allocation(session, p.address) == Allocation(0, 0, True)
+
+
+def test_an_allocation_made_after_the_claim_window_cannot_be_drawn_on_and_is_refunded(
+    contracts, requestor, providers, stranger
+):
+    """allocate has no time limit, but after deadline + CLAIM_WINDOW nothing can draw on what it
+    allocates, and the unilateral close refunds it with the rest."""
+    p = providers[0]
+    session, deadline = open_session(contracts, requestor)
+    contracts.chain.travel_to(deadline + CLAIM_WINDOW + 1)
+    escrow = contracts.escrow(requestor)
+    escrow.allocate(session, {p.address: 100})
+    with pytest.raises(ClaimWindowOver):
+        escrow.settle_graph(session, 0, new_id(), {p.address: 100})
+    with pytest.raises(ClaimWindowOver):
+        contracts.escrow(p).claim(escrow.sign_voucher(session, p.address, 100))
+    with pytest.raises(ClaimWindowOver):
+        escrow.release(release_of(contracts, p, session, 100))
+    before = contracts.chain.w3.eth.get_balance(requestor.address)
+    contracts.escrow(stranger).close_session(session)
+    assert contracts.chain.w3.eth.get_balance(requestor.address) == before + DEPOSIT
+    assert contracts.escrow().balance_of(p.address) == 0
 
 
 # ---------------------------------------------------------------------------- settling
@@ -538,6 +578,7 @@ def test_python_releases_hash_and_recover_like_the_contract(contracts, requestor
     domain = contracts.escrow().domain
     assert (release.provider, release.final_amount) == (p.address, 4321)
     assert release.signer(domain) == p.address
+    assert Release.from_json(release.to_json()) == release
     signable = encode_typed_data(domain.as_dict(), RELEASE_TYPES, release.message())
     assert contracts.escrow().release_digest(release) == _hash_eip191_message(signable)
 

@@ -198,7 +198,7 @@ interface IGolemEscrow is IERC5267 {
     error DeadlinePassed(bytes32 sessionId, uint64 deadline);
 
     /**
-     * @notice {allocate}, {settleGraph}, {claim} or {release} after `deadline + CLAIM_WINDOW`.
+     * @notice {settleGraph}, {claim} or {release} after `deadline + CLAIM_WINDOW`.
      * @param sessionId The session.
      * @param endedAt When its claim window ended (`deadline + CLAIM_WINDOW`).
      */
@@ -386,9 +386,12 @@ interface IGolemEscrow is IERC5267 {
 
     /**
      * @notice Moves `amounts[i]` of the unallocated remainder into `providers[i]`'s allocation.
-     * @dev Requestor only, until `deadline + CLAIM_WINDOW`. Adding to an open allocation is
-     * allowed; a released one cannot be reopened. The total may not exceed the unallocated
-     * remainder. Makes no external call. Emits {Allocated} per provider.
+     * @dev Requestor only, while the session is open. Adding to an open allocation is allowed;
+     * a released one cannot be reopened. The total may not exceed the unallocated remainder.
+     * There is no time limit: what is allocated after `deadline + CLAIM_WINDOW` can no longer be
+     * drawn on (settlements, claims and releases end then) and the unilateral {closeSession}
+     * refunds it, so a provider serves only against an allocation whose claim window is still
+     * ahead. Makes no external call. Emits {Allocated} per provider.
      * @param sessionId The session.
      * @param providers Who to allocate to; not the zero address.
      * @param amounts What to add to each provider's allocation, in the same order; none zero.

@@ -1,4 +1,4 @@
-"""The chain layer: connection, contracts, wallets and EIP-712 vouchers.
+"""The chain layer: connection, contracts, wallets and EIP-712 vouchers and releases.
 
 >>> chain = Chain.connect()                      # the running devnet
 >>> chain.escrow.session(session_id).remaining
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from ._imports import Web3  # first: web3 and the eth libraries, keeping the recursion limit (see _imports)
 from .backends import EscrowBackend, RegistryBackend
-from .escrow import Escrow, SessionState
+from .escrow import Allocation, Escrow, SessionState
 from .network import Network, connect, resolve
 from .registry import Offer, Registry
-from .vouchers import EscrowDomain, Voucher, sign_voucher
+from .vouchers import EscrowDomain, Release, Voucher, sign_release, sign_voucher
 from .wallet import Wallet
 
 __all__ = [
+    "Allocation",
     "Chain",
     "Escrow",
     "EscrowBackend",
@@ -26,9 +27,11 @@ __all__ = [
     "Offer",
     "Registry",
     "RegistryBackend",
+    "Release",
     "SessionState",
     "Voucher",
     "Wallet",
+    "sign_release",
     "sign_voucher",
 ]
 

@@ -133,7 +133,7 @@ _DECLARED = [
      "topUp after the deadline."),
     ("ClaimWindowOver(bytes32 sessionId, uint256 endedAt)",
      "The claim window of session {sessionId} ended at {endedAt}; nothing more can be credited in it.",
-     "allocate, settleGraph, claim or release after deadline + CLAIM_WINDOW."),
+     "settleGraph, claim or release after deadline + CLAIM_WINDOW."),
     ("RefundNotYetAvailable(bytes32 sessionId, uint256 availableAfter)",
      "Only the requestor may close session {sessionId} before {availableAfter} (deadline + claim window); "
      "anyone may after that.",

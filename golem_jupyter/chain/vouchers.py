@@ -134,6 +134,24 @@ class Release:
         signable = encode_typed_data(domain.as_dict(), RELEASE_TYPES, self.message())
         return Account.recover_message(signable, signature=self.signature)
 
+    def to_json(self) -> dict[str, Any]:
+        """The release as JSON (amounts as decimal strings), for the negotiation channel."""
+        return {
+            "sessionId": "0x" + self.session_id.hex(),
+            "provider": self.provider,
+            "finalAmount": str(self.final_amount),
+            "signature": "0x" + self.signature.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Release:
+        return cls(
+            session_id=as_bytes32(data["sessionId"], "sessionId"),
+            provider=to_checksum_address(data["provider"]),
+            final_amount=int(data["finalAmount"]),
+            signature=bytes.fromhex(data["signature"].removeprefix("0x")),
+        )
+
 
 def sign_release(account: LocalAccount, domain: EscrowDomain, session_id: bytes | str, final_amount: int) -> Release:
     """Sign, as the provider ``account``, the release of its allocation for ``final_amount`` in total."""
