@@ -21,7 +21,6 @@ from distributed.core import rpc
 from ..errors import GolemError
 from ..ledger import Payout
 from ..market.pricing import Tariff
-from . import labels
 from .escrow_session import EscrowSession
 from .negotiation import Negotiator
 from .settlement import Settler
@@ -142,7 +141,7 @@ class Payments:
             n_tasks=graph["n_tasks"],
             result_root=graph["result_root"],
             payouts=payouts,
-            label=labels.label_at(graph["started"]) or self.label,
+            label=graph.get("cell") or self.label,
         )
         for payout in payouts:
             account = self.accounts[payout.provider]
