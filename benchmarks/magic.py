@@ -7,14 +7,13 @@ A real IPython ``InteractiveShell`` loads the extension and connects (``%golem c
 devnet market started here, as ``tests/test_magic.py`` does; ``GOLEM_DISPLAY=text`` keeps widgets
 out. Then:
 
-1. Trivial cell on a warm session: the same code string (``x = 1 + 1``) as a ``%%golem`` cell on a
-   session of N rented providers, against ``rc[:].execute(code, block=True)`` on N ipyparallel
-   engines (controller and engines on 127.0.0.1). Median and p90 wall time per cell (goal:
-   golem/ipyparallel <= 1.5). Each side is what a notebook user waits for: the ``%%golem`` cell
-   plans the cell, runs it as a one-task graph on the providers (the statement, which also
-   encodes ``x`` for the trip back), decodes ``x``, writes it into the notebook and prints its receipt (captured
-   here, not shown); ipyparallel runs the code on every engine and brings nothing back. Both get
-   the same warm-up.
+1. Trivial cell on a warm session, like for like: the same code string (``x = 1 + 1``) as a
+   ``%%golem`` cell, which runs it as one task on one rented provider and brings ``x`` back into
+   the notebook, against ``rc[0].execute(code, block=True)`` then ``rc[0].pull("x", block=True)``
+   on one ipyparallel engine (controller and engines on 127.0.0.1), which does the same: run the
+   code remotely, bring ``x`` back. Median and p90 wall time per cell (goal: golem/ipyparallel <=
+   1.5). The ``%%golem`` side also plans the cell, decodes ``x`` through the restricted decoder
+   and prints its receipt (captured here, not shown). Both get the same warm-up.
 2. Fan-out: the cell ``ys = [work(i) for i in range(E)]``, ``work`` a small CPU function defined in
    the notebook (the magic ships it to the providers), against
    ``client.gather(client.map(work, range(E), pure=False))`` on the same session's Dask client,
@@ -26,9 +25,10 @@ the machine (the devnet's chain runs in this process; the providers and engines 
 cores) falls on both. Each graph run on the market is settled on-chain in the background; the
 benchmark waits for that settlement between rounds, untimed, as a user's pause between cells
 would, so that one side's settlement never lands in the other side's timing; how long it took
-is printed. Floors on the same client (a 2-task ``client.get``, and the scheduler round trips a
-cell may add: ``scheduler_info`` for the thread count, ``run_on_scheduler`` for progress) show
-how much of the cell time is Dask and the network rather than the magic. Correctness is checked
+is printed. Floors on the same client (a one-task ``client.get`` over the session's TLS, the least
+any cell on the market can take, and the scheduler round trips a cell may add: ``scheduler_info``
+for the thread count, ``run_on_scheduler`` for progress) show how much of the cell time is Dask
+and the network rather than the magic. Correctness is checked
 once per measure. Absolute numbers depend on the machine: compare the ratios.
 """
 
@@ -180,11 +180,13 @@ def golem_cell(ip: Any, code: str) -> Callable[[], None]:
     return run
 
 
-def ipyparallel_execute(rc: Any, code: str) -> Callable[[], None]:
-    view = rc[:]
+def ipyparallel_execute(rc: Any, code: str, name: str) -> Callable[[], Any]:
+    """Run ``code`` on one engine and bring ``name`` back: what the ``%%golem`` side does."""
+    engine = rc[0]
 
-    def run() -> None:
-        view.execute(code, block=True)
+    def run() -> Any:
+        engine.execute(code, block=True)
+        return engine.pull(name, block=True)
 
     return run
 
@@ -220,8 +222,9 @@ def alternate(
 
 
 def trivial(ip: Any, rc: Any, rounds: int) -> dict[str, Any]:
-    """Measure 1: the same small code as a ``%%golem`` cell and on every ipyparallel engine."""
-    cell, execute = golem_cell(ip, TRIVIAL_CODE), ipyparallel_execute(rc, TRIVIAL_CODE)
+    """Measure 1: the same small code as a ``%%golem`` cell and on one ipyparallel engine, each
+    bringing ``x`` back."""
+    cell, execute = golem_cell(ip, TRIVIAL_CODE), ipyparallel_execute(rc, TRIVIAL_CODE, "x")
     for _ in range(WARMUP_CELLS):
         cell()
         execute()
@@ -231,8 +234,7 @@ def trivial(ip: Any, rc: Any, rounds: int) -> dict[str, Any]:
     exec(TRIVIAL_CODE, expected)
     ip.user_ns.pop("x", None)
     cell()
-    engines = rc[:].pull("x", block=True)
-    correct = ip.user_ns.get("x") == expected["x"] and all(v == expected["x"] for v in engines)
+    correct = ip.user_ns.get("x") == expected["x"] == execute()
     return {"golem": golem, "ipyparallel": ipp, "correct": correct, "settle": waits}
 
 
@@ -252,12 +254,12 @@ def fanout(ip: Any, rounds: int, elements: int) -> dict[str, Any]:
 
 
 def floors(ip: Any, rounds: int) -> dict[str, Timings]:
-    """What the same client takes for a 2-task graph, and for the scheduler round trips a cell may add."""
+    """What the same client takes for a one-task graph, and for the scheduler round trips a cell may add."""
     client = market(ip).client
 
-    def two_tasks() -> None:
-        a, b = f"floor-a-{uuid.uuid4().hex}", f"floor-b-{uuid.uuid4().hex}"
-        assert client.get({a: (operator.add, 1, 1), b: (operator.add, a, 1)}, b) == 3
+    def one_task() -> None:
+        key = f"floor-{uuid.uuid4().hex}"
+        assert client.get({key: (operator.add, 1, 1)}, key) == 2
 
     def info() -> None:
         client.scheduler_info()
@@ -266,15 +268,15 @@ def floors(ip: Any, rounds: int) -> dict[str, Timings]:
         client.run_on_scheduler(_nothing)
 
     for _ in range(WARMUP_CELLS):
-        two_tasks()
+        one_task()
         on_scheduler()
     settle(ip)
     gets = []
     for _ in range(rounds):
-        gets.append(timed(two_tasks))
+        gets.append(timed(one_task))
         settle(ip)  # each graph is paid for on-chain, as a cell's is
     return {
-        "2-task client.get": Timings(gets),
+        "1-task client.get": Timings(gets),
         "client.scheduler_info()": Timings([timed(info) for _ in range(rounds)]),
         "client.run_on_scheduler()": Timings([timed(on_scheduler) for _ in range(rounds)]),
     }
@@ -322,7 +324,7 @@ def report(t: dict[str, Any], f: dict[str, Any], floor: dict[str, Timings], elem
     ]
     print(f"\n{'measure':<32}{'%%golem':>12}{'baseline':>12}{'ratio':>8}   baseline")
     for i, (name, golem, base, ratio) in enumerate(rows):
-        other = "ipyparallel" if i < 2 else "client.map, same workers"
+        other = "ipyparallel rc[0] execute + pull" if i < 2 else "client.map, same workers"
         print(f"{name:<32}{golem:>12.3g}{base:>12.3g}{ratio:>8.2f}   {other}")
     print("\nfloors on the same Dask client (median ms):")
     for name, timings in floor.items():

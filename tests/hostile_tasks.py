@@ -14,6 +14,7 @@ import asyncio
 import ctypes
 import errno
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -301,3 +302,49 @@ def scribble_on_the_meter() -> str:
         except BlockingIOError:
             pass
     return "scribbled"
+
+
+def silence_the_meter() -> str:
+    """Switch the provider's meter plugin off and write zero totals into its channel, forever:
+    to the agent's meter file this worker never computes anything."""
+    from distributed import get_worker
+
+    meter = get_worker().plugins["golem-compute-meter"]
+    fd = meter.fd
+    if fd is None:
+        return "no meter channel"
+    meter.fd = meter.path = None  # its flush() does nothing from now on
+
+    def forge() -> None:
+        while True:
+            line = {"cpu_seconds": 0.0, "gpu_seconds": 0.0, "tasks": 0, "executing": 0, "last_change": time.time()}
+            try:
+                os.write(fd, json.dumps(line).encode() + b"\n")
+            except BlockingIOError:
+                pass
+            time.sleep(0.05)
+
+    threading.Thread(target=forge, daemon=True).start()
+    return "silenced"
+
+
+def burn(seconds: float) -> float:
+    """Compute for ``seconds`` of this thread's CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+    return seconds
+
+
+def flood_the_meter(seconds: float) -> int:
+    """Write junk lines into the provider meter's channel as fast as it takes them, for ``seconds``."""
+    fd = int(os.environ["GOLEM_METER_FD"])
+    block = b'{"a":1}\n' * 8192
+    written = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            written += os.write(fd, block)
+        except BlockingIOError:
+            time.sleep(0.001)
+    return written

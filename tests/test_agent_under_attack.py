@@ -8,8 +8,11 @@ below were first seen to work:
   loopback addresses, reconnecting whatever the agent closes), which made reading a meter file
   raise ``OSError`` (no descriptor left), which stopped the whole agent;
 * a requestor with a funded session sends proposals it never confirms, which took every worker
-  slot for 60 s, so that nobody else could rent the provider;
+  slot for 60 s, so that nobody else could rent the provider; or proposes and withdraws in a
+  loop, which left an agreement in memory and a directory on disk for each;
 * a requestor opens a session funded in an ERC-20 it minted itself, for free.
+* a requestor that pays nothing runs a task that switches the worker's meter off and feeds the
+  agent zero totals (on a second, sandboxed agent with a tight exposure limit).
 
 Each test shows the agent keeps serving, and that an honest requestor beside the attacker rents
 it, runs a graph and pays exactly what the provider's own meter says.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -26,22 +30,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hostile_tasks as hostile
 import psutil
 import pytest
 from distributed import Client
 from market_tasks import square
-from marketkit import Market, assert_paid_as_metered, local_market, wait_until
+from marketkit import Market, agreement_with_ca, assert_paid_as_metered, local_market, session_ca_pem, wait_until
 
 from golem_jupyter.chain import Wallet
 from golem_jupyter.chain.artifacts import load_artifact
 from golem_jupyter.chain.deploy import deploy_contract
 from golem_jupyter.chain.transactions import Transactor
 from golem_jupyter.chain.types import new_id
-from golem_jupyter.devnet import DevnetProvider
+from golem_jupyter.devnet import BASE_CPU_PRICE, DevnetProvider
 from golem_jupyter.market.certificates import SessionCA
 from golem_jupyter.market.messages import TO_REQUESTOR, Reason, ReplayGuard, sign_message, verify_message
-from golem_jupyter.provider.agent import MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, MAX_OPEN_PROPOSALS
+from golem_jupyter.provider.agent import (
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_OPEN_PROPOSALS,
+    MAX_PROPOSALS_PER_MINUTE,
+)
+from golem_jupyter.provider.sandbox import sandbox_unavailable_reason
 from golem_jupyter.requestor.cluster import GolemCluster
+from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,6 +64,7 @@ BUDGET = 10**17
 DEPOSIT = 10**17
 HONEST = Wallet.dev(0)
 MALLORY = Wallet.dev(9)
+LOOPER = Wallet.dev(7)
 MINTER = Wallet.dev(8)
 """Opens a session in a token of its own (not Mallory: her proposals are still open)."""
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -261,6 +274,28 @@ def test_unconfirmed_proposals_take_no_worker_slot(market: Market, agent: Devnet
     assert alive(agent)
 
 
+def test_proposals_withdrawn_at_once_leave_nothing_behind_and_are_counted(
+    market: Market, agent: DevnetProvider
+) -> None:
+    """Before: proposing and withdrawing in a loop got past the open-proposal cap, and every
+    proposal left an agreement in the agent's memory and a directory on its disk, for ever (2,077
+    in 40 s from one requestor). After: a withdrawn proposal is forgotten, nothing is written
+    before a confirmation, and a requestor gets MAX_PROPOSALS_PER_MINUTE proposals a minute."""
+    agreements = market.home / "provider" / agent.address / "agreements"
+    before = set(agreements.iterdir()) if agreements.exists() else set()
+    session_id = funded_session(market, LOOPER)
+    answers = []
+    for _ in range(MAX_PROPOSALS_PER_MINUTE + 3):
+        answer = propose(market, agent, LOOPER, session_id)
+        answers.append(answer.kind if answer.kind == "accept" else answer.body["code"])
+        if answer.kind == "accept":
+            withdraw = {"agreementId": answer.body["agreementId"], "reason": "changed my mind"}
+            assert request(agent, LOOPER, "terminate", withdraw, market.network.chain_id).kind == "ack"
+    assert answers == ["accept"] * MAX_PROPOSALS_PER_MINUTE + [Reason.TOO_MANY_PROPOSALS] * 3
+    assert (set(agreements.iterdir()) if agreements.exists() else set()) == before
+    assert request(agent, HONEST, "ping", {}, market.network.chain_id).kind == "pong"
+
+
 def test_a_session_in_a_token_the_provider_is_not_priced_in_is_refused(
     market: Market, agent: DevnetProvider, erc20: str
 ) -> None:
@@ -273,3 +308,50 @@ def test_a_session_in_a_token_the_provider_is_not_priced_in_is_refused(
     assert answer.kind == "reject" and answer.body["code"] == Reason.WRONG_TOKEN, answer.body
     assert erc20.lower() in answer.body["reason"].lower()
     assert request(agent, HONEST, "ping", {}, market.network.chain_id).kind == "pong"
+
+
+# ---------------------------------------------------------------------------- a requestor's tasks against the meter
+
+MAX_UNPAID_SECONDS = 8
+
+
+@pytest.fixture(scope="module")
+def strict_market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
+    """One sandboxed agent that stops serving past MAX_UNPAID_SECONDS of unpaid CPU at its price."""
+    reason = sandbox_unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"The provider sandbox must run under CI: {reason}", pytrace=False)
+        pytest.skip(f"no provider sandbox here: {reason}")
+    max_unpaid = str(MAX_UNPAID_SECONDS * BASE_CPU_PRICE)
+    home = tmp_path_factory.mktemp("strict")
+    with local_market(home, providers=1, sandbox="bwrap", options=("--max-unpaid", max_unpaid)) as market:
+        assert market.providers[0].price_per_cpu_second == BASE_CPU_PRICE
+        yield market
+
+
+def test_a_task_that_silences_the_meter_is_cut_off_by_the_kernels_count(strict_market: Market) -> None:
+    """A requestor that never sends a voucher runs a task that switches the worker's meter off and
+    feeds the agent zero totals, then computes. Before: to the agent nothing was ever owed, and it
+    served on without end. After: the kernel's count of the sandbox's CPU time is held to the same
+    exposure limit, and the agent stops serving within a few seconds past it, saying so."""
+    [agent] = strict_market.providers
+    with rent(strict_market) as cluster, Client(cluster) as client:
+        cluster.payments._pay = _never  # a requestor that pays nothing
+        [worker] = client.scheduler_info()["workers"]
+        assert client.submit(hostile.silence_the_meter, workers=[worker], pure=False).result(timeout=60) == "silenced"
+        directory = agreement_with_ca(strict_market.home, agent.address, session_ca_pem(cluster))
+        deadline = time.monotonic() + 120
+        while "EXPOSURE_LIMIT" not in strict_market.log(agent):
+            assert time.monotonic() < deadline, "the agent served a silenced meter for two minutes"
+            with contextlib.suppress(Exception):  # the worker goes away mid-burn once the agent stops
+                client.submit(hostile.burn, 1.0, workers=[worker], pure=False).result(timeout=30)
+        meter = read_meter(directory / "meter.json")
+    assert meter["cpu_seconds"] == 0 and meter["sandbox_cpu_seconds"] > MAX_UNPAID_SECONDS
+    line = next(line for line in strict_market.log(agent).splitlines() if "EXPOSURE_LIMIT" in line)
+    assert "owed 0, the kernel counted" in line and "paid 0" in line, line
+    assert meter["sandbox_cpu_seconds"] < MAX_UNPAID_SECONDS + 10  # stopped soon after the limit
+
+
+async def _never(graph: object) -> None:
+    return None

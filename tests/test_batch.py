@@ -7,6 +7,7 @@ their own: one per exit code, parameters, the run's budget, Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,6 @@ from marketkit import assert_ledger_paid_as_metered, assert_paid_as_metered, loc
 from golem_jupyter.batch import CellBill, ExitCode, bill, bill_table
 from golem_jupyter.ledger import Ledger, Payout
 from golem_jupyter.provider.gpu import detect_gpus
-from golem_jupyter.requestor import labels
 from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
@@ -235,6 +235,56 @@ def test_parameters_from_a_file_and_the_command_line(home, tmp_path, market):
     assert text_of(cell_with(nb, "print(a, b")).strip() == "5 from-cli [0, 1, 4, 9]"
     assert single_run(home).parameters == {"a": 5, "b": "from-cli", "size": 4, "unknown": 1}
     assert "Starting an embedded market" not in result.stdout
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` processes that spin on the CPU until the block ends: a busy machine."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def test_every_graph_is_billed_to_the_cell_that_sent_it_on_a_busy_machine(home, tmp_path, market):
+    """Two processes spin beside ``golem run``, and the scheduler stalls while a cell sends futures.
+    Before: graphs were billed to a cell by comparing the kernel's and the scheduler's clocks, and a
+    graph the scheduler took in late went to the cell after the one that sent it. After: each graph
+    carries its cell's label from the client that submitted it, so the bill, the output notebook's
+    metadata and the ledger name the cells that sent graphs (two %%golem cells, a plain Dask call,
+    and futures sent by one cell and gathered by the next) and none of the cells between them."""
+    notebook = write_notebook(
+        tmp_path / "cells.ipynb",
+        "%%golem\nsquares = [i * i for i in range(16)]",
+        "between = 1",
+        "%%golem\nplus_one = [i + 1 for i in range(16)]",
+        "from distributed import get_client\ntotal = get_client().submit(sum, [1, 2, 3]).result()",
+        "after = 2",
+        # The scheduler stalls (as on a busy machine) while this cell sends futures and ends; it
+        # takes in the graph only once the next cell has begun.
+        "import os, signal\nstalled = get_client().run_on_scheduler(os.getpid)\nos.kill(stalled, signal.SIGSTOP)\n"
+        "pending = get_client().map(abs, range(-20, 0))",
+        "os.kill(stalled, signal.SIGCONT)\n"
+        "print(squares[3], plus_one[3], total, between, after, sum(get_client().gather(pending)))",
+    )
+    with busy_processes(2):
+        result = golem_run(home, str(notebook), "--network", str(market.home / "devnet.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    nb = read(tmp_path / "cells.out.ipynb")
+    assert text_of(cell_with(nb, "print(squares")).strip() == "9 4 6 1 2 210"
+    billed = {c.execution_count for c in code_cells(nb) if "golem" in c.metadata}
+    fragments = ("squares = [", "plus_one = [", "total = get_client", "pending = get_client")  # not SIGCONT's
+    sent = {cell_with(nb, fragment).execution_count for fragment in fragments}
+    assert billed == sent, (billed, sent)
+    rows = {int(line.split()[1].strip("[]")) for line in result.stdout.splitlines() if line.startswith("  In [")}
+    assert rows == sent
+    with Ledger(home / "ledger.sqlite") as ledger:
+        [session] = ledger.sessions(run_id=single_run(home).run_id)
+        labels = {g.label for g in ledger.graphs(session_id=session.session_id)}
+    assert labels == {f"In [{n}]" for n in sent}
 
 
 def test_the_runs_budget_bounds_what_the_notebook_deposits(home, tmp_path, market):
@@ -531,18 +581,3 @@ def test_the_bill_groups_graphs_by_cell_in_cell_order(tmp_path):
 def test_an_empty_bill_says_so():
     assert "nothing ran on the market" in bill_table([], "0x" + "11" * 32)
     assert CellBill("In [1]", ()).amount == 0
-
-
-def test_cell_labels_follow_the_marks_in_time():
-    labels.clear()
-    labels.mark("In [1]", at=100.0)
-    labels.mark("In [3]", at=300.0)
-    labels.mark("In [2]", at=200.0)  # marks may arrive out of order
-    assert labels.label_at(99.0) is None
-    assert labels.label_at(100.0) == "In [1]"
-    assert labels.label_at(250.0) == "In [2]"
-    assert labels.label_at(1e12) == "In [3]"
-    for i in range(labels.MAX_MARKS + 10):
-        labels.mark(f"In [{i}]", at=1000.0 + i)
-    assert labels.label_at(150.0) is None  # the oldest marks were let go
-    labels.clear()

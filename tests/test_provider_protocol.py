@@ -14,7 +14,6 @@ the same escrow session).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -570,16 +569,17 @@ def test_after_every_refusal_the_provider_state_the_offer_and_the_sessions_are_u
 def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_no_worker(peer: Peer) -> None:
     """A valid propose gets an accept with a PEM CSR. A confirm whose certificate comes from
     another CA, comes from the session's CA but for another key and name, or does not parse is
-    BAD_CERTIFICATE: the agreement stays negotiating, no certificate is written and no worker
-    process starts. Nobody but the requestor can touch the agreement; terminating it ends it,
-    after which even the right certificate cannot confirm it."""
+    BAD_CERTIFICATE: the agreement stays negotiating, nothing is written (an agreement gets its
+    directory only once confirmed) and no worker process starts. Nobody but the requestor can touch
+    the agreement; terminating it ends it and the agent forgets it, after which even the right
+    certificate cannot confirm it."""
     before = peer.agreement_dirs()
     accept = peer.answer(peer.send(peer.sign("propose", peer.propose_body())), REQUESTOR.address)
     assert accept.kind == "accept", accept
     agreement_id, csr = accept.body["agreementId"], accept.body["csr"]
     assert csr.startswith("-----BEGIN CERTIFICATE REQUEST-----")
     directory = peer.agreements_dir / agreement_id.hex()[:16]
-    assert peer.agreement_dirs() == before | {directory.name}
+    assert peer.agreement_dirs() == before  # nothing on disk for a proposal
 
     bad_certificates = {
         "another CA": SessionCA.create("someone else").issue(csr, common_name=peer.address),
@@ -594,7 +594,7 @@ def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_n
 
     status = peer.answer(peer.send(peer.sign("status", {"agreementId": agreement_id})), REQUESTOR.address)
     assert status.kind == "ack" and status.body["detail"].startswith("negotiating"), status.body
-    assert sorted(p.name for p in directory.iterdir()) == []  # no key, certificate, scratch or worker log
+    assert not directory.exists()  # no key, certificate, scratch or worker log
     assert psutil.Process(peer.provider.pid).children(recursive=True) == []
 
     # Someone else cannot ask about it, end it or confirm it.
@@ -608,8 +608,8 @@ def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_n
     assert ended.kind == "ack"
     good = peer.ca.issue(csr, common_name=peer.address)
     late = peer.sign("confirm", {"agreementId": agreement_id, "certificate": good})
-    peer.expect_rejection(late, Reason.BAD_VALUE, signed_to=REQUESTOR.address)
+    peer.expect_rejection(late, Reason.UNKNOWN_AGREEMENT, signed_to=REQUESTOR.address)
     assert psutil.Process(peer.provider.pid).children(recursive=True) == []
     assert not (directory / "worker.pem").exists()
     peer.assert_serving()
-    assert os.path.isdir(directory)
+    assert not directory.exists() and peer.agreement_dirs() == before

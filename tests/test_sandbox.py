@@ -16,10 +16,14 @@ of skipping them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,7 +39,9 @@ from marketkit import TESTS, Market, agreement_with_ca, local_market, session_ca
 
 import golem_jupyter
 from golem_jupyter.devnet import DevnetProvider
+from golem_jupyter.market.certificates import Role, SessionCA
 from golem_jupyter.provider import sandbox
+from golem_jupyter.provider._relay import MAX_WAITING_PER_ADDRESS, RelayConfig
 from golem_jupyter.provider.sandbox import exit_code, meter_line, sandbox_unavailable_reason
 from golem_jupyter.provider.workers import WorkerSpec, run_worker
 from golem_jupyter.requestor.cluster import GolemCluster
@@ -343,6 +349,75 @@ def test_the_meter_channel_takes_junk_without_harm(arena: Arena) -> None:
     assert after["cpu_seconds"] >= before["cpu_seconds"] >= 0
 
 
+def test_a_flood_of_junk_on_the_meter_channel_costs_the_agent_little(arena: Arena) -> None:
+    """Before: a task writing junk lines into the meter's pipe as fast as it could kept the agent's
+    one thread parsing them, at 98% of a core, and every agreement and negotiation waited. After:
+    the agent reads the pipe at most every 50 ms and parses only the newest line of each read."""
+    if not arena.sandboxed:
+        pytest.skip("an unsandboxed worker writes its meter file itself: there is no channel")
+    agent = psutil.Process(arena.agent.pid)
+    before, started = agent.cpu_times(), time.monotonic()
+    written = arena.run(hostile.flood_the_meter, 4.0)
+    after, elapsed = agent.cpu_times(), time.monotonic() - started
+    used = (after.user + after.system) - (before.user + before.system)
+    print(f"the task wrote {written >> 20} MiB of junk; the agent used {used:.2f} CPU-s in {elapsed:.1f} s")
+    assert written > 1 << 20
+    assert used < 0.25 * elapsed
+    assert arena.run(square, 7) == 49
+
+
+def test_idle_connections_to_a_workers_port_do_not_shut_its_peers_out(arena: Arena) -> None:
+    """Before: 530 idle connections to a sandboxed worker's contact address took all of the relay's
+    512 and 1,000 threads, and no peer could reach the worker until the flood ended. After: a
+    connection costs no thread until its peer speaks, and at most MAX_WAITING_PER_ADDRESS wait from
+    one address, each for FIRST_BYTE_TIMEOUT; a peer from another address is let in meanwhile."""
+    if not arena.sandboxed:
+        pytest.skip("without a sandbox the worker listens itself: no relay")
+    workers = {str(w["name"]): a for a, w in arena.other_client.scheduler_info()["workers"].items()}
+    host, port = host_port(workers[arena.agent.address])
+    flood = []
+    try:
+        for _ in range(530):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))  # the stranger's address; the peer below speaks from 127.0.0.1
+            sock.connect((host, port))
+            flood.append(sock)
+        wait_until(
+            lambda: sum(_still_open(sock) for sock in flood) <= MAX_WAITING_PER_ADDRESS,
+            30,
+            f"the relay keeps at most {MAX_WAITING_PER_ADDRESS} of the stranger's connections",
+        )
+        peer = socket.create_connection((host, port), timeout=10)
+        peer.sendall(b"\x16\x03\x01")  # the first bytes of a TLS handshake: the relay passes them on
+        with peer:
+            relayed = _relay_threads(arena.agent)
+    finally:
+        for sock in flood:
+            sock.close()
+    assert relayed < 100, f"the relay runs {relayed} threads"
+    on_the_agent = arena.other_client.submit(square, 6, workers=[workers[arena.agent.address]], pure=False)
+    assert on_the_agent.result(timeout=60) == 36
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """Whether the other end has not closed ``sock`` (nothing was ever sent on it)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _relay_threads(agent: DevnetProvider) -> int:
+    return sum(
+        p.num_threads()
+        for p in psutil.Process(agent.pid).children(recursive=True)
+        if "golem_jupyter.provider._relay" in " ".join(p.cmdline())
+    )
+
+
 def test_a_worker_past_its_memory_limit_is_ended_and_the_agent_says_why(arena: Arena) -> None:
     """Before: a task holds 1.5 GiB in a worker started with --memory 512 MiB. After: the kernel
     ends the worker; the requestor's task fails (no worker is left to run it), the agent's log and
@@ -385,6 +460,85 @@ def test_a_sandboxed_worker_dies_with_its_agent(tmp_path: Path, bubblewrap: None
             os.kill(agent.pid, signal.SIGKILL)
             gone = [psutil.Process(pid), *helpers]
             wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in gone), 30, "all died")
+
+
+def _ask_relay(connect_path: Path, host: str, port: int) -> str:
+    """What the relay answers a task asking for ``host:port`` (and what comes after an OK)."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(str(connect_path))
+        sock.sendall(f"{host} {port}\n".encode())
+        data = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(4096):
+                data += chunk
+                if b"\n" in data and not data.startswith(b"OK"):
+                    break
+                if data.count(b"\n") >= 2:
+                    break
+    return data.decode(errors="replace").strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a mount namespace with its own /etc/hosts")
+def test_a_scheduler_name_that_resolves_to_a_second_address_opens_only_the_first(tmp_path: Path) -> None:
+    """A requestor names its scheduler ``sched.attacker.test``, which resolves to its scheduler
+    ([::1]:PORT) and to a service of the provider's machine on the same port (127.0.0.1:PORT).
+    Before: the relay let a task connect to every address the name resolved to, and the task read
+    the service. After: only the first (the one the worker reaches its scheduler at); the other
+    must prove a session worker's certificate like any address, and cannot."""
+    ca = SessionCA.create()
+    (tmp_path / "ca.pem").write_text(ca.certificate_pem)
+    cert, key = ca.issue_own("0xprovider", role=Role.WORKER)
+    (tmp_path / "worker.pem").write_text(cert)
+    (tmp_path / "worker.key").write_text(key)
+    scheduler = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    scheduler.bind(("::1", 0))
+    scheduler.listen()
+    port = scheduler.getsockname()[1]
+    victim = socket.create_server(("127.0.0.1", port))
+
+    def serve_victim() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = victim.accept()
+                conn.sendall(b"secret of a local service\n")
+                conn.close()
+
+    threading.Thread(target=serve_victim, daemon=True).start()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("::1 sched.attacker.test\n127.0.0.1 sched.attacker.test\n127.0.0.1 localhost\n")
+    inbound = socket.create_server(("127.0.0.1", 0))
+    connect_path, worker_path = tmp_path / "connect.sock", tmp_path / "worker.sock"
+    connect, worker = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    connect.bind(str(connect_path))
+    connect.listen(16)
+    worker.bind(str(worker_path))
+    worker.listen(16)
+    config = RelayConfig(
+        inbound_fd=inbound.fileno(),
+        connect_fd=connect.fileno(),
+        worker_socket=str(worker_path),
+        scheduler=("sched.attacker.test", port),
+        ca_file=str(tmp_path / "ca.pem"),
+        cert_file=str(tmp_path / "worker.pem"),
+        key_file=str(tmp_path / "worker.key"),
+        peer_role="worker",
+        agent_pid=os.getpid(),
+        label="attack",
+    )
+    shell = f'mount --bind {hosts} /etc/hosts && exec {sys.executable} -m golem_jupyter.provider._relay "$0"'
+    relay = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", shell, config.to_json()], pass_fds=(inbound.fileno(), connect.fileno())
+    )
+    try:
+        assert _ask_relay(connect_path, "sched.attacker.test", port).startswith("OK")  # waits for the relay
+        answer = _ask_relay(connect_path, "127.0.0.1", port)
+        assert answer.startswith("NO") and "secret" not in answer, answer
+    finally:
+        relay.terminate()
+        relay.wait(30)
+        for sock in (scheduler, victim, inbound, connect, worker):
+            sock.close()
 
 
 def test_the_meter_channel_keeps_only_well_formed_totals() -> None:

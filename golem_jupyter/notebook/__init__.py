@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
+from ._cells import CELL_ANNOTATION, cell_of_graph, tag_graphs_with_cells, untag_graphs
+
+__all__ = ["CELL_ANNOTATION", "cell_of_graph", "load_ipython_extension", "unload_ipython_extension"]
+
 
 def load_ipython_extension(shell) -> None:
-    """``%load_ext golem_jupyter``: register ``%%golem`` and ``%golem``, and label graphs with their cell."""
+    """``%load_ext golem_jupyter``: register ``%%golem`` and ``%golem``, and tag graphs with their cell."""
     from .magics import GolemMagics
 
     shell.register_magics(GolemMagics)
-    if _mark_cell not in shell.events.callbacks["pre_run_cell"]:
-        shell.events.register("pre_run_cell", _mark_cell)
+    tag_graphs_with_cells(shell)
 
 
 def unload_ipython_extension(shell) -> None:
     """Close the sessions the magics opened."""
-    if _mark_cell in shell.events.callbacks["pre_run_cell"]:
-        shell.events.unregister("pre_run_cell", _mark_cell)
+    untag_graphs(shell)
     magics = shell.magics_manager.registry.get("GolemMagics")
     if magics is not None:
         magics.close_all()
-
-
-def _mark_cell(info) -> None:
-    """Every graph submitted from now on (a ``%%golem`` cell, or any Dask call) belongs to this cell."""
-    from IPython import get_ipython
-
-    from ..requestor import labels
-
-    shell = get_ipython()
-    if shell is not None:
-        labels.mark(f"In [{shell.execution_count}]")

@@ -153,14 +153,8 @@ class MarketSession(Session):
 
     def graph_for(self, collect_key: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The metered graph whose output is ``collect_key``, once the cluster has recorded it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for graph in reversed(self.cluster.graphs):
-                if collect_key in graph.get("outputs", ()):
-                    return graph
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.01)
+        payments = self.cluster.payments
+        return payments.graph_with_output(collect_key, timeout) if payments is not None else None
 
     def receipt(self, collect_key: str, n_tasks: int, elapsed: float, note: str) -> Receipt:
         graph = self.graph_for(collect_key)

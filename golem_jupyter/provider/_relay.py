@@ -64,6 +64,12 @@ CONNECT_TIMEOUT = 10.0
 PROOF_TTL = 30.0
 REFUSAL_TTL = 5.0
 MAX_CONNECTIONS = 512
+MAX_WAITING = 256
+"""Inbound connections accepted that have not sent their first byte yet, in all."""
+MAX_WAITING_PER_ADDRESS = 16
+"""... and from one IP address: an idle flood from one address cannot take the worker's port."""
+FIRST_BYTE_TIMEOUT = 10.0
+"""An inbound peer opens its TLS handshake at once; one silent this long is let go."""
 """Relayed connections (two threads each) beyond which new ones are dropped."""
 MAX_PROBES_PER_MINUTE = 60
 LOG_PER_MINUTE = 20
@@ -139,12 +145,14 @@ class Relay:
         self.connections = 0
         self.lock = threading.Lock()
         self.scheduler: list[tuple[int, tuple[Any, ...]]] = []
-        """(family, socket address) of the scheduler, resolved once."""
+        """(family, socket address) of the scheduler: the first its name resolved to, once."""
         self.proven: dict[tuple[str, int], float] = {}
         self.disproven: dict[tuple[str, int], float] = {}
         self.probes: list[float] = []
         self.logged: list[float] = []
         self.tasks: set[asyncio.Task] = set()
+        self.waiting: dict[str, int] = {}
+        """Inbound connections not yet relayed, by source address."""
         self.context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=config.ca_file)
         self.context.check_hostname = False  # a worker's certificate names its provider, not its host
         self.context.load_cert_chain(config.cert_file, config.key_file)
@@ -157,8 +165,10 @@ class Relay:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.config.scheduler
-        for family, *_, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-            self.scheduler.append((family, address))
+        # The one address the worker reaches the scheduler at. A name may resolve to more (the
+        # requestor's own, then a service of this machine or its LAN): those are not the scheduler.
+        family, *_, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        self.scheduler.append((family, address))
         inbound = socket.socket(fileno=self.config.inbound_fd)
         connect = socket.socket(fileno=self.config.connect_fd)
         self.spawn(self._accept(inbound, self._inbound))
@@ -180,7 +190,27 @@ class Relay:
             self.spawn(handle(sock))
 
     async def _inbound(self, sock: socket.socket) -> None:
-        """From outside to the worker's contact address: on to the worker's Unix socket."""
+        """From outside to the worker's contact address: on to the worker's Unix socket, once the
+        peer has sent something (the start of its TLS handshake). Until then the connection costs
+        no thread, and at most ``MAX_WAITING_PER_ADDRESS`` wait from one address."""
+        try:
+            source = sock.getpeername()[0]
+        except OSError:
+            sock.close()
+            return
+        if self.waiting.get(source, 0) >= MAX_WAITING_PER_ADDRESS or sum(self.waiting.values()) >= MAX_WAITING:
+            sock.close()
+            return
+        self.waiting[source] = self.waiting.get(source, 0) + 1
+        try:
+            await asyncio.wait_for(_readable(sock), FIRST_BYTE_TIMEOUT)
+        except (OSError, TimeoutError):
+            sock.close()
+            return
+        finally:
+            self.waiting[source] -= 1
+            if not self.waiting[source]:
+                del self.waiting[source]
         _tune(sock)
         worker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         worker.setblocking(False)
@@ -281,6 +311,17 @@ class Relay:
         if len(self.logged) < LOG_PER_MINUTE:
             self.logged.append(now)
             logger.warning("Sandbox %s: refused a connection to %s:%d (%s)", self.config.label, host, port, why)
+
+
+async def _readable(sock: socket.socket) -> None:
+    """Until ``sock`` has bytes to read (or its peer closed it)."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 async def _read_line(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:

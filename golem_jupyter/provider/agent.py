@@ -77,6 +77,8 @@ MAX_OPEN_PROPOSALS = 2
 """Proposals one requestor may have accepted and not yet confirmed."""
 MAX_PROPOSALS = 64
 """Open proposals of all requestors together; past it, the oldest is dropped."""
+MAX_PROPOSALS_PER_MINUTE = 60
+"""Proposals one requestor may send in a minute, withdrawn ones included."""
 DEADLINE_MARGIN = 60
 """A session must run at least this many seconds more for a new agreement."""
 
@@ -130,6 +132,8 @@ class ProviderAgent:
         self._scopes: dict[bytes, trio.CancelScope] = {}
         self._shutting_down = False
         self._connections = ConnectionLimits(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS)
+        self._proposed: dict[str, list[float]] = {}
+        """Requestor -> when it proposed, for the last minute."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -286,6 +290,7 @@ class ProviderAgent:
                 f"This provider is paid by the escrow {self.chain.escrow.address} on chain {self.chain_id}.",
             )
         self._check_capacity()
+        self._count_proposal(message.sender)
         open_proposals = self._open_proposals()
         if sum(a.requestor == message.sender for a in open_proposals) >= MAX_OPEN_PROPOSALS:
             raise Rejection(
@@ -298,8 +303,7 @@ class ProviderAgent:
         self._check_prices(body)
         await self._check_session(message.sender, body)
         agreement_id = os.urandom(32)
-        directory = self.work_dir / "agreements" / agreement_id.hex()[:16]
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = self.work_dir / "agreements" / agreement_id.hex()[:16]  # made on confirmation
         key_pem, csr_pem = make_key_and_csr(self.address)
         agreement = Agreement(
             agreement_id=agreement_id,
@@ -364,6 +368,21 @@ class ProviderAgent:
         if serving >= self.config.max_agreements:
             raise Rejection(Reason.NO_CAPACITY, f"All {self.config.max_agreements} worker slots are taken.")
 
+    def _count_proposal(self, requestor: str) -> None:
+        """At most MAX_PROPOSALS_PER_MINUTE proposals from one requestor, withdrawn ones included:
+        each costs a key and a read of the chain."""
+        now = time.monotonic()
+        recent = [t for t in self._proposed.get(requestor, ()) if t > now - 60]
+        if len(recent) >= MAX_PROPOSALS_PER_MINUTE:
+            self._proposed[requestor] = recent
+            raise Rejection(
+                Reason.TOO_MANY_PROPOSALS,
+                f"You sent {MAX_PROPOSALS_PER_MINUTE} proposals to this provider in the last minute; wait a moment.",
+            )
+        self._proposed[requestor] = [*recent, now]
+        if len(self._proposed) > 4096:  # forget requestors quiet for a minute
+            self._proposed = {r: ts for r, ts in self._proposed.items() if ts[-1] > now - 60}
+
     def _open_proposals(self) -> list[Agreement]:
         """Accepted proposals waiting for their confirmation, oldest first."""
         return [a for a in self.agreements.values() if a.state == AgreementStatus.NEGOTIATING]
@@ -402,6 +421,7 @@ class ProviderAgent:
                 Reason.BAD_CERTIFICATE,
                 f"The certificate must be issued by the session's CA to {self.address}, not to {name}.",
             )
+        agreement.directory.mkdir(parents=True, exist_ok=True)
         _write_private(agreement.directory / "worker.key", agreement.key_pem)
         (agreement.directory / "worker.pem").write_text(certificate)
         (agreement.directory / "ca.pem").write_text(agreement.ca_certificate)
@@ -427,6 +447,7 @@ class ProviderAgent:
 
     async def _on_terminate(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
+        self._drop_proposal(agreement, "withdrawn by the requestor")  # an unconfirmed one is forgotten
         self._end(agreement, f"terminated by the requestor: {message.body['reason']}")
         return "ack", {"agreementId": agreement.agreement_id, "detail": "terminating"}
 
@@ -493,10 +514,11 @@ class ProviderAgent:
             except OSError as error:  # no descriptor free this moment: look again at the next tick
                 logger.warning("Could not read the meter of %s: %s", agreement.agreement_id.hex()[:16], error)
                 continue
-            verdict = self.config.policy.verdict(agreement.owed(meter), agreement.paid, meter)
+            owed, used = agreement.owed(meter), agreement.used(meter)
+            verdict = self.config.policy.verdict(owed, agreement.paid, meter, used=used)
             if verdict is not None:
-                owed = agreement.owed(meter)
-                self._end(agreement, f"stopped serving: {verdict} (owed {owed}, paid {agreement.paid})")
+                counted = f", the kernel counted {used}" if used > owed else ""
+                self._end(agreement, f"stopped serving: {verdict} (owed {owed}{counted}, paid {agreement.paid})")
                 return
 
     async def _collect(self, agreement: Agreement) -> None:

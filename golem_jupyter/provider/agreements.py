@@ -3,7 +3,10 @@
 The provider trusts its own meter, not the requestor. Two rules decide whether it keeps serving:
 
 * **Exposure**: work done but not yet covered by a voucher (``owed - paid``) must stay within
-  ``max_unpaid``; in-flight graphs are unpaid until they finish, so this is the hard cap.
+  ``max_unpaid``; in-flight graphs are unpaid until they finish, so this is the hard cap. In a
+  sandbox the worker's meter runs in the same process as the requestor's tasks, which can
+  silence or forge it; the kernel's count of the sandbox's CPU time (``used``) cannot be, and
+  the cap applies to it too.
 * **Underpayment**: once the worker has been idle for ``grace`` seconds (every graph it worked
   on is finished, so the requestor has had time to send its voucher), the last voucher must
   cover what the meter says within ``tolerance`` (relative) plus ``slack`` (absolute, for
@@ -30,10 +33,15 @@ class PaymentPolicy:
     max_unpaid: int = 10**16
     grace: float = 2.0
 
-    def verdict(self, owed: int, paid: int, meter: dict[str, Any], now: float | None = None) -> str | None:
-        """``None`` while serving is fine; otherwise the reason code to stop (UNDERPAID, EXPOSURE_LIMIT)."""
+    def verdict(
+        self, owed: int, paid: int, meter: dict[str, Any], now: float | None = None, *, used: int = 0
+    ) -> str | None:
+        """``None`` while serving is fine; otherwise the reason code to stop (UNDERPAID, EXPOSURE_LIMIT).
+
+        ``used`` is what the kernel counted for the sandbox at the agreement's prices: its exposure
+        counts too, so a task that silences or forges the worker's meter still meets the limit."""
         unpaid = owed - paid
-        if unpaid > self.max_unpaid:
+        if max(owed, used) - paid > self.max_unpaid:
             return "EXPOSURE_LIMIT"
         now = time.time() if now is None else now
         idle = meter.get("executing", 0) <= 0 and now - float(meter.get("last_change", 0)) >= self.grace
@@ -73,6 +81,12 @@ class Agreement:
     def owed(self, meter: dict[str, Any]) -> int:
         """What the meter says this session owes, start fee included."""
         return self.tariff.bill(meter.get("cpu_seconds", 0.0), meter.get("gpu_seconds", 0.0), first=True)
+
+    def used(self, meter: dict[str, Any]) -> int:
+        """The sandbox's CPU time as the kernel counted it (the worker's own overhead included), at
+        the agreement's CPU price: an upper bound of the CPU work done that no task can lower.
+        Zero for an unsandboxed worker, which has no such count."""
+        return self.tariff.bill(meter.get("sandbox_cpu_seconds", 0.0), 0.0, first=True)
 
     def accept_voucher(self, voucher: Voucher) -> bool:
         """Keep ``voucher`` if it promises more than the one held; older ones change nothing."""

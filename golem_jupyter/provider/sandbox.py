@@ -17,8 +17,9 @@ exits when idle). The file system is a read-only root that holds:
   (``sys.prefix``, ``sys.base_prefix``, the site-packages and golem_jupyter's own directory),
   read-only; generated ``/etc/passwd``, ``/etc/group``, ``/etc/hosts``, and of the host's ``/etc``
   only the dynamic linker's cache and configuration, ``alternatives`` and ``localtime``;
-* ``/proc`` of its own PID namespace and a minimal ``/dev`` (with ``gpus``, the ``/dev/nvidia*``
-  device nodes that exist, and nothing else);
+* ``/proc`` of its own PID namespace and a minimal, read-only ``/dev`` (with ``gpus``, the
+  ``/dev/nvidia*`` device nodes that exist, and nothing else) whose ``/dev/shm`` is a tmpfs of the
+  scratch size;
 * ``/golem``: this agreement's ``ca.pem``, ``worker.pem`` and ``worker.key`` (read-only), the
   relay's socket directory ``/golem/run``, and ``/golem/scratch``, the worker's local directory;
 * size-limited tmpfs for ``/golem/scratch``, ``/tmp`` and the empty home ``/home/golem``.
@@ -292,6 +293,10 @@ class Sandbox:
             "/proc",
             "--dev",
             "/dev",
+            "--size",  # shared memory counts against the scratch allowance, like /tmp
+            str(self.limits.scratch),
+            "--tmpfs",
+            "/dev/shm",
             "--size",
             str(self.limits.scratch),
             "--tmpfs",
@@ -313,7 +318,7 @@ class Sandbox:
         if self.gpus:
             for node in gpu_device_nodes():
                 bwrap += ["--dev-bind", node, node]
-        bwrap += ["--remount-ro", "/", "--chdir", str(ROOT / "scratch"), "--clearenv"]
+        bwrap += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", str(ROOT / "scratch"), "--clearenv"]
         for name, value in self.worker_environment().items():
             bwrap += ["--setenv", name, value]
         bwrap += ["--", *inner]

@@ -46,6 +46,8 @@ LOG_LIMIT = 16 << 20
 """Bytes of a sandboxed worker's output kept in ``worker.log``; the rest is dropped (it is the
 requestor's code that prints, and the provider's disk it would fill)."""
 METER_LINE_LIMIT = 4096
+METER_READ_INTERVAL = 0.05
+"""Seconds between two reads of the meter's pipe (it writes at most every 0.2 s)."""
 USAGE_INTERVAL = 1.0
 """How often the sandbox's CPU use (cgroup accounting) is written to the meter file, idle or not."""
 REFUSED = 126
@@ -393,12 +395,12 @@ class _MeterFile:
                 *lines, buffer = buffer.split(b"\n")
                 if len(buffer) > METER_LINE_LIMIT:
                     buffer = b""  # no meter line is this long: drop it
-                for line in reversed(lines):  # the newest well-formed totals win
-                    totals = meter_line(line) if len(line) <= METER_LINE_LIMIT else None
-                    if totals is not None:
-                        self.totals = totals
-                        self.write()
-                        break
+                # Only the newest line is read: totals are cumulative, and a task that floods the
+                # pipe with junk must not turn the agent's one thread into its parser.
+                if lines and len(lines[-1]) <= METER_LINE_LIMIT and (totals := meter_line(lines[-1])) is not None:
+                    self.totals = totals
+                    self.write()
+                await trio.sleep(METER_READ_INTERVAL)  # a flood fills the pipe; the meter's writes then drop
 
     async def _refresh_usage(self) -> None:
         while True:

@@ -88,7 +88,8 @@ class GolemCluster(SpecCluster):
         rented in its place.
     label:
         What the ledger calls this session; each graph is labelled with the notebook cell that
-        submitted it (see :mod:`.labels`), or with this label outside a notebook.
+        submitted it (the graph carries it: :mod:`golem_jupyter.notebook._cells`), or with this label
+        outside a notebook.
     run_id:
         The ``golem run`` this session belongs to; default ``$GOLEM_RUN_ID``.
     quiet:

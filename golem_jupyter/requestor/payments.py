@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,6 @@ from distributed.core import rpc
 from ..errors import GolemError
 from ..ledger import Payout
 from ..market.pricing import Tariff
-from . import labels
 from .escrow_session import EscrowSession
 from .negotiation import Negotiator
 from .settlement import Settler
@@ -59,6 +59,7 @@ class Payments:
         """Recorded in graphs so far (what vouchers promise), start fees included."""
         self.budget_exceeded = False
         self.graphs: list[dict[str, Any]] = []
+        self._graph_added = threading.Condition()  # the kernel's thread waits on it for a cell's graph
         self.spending_cap: int | None = None
         self._graphs_seen = 0
         self._scheduler: rpc | None = None
@@ -98,6 +99,20 @@ class Payments:
 
     # ------------------------------------------------------------------ graphs
 
+    def graph_with_output(self, key: str, timeout: float) -> dict[str, Any] | None:
+        """The priced graph whose outputs include ``key``, waiting up to ``timeout`` seconds for it
+        (from any thread but the cluster's event loop)."""
+        deadline = time.monotonic() + timeout
+        with self._graph_added:
+            while True:
+                for graph in reversed(self.graphs):
+                    if key in graph.get("outputs", ()):
+                        return graph
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._graph_added.wait(left)
+
     async def _collect(self) -> None:
         while True:
             try:
@@ -131,7 +146,11 @@ class Payments:
             self.budget_exceeded = True
         total = sum(p.amount for p in payouts)
         paid = {p.provider: p.amount for p in payouts}
-        self.graphs.append({**graph, "graph_id": graph_id, "total": total, "paid": bool(payouts), "paid_amounts": paid})
+        with self._graph_added:
+            self.graphs.append(
+                {**graph, "graph_id": graph_id, "total": total, "paid": bool(payouts), "paid_amounts": paid}
+            )
+            self._graph_added.notify_all()
         if not payouts:
             return
         self.spent += total
@@ -142,7 +161,7 @@ class Payments:
             n_tasks=graph["n_tasks"],
             result_root=graph["result_root"],
             payouts=payouts,
-            label=labels.label_at(graph["started"]) or self.label,
+            label=graph.get("cell") or self.label,
         )
         for payout in payouts:
             account = self.accounts[payout.provider]

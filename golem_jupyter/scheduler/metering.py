@@ -63,6 +63,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from ..amounts import format_wei
 from ..errors import BudgetExceeded
 from ..market.pricing import Tariff
+from ..notebook._cells import cell_of_graph
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class GraphRun:
     outputs: list[Any]
     pending: set[Any]
     n_tasks: int
+    cell: str | None = None
+    """The notebook cell that sent the graph (its ``In [N]``), as the graph's annotation says."""
     started: float = field(default_factory=time.time)
     usage: dict[str, Usage] = field(default_factory=dict)
     erred: int = 0
@@ -305,7 +308,8 @@ class GraphMeter(SchedulerPlugin):
         new = {k for k in tasks if k not in self.key_graph and _state(scheduler, k) not in ("memory", "erred")}
         if not new:
             return
-        run = GraphRun(os.urandom(32).hex(), client, sorted(keys, key=str), set(new), len(new))
+        cell = cell_of_graph(kw.get("annotations") or {}, new)
+        run = GraphRun(os.urandom(32).hex(), client, sorted(keys, key=str), set(new), len(new), cell)
         self.graphs[run.graph_id] = run
         for key in new:
             self.key_graph[key] = run.graph_id
@@ -532,6 +536,7 @@ class GraphMeter(SchedulerPlugin):
                 "erred": run.erred,
                 "started": run.started,
                 "finished": time.time(),
+                "cell": run.cell,
                 "payouts": payouts,
                 "result_root": self._result_root(run),
                 "budget_exceeded": run.budget_exceeded,
