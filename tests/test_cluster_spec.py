@@ -18,19 +18,24 @@ import pytest
 from chainkit import free_port
 from distributed import Client
 from market_tasks import nap, square
-from marketkit import Market, local_market
+from marketkit import Market, agreement_with_ca, local_market, session_ca_pem
 
 from golem_jupyter.chain import Offer, Wallet
+from golem_jupyter.chain.escrow import Allocation
 from golem_jupyter.chain.types import NATIVE
 from golem_jupyter.errors import InvalidInput, MarketError
 from golem_jupyter.market.agreements import AgreementStatus
 from golem_jupyter.market.certificates import make_key_and_csr
 from golem_jupyter.market.messages import TO_PROVIDER, ReplayGuard, decode_line, encode, sign_message, verify_message
 from golem_jupyter.requestor.cluster import GolemCluster
+from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
 
 BUDGET = 10**17
+JOIN_TIMEOUT = 20
+"""Seconds a provider that accepted has to get its worker into the scheduler: three workers starting
+at once (in their sandboxes) take about 4 s here, and more than 10 s on a busy machine."""
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +111,46 @@ def test_adapt_rents_under_load_and_lets_go_when_idle(market: Market) -> None:
         wait_until(lambda: len(serving(cluster)) > 1, 120, "adapt rents more than one provider")
         assert client.gather(futures) == [0.5] * 40
         wait_until(lambda: len(serving(cluster)) == 1 and len(joined(client)) == 1, 120, "adapt is back to one")
+
+
+def _workers_on_the_scheduler(dask_scheduler) -> dict[str, tuple[str, int]]:
+    return {str(ws.name): (ws.status.name, len(ws.processing)) for ws in dask_scheduler.workers.values()}
+
+
+def test_a_joining_worker_gets_no_task_until_its_provider_confirmed_its_allocation(market: Market) -> None:
+    """While one provider works through a queue of naps, a second is rented with its allocation held
+    back: its worker joins the scheduler but stays paused there, with no task and nothing on its
+    own meter, and nothing is allocated to it. Once the allocation is made and the provider
+    confirmed it, the worker is admitted and takes its share of the queue."""
+    with rent(market, 1) as cluster, Client(cluster) as client:
+        [first] = cluster.rentals
+        payments = cluster.payments
+        back, go = payments.back, threading.Event()
+
+        async def held_back(account) -> None:
+            while not go.is_set():
+                await asyncio.sleep(0.05)
+            await back(account)
+
+        payments.back = held_back
+        futures = client.map(nap, [0.2] * 100, pure=False)
+        try:
+            cluster.scale(2)
+            wait_until(lambda: len(joined(client)) == 2, 60, "the second provider's worker joins")
+            [second] = joined(client) - {first}
+            time.sleep(1)  # tasks are waiting all this time
+            workers = client.run_on_scheduler(_workers_on_the_scheduler)
+            assert workers[second] == ("paused", 0) and workers[first][0] == "running"
+            meter = agreement_with_ca(market.home, second, session_ca_pem(cluster)) / "meter.json"
+            assert read_meter(meter)["tasks"] == 0
+            assert market.chain().escrow.allocation(cluster.session_id, second).allocated == 0
+            assert second not in serving(cluster)
+        finally:
+            go.set()
+        wait_until(lambda: serving(cluster) == {first, second}, 60, "the second provider is admitted")
+        assert market.chain().escrow.allocation(cluster.session_id, second).allocated > 0
+        wait_until(lambda: read_meter(meter)["tasks"] > 0, 60, "the second worker runs naps")
+        assert client.gather(futures) == [0.2] * 100
 
 
 def test_async_use_and_scale(market: Market) -> None:
@@ -205,12 +250,14 @@ def silent_provider(market: Market) -> Iterator[_SilentProvider]:
 def test_a_provider_that_accepts_and_never_joins_is_replaced_by_the_next_offer(market: Market) -> None:
     """The cheapest offer accepts and confirms but its worker never comes: after the join
     timeout the cluster ends that agreement (failed, in the ledger, and a terminate sent) and
-    rents the next acceptable offer, so asking for 2 providers still gives 2 live ones."""
+    rents the next acceptable offer, so asking for 2 providers still gives 2 live ones. Nothing
+    of the deposit was ever allocated to the silent provider, and closing the cluster closes the
+    session at once, refunding everything that was not paid to the two live ones."""
     live = {p.address for p in market.providers}
     two_cheapest_live = {p.address for p in sorted(market.providers, key=lambda p: p.price_per_cpu_second)[:2]}
     with silent_provider(market) as silent:
         silent_address = silent.wallet.address
-        with rent(market, 2, timeout=20) as cluster, Client(cluster) as client:
+        with rent(market, 2, timeout=JOIN_TIMEOUT) as cluster, Client(cluster) as client:
             assert serving(cluster) == joined(client) == two_cheapest_live
             assert silent_address not in cluster.rentals
             assert client.submit(square, 5).result() == 25
@@ -220,13 +267,49 @@ def test_a_provider_that_accepts_and_never_joins_is_replaced_by_the_next_offer(m
             assert agreements[silent_address].status == AgreementStatus.FAILED
             assert "did not join" in agreements[silent_address].reason
             assert set(agreements) == two_cheapest_live | {silent_address}
+            session_id = cluster.session_id
+            assert market.chain().escrow.allocation(session_id, silent_address) == Allocation(0, 0, False)
         assert silent.kinds[:2] == ["propose", "confirm"] and "terminate" in silent.kinds
+        assert "allocated" not in silent.kinds and "release" not in silent.kinds
         assert live >= two_cheapest_live
+        assert_closed_with_full_refund(market, session_id, {silent_address})
 
 
 def test_when_every_offer_fails_the_cluster_says_which_and_why(market: Market) -> None:
     """With the silent provider and all 3 live ones, asking for 4 cannot be met: MarketError
-    names the silent provider and why, and nothing is left running."""
+    names the silent provider and why, and nothing is left running. The three live providers,
+    allocated their shares but given no work, release them for nothing; the silent one was never
+    allocated anything; the session is closed at once and the whole budget comes back."""
     with silent_provider(market) as silent, pytest.raises(MarketError, match=r"Could rent only 3 of 4 providers") as e:
-        rent(market, 4, timeout=20)
+        rent(market, 4, timeout=JOIN_TIMEOUT)
     assert silent.wallet.address in str(e.value) and "did not join" in str(e.value)
+    session_id = market.ledger().sessions(limit=1)[0].session_id
+    chain = market.chain()
+    assert chain.escrow.allocation(session_id, silent.wallet.address) == Allocation(0, 0, False)
+    released = {e["provider"]: e["finalAmount"] for e in chain.escrow.events("Released", sessionId=session_id)}
+    assert released == {p.address: 0 for p in market.providers}
+    assert_closed_with_full_refund(market, session_id, {silent.wallet.address})
+    [closed] = chain.escrow.events("SessionClosed", sessionId=session_id)
+    assert closed["refund"] == BUDGET
+
+
+def assert_closed_with_full_refund(market: Market, session_id: bytes | str, never_allocated: set[str]) -> None:
+    """The session is closed on-chain and in the ledger, and refunded all it did not pay."""
+    chain = market.chain()
+    state = chain.escrow.session(session_id)
+    assert state.closed and state.open_allocations == 0
+    [closed] = chain.escrow.events("SessionClosed", sessionId=session_id)
+    assert closed["refund"] == BUDGET - state.paid_out
+    record = market.ledger().session(session_id)
+    assert (record.status, record.refund, record.settled) == ("closed", closed["refund"], state.paid_out)
+    allocated = {e["provider"] for e in chain.escrow.events("Allocated", sessionId=session_id)}
+    assert allocated and not allocated & never_allocated
+
+
+def test_a_budget_above_what_msgpack_carries_works(market: Market) -> None:
+    """20 ETH is more wei than a 64-bit integer holds (msgpack's limit on the way to the
+    scheduler's meter): the session opens, the meter takes the limit, a graph is paid."""
+    with rent(market, 1, budget=20 * 10**18) as cluster, Client(cluster) as client:
+        assert client.submit(square, 9).result() == 81
+        assert cluster.wait_for_settlement(60)
+        assert 0 < cluster.spent < 20 * 10**18

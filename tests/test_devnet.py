@@ -181,14 +181,15 @@ def test_a_settlement_through_the_devnet_credits_the_providers(shared_devnet):
     payouts = {Wallet.dev(1).address: 3 * 10**15, Wallet.dev(2).address: 10**15}
 
     requestor.escrow.open_session(session, ETH, deadline)
-    settled = requestor.escrow.settle_graph(session, graph, payouts)
+    requestor.escrow.allocate(session, payouts)
+    settled = requestor.escrow.settle_graph(session, 0, graph, payouts)
 
     state = requestor.escrow.session(session)
     assert (state.requestor, state.deposited, state.paid_out) == (Wallet.dev(0).address, ETH, 4 * 10**15)
     assert {e["provider"]: e["amount"] for e in requestor.escrow.events("Paid", sessionId=session)} == payouts
     [event] = requestor.escrow.events("GraphSettled", sessionId=session)
     assert (event["graphId"], event["total"], event["tx_hash"]) == (graph, 4 * 10**15, settled.tx_hash)
-    assert requestor.escrow.is_graph_settled(session, graph)
+    assert requestor.escrow.session(session).next_seq == 1
 
     before = provider.w3.eth.get_balance(provider.wallet.address)
     receipt = provider.escrow.withdraw()

@@ -99,7 +99,7 @@ def test_schema_is_created_once_and_reopened(path: Path) -> None:
         add_session(ledger)
         add_graph(ledger, 1)
     schema = raw(path, "SELECT name, sql FROM sqlite_master ORDER BY name")
-    assert raw(path, "PRAGMA user_version") == [(2,)]
+    assert raw(path, "PRAGMA user_version") == [(3,)]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(str(path)) as again:
         assert again.session(SESSION).budget == BIG
@@ -295,6 +295,20 @@ def test_graph_status_moves(ledger: Ledger, session: str) -> None:
         assert ledger.graph(final) == before
     with pytest.raises(LedgerError, match="record_graph first"):
         ledger.update_graph(hex32(99), status="submitted")
+
+
+def test_a_graph_keeps_the_settlement_number_it_was_prepared_with(ledger: Ledger, session: str) -> None:
+    graph = add_graph(ledger, 1)
+    assert ledger.graph(graph).seq is None
+    ledger.update_graph(graph, status="submitted", seq=7, attempts_increment=True)
+    ledger.update_graph(graph, status="failed", error="node went away")  # None keeps it
+    ledger.update_graph(graph, status="submitted", seq=7)  # the same number again: a retry
+    with pytest.raises(LedgerError, match="settlement 7"):
+        ledger.update_graph(graph, status="submitted", seq=8)
+    with pytest.raises(InvalidInput):
+        ledger.update_graph(graph, status="submitted", seq=-1)
+    ledger.update_graph(graph, status="confirmed")
+    assert (ledger.graph(graph).status, ledger.graph(graph).seq) == ("confirmed", 7)
 
 
 def test_graphs_paging_filters_and_queue(ledger: Ledger) -> None:
@@ -700,12 +714,12 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None
         add_session(ledger, hex32(2), run_id=RUN)
         assert ledger.run(RUN).sessions == 1
         assert [s.session_id for s in ledger.sessions(run_id=RUN)] == [hex32(2)]
-    assert raw(old, "PRAGMA user_version") == [(2,)]
+    assert raw(old, "PRAGMA user_version") == [(3,)]
     Ledger(new).close()
     assert columns_and_indexes(old) == columns_and_indexes(new)  # upgraded or new, one schema
     with Ledger(old) as again:  # opening it again changes nothing
         assert len(again.sessions()) == 2
-    assert raw(old, "PRAGMA user_version") == [(2,)]
+    assert raw(old, "PRAGMA user_version") == [(3,)]
 
 
 def open_and_record_run(path: str, worker: int, ready) -> None:
@@ -726,7 +740,7 @@ def test_processes_upgrade_one_file_at_once(path: Path) -> None:
     for worker in workers:
         worker.join(timeout=60)
     assert [worker.exitcode for worker in workers] == [0, 0]
-    assert raw(path, "PRAGMA user_version") == [(2,)]
+    assert raw(path, "PRAGMA user_version") == [(3,)]
     with Ledger(path) as ledger:
         assert [r.run_id for r in ledger.runs()] in ([hex32(12), hex32(11)], [hex32(11), hex32(12)])
         assert all(ledger.run(hex32(w)).sessions == 1 for w in (11, 12))

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import dask.array as da
@@ -27,10 +28,13 @@ from marketkit import (
     wait_until,
 )
 
+from golem_jupyter.chain import Wallet
+from golem_jupyter.chain.escrow import Allocation
 from golem_jupyter.errors import BudgetExceeded, InvalidInput, MarketError
 from golem_jupyter.market.certificates import SessionCA
 from golem_jupyter.provider.agreements import PaymentPolicy
 from golem_jupyter.requestor.cluster import GolemCluster
+from golem_jupyter.requestor.negotiation import ProviderUnreachable
 from golem_jupyter.worker.meter import read_meter
 
 pytestmark = pytest.mark.timeout(300)
@@ -92,6 +96,97 @@ def test_cluster_rents_the_two_cheapest_runs_graphs_and_everyone_agrees(market: 
         # ... and each was paid what its own meter says it computed, at its own prices.
         assert assert_paid_as_metered(market, session_id, provider) == chain_total > 0
     assert ledger.session(session_id).spent == sum(e["amount"] for e in paid_events)
+
+
+def requestor_costs(chain, address: str, from_block: int) -> int:
+    """Gas ``address`` paid for its transactions mined since ``from_block``."""
+    cost = 0
+    for number in range(from_block, chain.w3.eth.block_number + 1):
+        for tx in chain.w3.eth.get_block(number, full_transactions=True).transactions:
+            if tx["from"] == address:
+                receipt = chain.w3.eth.get_transaction_receipt(tx["hash"])
+                cost += receipt.gasUsed * receipt.effectiveGasPrice
+    return cost
+
+
+def test_closing_the_cluster_releases_every_allocation_and_refunds_the_rest_within_seconds(market: Market) -> None:
+    """Each rented provider was allocated its share before any task reached it, and confirmed it;
+    closing the cluster settles what ran, each provider signs its release at its last voucher, and
+    the session is closed at once: the requestor's wallet gets the deposit less what was paid (and
+    the gas of the close), the ledger says closed with that refund, and chain, ledger and every
+    provider's own meter agree on what each earned."""
+    chain = market.chain()
+    requestor = Wallet.dev(0).address
+    with rent(market) as cluster, Client(cluster) as client:
+        session_id = cluster.session_id
+        providers = set(cluster.rentals)
+        for provider in providers:  # allocated and confirmed before the first task
+            allocation = chain.escrow.allocation(session_id, provider)
+            assert allocation.allocated >= BUDGET // 10 and not allocation.released
+            assert len(chain.escrow.events("Allocated", sessionId=session_id, provider=provider)) == 1
+            assert market.meter(provider, session_id)["tasks"] == 0
+        assert chain.escrow.session(session_id).open_allocations == 2
+        assert client.gather(client.map(square, range(200))) == [x * x for x in range(200)]
+        assert cluster.wait_for_settlement(60)
+        before = chain.w3.eth.get_balance(requestor)
+        start_block = chain.w3.eth.block_number + 1
+        started = time.monotonic()
+    closing_took = time.monotonic() - started
+
+    state = chain.escrow.session(session_id)
+    assert state.closed and state.open_allocations == 0
+    [closed] = chain.escrow.events("SessionClosed", sessionId=session_id)
+    assert closed["refund"] == BUDGET - state.paid_out > 0
+    assert chain.w3.eth.get_balance(requestor) == before + closed["refund"] - requestor_costs(
+        chain, requestor, start_block
+    )
+    assert closing_took < 30, f"closing took {closing_took:.1f} s"
+    record = market.ledger().session(session_id)
+    assert (record.status, record.refund, record.close_tx) == ("closed", closed["refund"], closed["tx_hash"])
+    released = {e["provider"]: e for e in chain.escrow.events("Released", sessionId=session_id)}
+    assert set(released) == providers
+    for provider in providers:
+        paid = assert_paid_as_metered(market, session_id, provider)
+        assert chain.escrow.allocation(session_id, provider) == Allocation(paid, paid, True)
+        assert released[provider]["finalAmount"] == paid
+    assert record.settled == state.paid_out
+
+
+def test_a_provider_that_does_not_release_locks_only_its_own_allocation(market: Market) -> None:
+    """One of the two providers never answers the release request: it keeps its allocation (and
+    its claim window), the other releases, and everything else of the deposit is reclaimed at
+    once; the ledger says the session is closing, with what came back."""
+    chain = market.chain()
+    requestor = Wallet.dev(0).address
+    with rent(market) as cluster, Client(cluster) as client:
+        assert client.gather(client.map(square, range(50))) == [x * x for x in range(50)]
+        assert cluster.wait_for_settlement(60)
+        session_id = cluster.session_id
+        holdout, other = sorted(cluster.rentals)
+        negotiator = cluster.payments.negotiator
+        ask = negotiator.request
+
+        async def silent_about_releases(endpoint: str, provider: str, kind: str, body: dict) -> object:
+            if kind == "release" and provider == holdout:
+                raise ProviderUnreachable(f"Provider {provider} at {endpoint} did not answer (test).")
+            return await ask(endpoint, provider, kind, body)
+
+        negotiator.request = silent_about_releases
+        before = chain.w3.eth.get_balance(requestor)
+        start_block = chain.w3.eth.block_number + 1
+    state = chain.escrow.session(session_id)
+    kept = chain.escrow.allocation(session_id, holdout)
+    assert not state.closed and state.open_allocations == 1 and not kept.released
+    assert chain.escrow.allocation(session_id, other).released
+    [reclaimed] = chain.escrow.events("Reclaimed", sessionId=session_id)
+    assert state.unallocated == 0 and state.remaining == state.locked == kept.available > 0
+    assert reclaimed["amount"] == BUDGET - state.paid_out - kept.available
+    cost = requestor_costs(chain, requestor, start_block)
+    assert chain.w3.eth.get_balance(requestor) == before + reclaimed["amount"] - cost
+    record = market.ledger().session(session_id)
+    assert (record.status, record.refund, record.close_tx) == ("closing", reclaimed["amount"], reclaimed["tx_hash"])
+    for provider in (holdout, other):
+        assert assert_paid_as_metered(market, session_id, provider) > 0
 
 
 def session_ca_file(cluster: GolemCluster, directory: Path) -> Path:

@@ -37,6 +37,7 @@ from web3 import Web3
 from golem_jupyter.chain import Chain, Network, Offer, Wallet
 from golem_jupyter.chain.deploy import deploy
 from golem_jupyter.chain.embedded import EmbeddedProvider
+from golem_jupyter.chain.errors import TransactionFailed
 from golem_jupyter.chain.rpc_server import RPCServer
 from golem_jupyter.chain.types import new_id
 from golem_jupyter.errors import MarketError
@@ -257,13 +258,16 @@ class Graph:
 
 
 def recorded_graph(node: Node, tmp_path: Path, deposit: int, amount: int) -> Graph:
-    """Deploy on ``node``, open a session holding ``deposit``, record a graph paying ``amount``."""
+    """Deploy on ``node``, open a session holding ``deposit`` (all of it allocated to the provider),
+    record a graph paying the provider ``amount``."""
     requestor = Wallet.dev(0)
     network: Network = deploy(Web3(node.provider), requestor.account, node.url)
     chain = Chain.connect(network, requestor)
     session_id = new_id()
     deadline = int(time.time()) + 3600
+    provider = Wallet.dev(1).address
     chain.escrow.open_session(session_id, deposit, deadline)
+    chain.escrow.allocate(session_id, {provider: deposit})
     ledger = Ledger(tmp_path / "ledger.sqlite")
     ledger.record_session(
         session_id=session_id,
@@ -277,7 +281,6 @@ def recorded_graph(node: Node, tmp_path: Path, deposit: int, amount: int) -> Gra
         status="open",
     )
     graph_id = "0x" + new_id().hex()
-    provider = Wallet.dev(1).address
     ledger.record_graph(
         session_id=session_id,
         graph_id=graph_id,
@@ -301,8 +304,8 @@ def test_settlement_survives_the_rpc_node_going_away_and_coming_back(
 ) -> None:
     """With the node down, the graph is recorded ``failed`` with an error saying the chain
     stopped answering, and settlement keeps retrying; once a node answers again on the same
-    port, the graph is settled once, confirmed with its transaction hash, and the provider is
-    credited exactly its payout."""
+    port, the graph is settled once (settlement 0 of the session), confirmed with its transaction
+    hash, and the provider is credited exactly its payout."""
     graph = recorded_graph(node, tmp_path, deposit=10**15, amount=10**12)
     node.stop()
     settler = Settler(graph.chain.escrow, graph.ledger, graph.session_id)
@@ -323,7 +326,8 @@ def test_settlement_survives_the_rpc_node_going_away_and_coming_back(
         record = graph.record()
         assert record.status == "confirmed" and record.tx_hash
         assert graph.chain.escrow.paid(graph.session_id, graph.provider) == graph.amount
-        assert len(graph.chain.escrow.events("GraphSettled", sessionId=graph.session_id)) == 1
+        [settled] = graph.chain.escrow.events("GraphSettled", sessionId=graph.session_id)
+        assert (settled["seq"], record.seq) == (0, 0)
         assert graph.ledger.unsettled_graphs(graph.session_id) == []
         assert not thread_errors
     finally:
@@ -331,13 +335,50 @@ def test_settlement_survives_the_rpc_node_going_away_and_coming_back(
         graph.ledger.close()
 
 
+def test_a_retried_settlement_that_was_mined_is_confirmed_not_paid_twice(
+    node: Node, tmp_path: Path, thread_errors: list[BaseException]
+) -> None:
+    """The first attempt's transaction is mined but its answer is lost (the client raises). The
+    retry sends the same settlement number, the escrow refuses it as a replay (GraphAlreadySettled),
+    and the settler confirms the graph: one GraphSettled event, the provider paid once."""
+    graph = recorded_graph(node, tmp_path, deposit=10**15, amount=10**12)
+    escrow = graph.chain.escrow
+    sent = escrow.settle_graph
+    attempts: list[int] = []
+
+    def lost_answer(*args, **kwargs):
+        attempts.append(args[1])
+        receipt = sent(*args, **kwargs)
+        if len(attempts) == 1:
+            raise TransactionFailed("the node dropped the receipt")
+        return receipt
+
+    escrow.settle_graph = lost_answer
+    settler = Settler(escrow, graph.ledger, graph.session_id)
+    try:
+        settler.submit(graph.graph_id)
+        assert settler.drain(60)
+    finally:
+        settler.close(timeout=1)
+    record = graph.record()
+    assert attempts == [0, 0]  # the same settlement number, twice
+    assert (record.status, record.seq, record.attempts) == ("confirmed", 0, 2)
+    assert "already settled on-chain" in record.error
+    assert len(escrow.events("GraphSettled", sessionId=graph.session_id)) == 1
+    assert escrow.paid(graph.session_id, graph.provider) == graph.amount
+    assert escrow.session(graph.session_id).next_seq == 1
+    assert not thread_errors
+    graph.ledger.close()
+
+
 def test_a_graph_above_the_remaining_deposit_stays_failed_and_is_retried_never_lost(
     node: Node, tmp_path: Path, thread_errors: list[BaseException]
 ) -> None:
-    """A graph paying more than the session holds is recorded ``failed`` with the contract's
-    InsufficientDeposit sentence and retried again and again, never marked confirmed and never
-    paid; closing the settler says not everything was settled, and the ledger still lists the
-    graph as unsettled. After a top-up, a new settler for the session settles it."""
+    """A graph paying the provider more than the whole deposit is recorded ``failed`` with the
+    contract's InsufficientDeposit sentence (its allocation cannot be topped up that far) and
+    retried again and again, never marked confirmed and never paid; closing the settler says not
+    everything was settled, and the ledger still lists the graph as unsettled. After a top-up of
+    the session, a new settler allocates the difference and settles it."""
     graph = recorded_graph(node, tmp_path, deposit=10**12, amount=3 * 10**12)
     settler = Settler(graph.chain.escrow, graph.ledger, graph.session_id)
     try:
@@ -351,10 +392,10 @@ def test_a_graph_above_the_remaining_deposit_stays_failed_and_is_retried_never_l
         wait_until(failed_three_times, 30, "the settler has tried three times and recorded the failure")
         assert {r.status for r in seen} <= {"pending", "submitted", "failed"}  # never confirmed
         record = seen[-1]
-        assert "needs more than the 1000000000000 left in session" in record.error
+        assert "needs more than the 0 left in session" in record.error
         assert "top the session up" in record.error
         assert record.tx_hash is None
-        assert not graph.chain.escrow.is_graph_settled(graph.session_id, graph.graph_id)
+        assert graph.chain.escrow.session(graph.session_id).next_seq == 0
         assert graph.chain.escrow.paid(graph.session_id, graph.provider) == 0
     finally:
         closed = settler.close(timeout=1)

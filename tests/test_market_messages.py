@@ -29,7 +29,7 @@ from golem_jupyter.market import (
     sign_message,
     verify_message,
 )
-from golem_jupyter.market.messages import CLOCK_SKEW
+from golem_jupyter.market.messages import CLOCK_SKEW, OPTIONAL
 
 CHAIN = 1337
 NOW = 1_700_000_000
@@ -55,10 +55,13 @@ BODIES: dict[str, dict[str, Any]] = {
         "caCertificate": PEM,
         "deadline": NOW + 3600,
     },
-    "accept": {"agreementId": ID, "csr": PEM.replace("CERTIFICATE", "CERTIFICATE REQUEST")},
+    "accept": {"agreementId": ID, "csr": PEM.replace("CERTIFICATE", "CERTIFICATE REQUEST"), "exposure": 10**15},
     "confirm": {"agreementId": ID, "certificate": PEM},
     "started": {"agreementId": ID, "workerName": PROVIDER.address},
+    "allocated": {"agreementId": ID, "amount": 10**16},
     "voucher": {"agreementId": ID, "graphId": b"\xff" * 32, "cumulativeAmount": 12345, "signature": b"\x01" * 65},
+    "release": {"agreementId": ID, "finalAmount": 12345},
+    "released": {"agreementId": ID, "finalAmount": 12345, "signature": b"\x02" * 65},
     "terminate": {"agreementId": ID, "reason": "the notebook was closed"},
     "status": {"agreementId": ID},
     "ack": {"agreementId": ID, "detail": ""},
@@ -148,6 +151,21 @@ def test_every_kind_round_trips_through_a_line(kind):
     assert message.body == DECODED[kind]
 
 
+def test_an_accept_may_leave_out_the_exposure_and_nothing_else_is_optional():
+    """A provider that states no exposure still accepts; every other field of every kind is required."""
+    plain = {k: v for k, v in BODIES["accept"].items() if k != "exposure"}
+    wire = signed("accept", PROVIDER, REQUESTOR, body=plain)
+    assert "exposure" not in wire["body"]
+    message = verify(wire, ReplayGuard(), recipient=REQUESTOR, kinds=TO_REQUESTOR)
+    assert message.body == plain
+    assert OPTIONAL == {"accept": frozenset({"exposure"})}
+    for kind in ("allocated", "release", "released"):
+        for name in SCHEMAS[kind]:
+            without_it = {k: v for k, v in BODIES[kind].items() if k != name}
+            with pytest.raises(InvalidInput, match="missing"):
+                signed(kind, *SENDER_OF[kind], body=without_it)
+
+
 def test_wire_values_are_json_safe_strings():
     wire = signed("propose")
     body = wire["body"]
@@ -227,6 +245,10 @@ CASES: list[tuple[str, str, Mutation, dict[str, Any], Reason]] = [
     ("extra body field", "status", body_change(note="hi"), {}, Reason.UNKNOWN_FIELD),
     ("missing body field", "ack", body_without("detail"), {}, Reason.MISSING_FIELD),
     ("amount as an int", "voucher", body_change(cumulativeAmount=5), {}, Reason.WRONG_TYPE),
+    ("exposure as an int", "accept", body_change(exposure=5), {}, Reason.WRONG_TYPE),
+    ("allocation with a sign", "allocated", body_change(amount="-5"), {}, Reason.BAD_VALUE),
+    ("missing final amount", "release", body_without("finalAmount"), {}, Reason.MISSING_FIELD),
+    ("release signature of 64 bytes", "released", body_change(signature="0x" + "11" * 64), {}, Reason.BAD_VALUE),
     ("int as a bool", "propose", body_change(gpus=True), {}, Reason.WRONG_TYPE),
     ("int as a float", "propose", body_change(deadline=1.5), {}, Reason.WRONG_TYPE),
     ("amount with a sign", "voucher", body_change(cumulativeAmount="-5"), {}, Reason.BAD_VALUE),

@@ -309,9 +309,10 @@ def test_reputations_come_from_paid_claimed_and_fault_events(contracts: Deployed
     escrow = contracts.escrow(requestor)
     session = new_id()
     escrow.open_session(session, 10**18, contracts.chain.now() + 3600)
+    escrow.allocate(session, {p1.address: 1000, p2.address: 1000, p3.address: 1000})
     start = contracts.chain.w3.eth.block_number
-    escrow.settle_graph(session, new_id(), {p1.address: 100, p2.address: 50})
-    escrow.settle_graph(session, new_id(), {p1.address: 30})
+    escrow.settle_graph(session, 0, new_id(), {p1.address: 100, p2.address: 50})
+    escrow.settle_graph(session, 1, new_id(), {p1.address: 30})
     escrow.report_fault(session, new_id(), p2.address)
     voucher = escrow.sign_voucher(session, p3.address, 70)
     contracts.escrow(p3).claim(voucher)
@@ -354,7 +355,8 @@ def test_offers_with_reputations_ranks_the_market(contracts: Deployed, requestor
     escrow = contracts.escrow(requestor)
     session = new_id()
     escrow.open_session(session, 10**18, contracts.chain.now() + 3600)
-    escrow.settle_graph(session, new_id(), {p1.address: 100, p2.address: 50})
+    escrow.allocate(session, {p1.address: 1000, p2.address: 1000})
+    escrow.settle_graph(session, 0, new_id(), {p1.address: 100, p2.address: 50})
     escrow.report_fault(session, new_id(), p2.address)
     chain = SimpleNamespace(
         registry=contracts.registry(), escrow=contracts.escrow(), network=SimpleNamespace(deployed_at_block=start)

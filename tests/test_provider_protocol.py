@@ -30,7 +30,9 @@ from hypothesis import strategies as st
 from marketkit import Market, local_market
 
 from golem_jupyter.chain import Offer, SessionState, Wallet
+from golem_jupyter.chain.escrow import Allocation
 from golem_jupyter.chain.types import new_id
+from golem_jupyter.chain.vouchers import Release
 from golem_jupyter.devnet import DevnetProvider
 from golem_jupyter.market.certificates import SessionCA, make_key_and_csr
 from golem_jupyter.market.messages import (
@@ -459,6 +461,8 @@ def _unknown_agreement(kind: str) -> Callable[[Peer], dict[str, Any]]:
         "confirm": {"certificate": "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"},
         "terminate": {"reason": "let me in"},
         "status": {},
+        "allocated": {"amount": 10**18},
+        "release": {"finalAmount": 0},
     }
     return lambda peer: peer.sign(kind, {"agreementId": new_id(), **bodies[kind]})
 
@@ -508,6 +512,8 @@ FORGERIES: dict[str, tuple[Callable[[Peer], dict[str, Any]], Reason, Wallet]] = 
     "confirm for an unknown agreement": (_unknown_agreement("confirm"), Reason.UNKNOWN_AGREEMENT, REQUESTOR),
     "terminate for an unknown agreement": (_unknown_agreement("terminate"), Reason.UNKNOWN_AGREEMENT, REQUESTOR),
     "status for an unknown agreement": (_unknown_agreement("status"), Reason.UNKNOWN_AGREEMENT, REQUESTOR),
+    "allocated for an unknown agreement": (_unknown_agreement("allocated"), Reason.UNKNOWN_AGREEMENT, REQUESTOR),
+    "release for an unknown agreement": (_unknown_agreement("release"), Reason.UNKNOWN_AGREEMENT, REQUESTOR),
     "expired ten minutes ago": (
         lambda peer: peer.sign("propose", peer.propose_body(), now=time.time() - 600),
         Reason.EXPIRED,
@@ -613,3 +619,54 @@ def test_a_valid_proposal_is_accepted_but_a_certificate_from_another_ca_starts_n
     assert not (directory / "worker.pem").exists()
     peer.assert_serving()
     assert not directory.exists() and peer.agreement_dirs() == before
+
+
+# ---------------------------------------------------------------------------- allocations and releases
+
+
+def test_the_provider_serves_only_against_an_allocation_it_sees_and_releases_what_its_meter_covers(peer: Peer) -> None:
+    """The accept states the exposure the provider wants allocated (its start fee and 1 s of
+    compute). Told of an allocation the escrow does not show, one below that exposure, or one above
+    what the escrow shows, it refuses (INSUFFICIENT_ALLOCATION); an allocation that covers it gets
+    its ``ack``. At the end it refuses a release outside what it was paid and allocated (BAD_VALUE)
+    or below the voucher it holds (UNDERPAID), and signs one at its voucher, which the escrow
+    takes: the provider is paid, the rest returns, and the session closes at once."""
+    chain = peer.market.chain(REQUESTOR)
+    session_id = new_id()
+    chain.escrow.open_session(session_id, DEPOSIT, int(time.time()) + 3600)
+    accept = peer.answer(peer.send(peer.sign("propose", peer.propose_body(sessionId=session_id))), REQUESTOR.address)
+    assert accept.kind == "accept", accept
+    agreement_id, exposure = accept.body["agreementId"], accept.body["exposure"]
+    assert exposure == peer.provider.price_per_cpu_second  # no start fee, 1 s of compute (--min-deposit-seconds 1)
+
+    def allocated(amount: int, wallet: Wallet = REQUESTOR) -> dict[str, Any]:
+        return peer.sign("allocated", {"agreementId": agreement_id, "amount": amount}, wallet=wallet)
+
+    peer.expect_rejection(allocated(exposure), Reason.INSUFFICIENT_ALLOCATION, signed_to=REQUESTOR.address)
+    chain.escrow.allocate(session_id, {peer.address: exposure - 1})
+    peer.expect_rejection(allocated(exposure - 1), Reason.INSUFFICIENT_ALLOCATION, signed_to=REQUESTOR.address)
+    chain.escrow.allocate(session_id, {peer.address: 1})
+    peer.expect_rejection(allocated(2 * exposure), Reason.INSUFFICIENT_ALLOCATION, signed_to=REQUESTOR.address)
+    peer.expect_rejection(allocated(exposure, MALLORY), Reason.UNKNOWN_AGREEMENT, signed_to=MALLORY.address)
+    ack = peer.answer(peer.send(allocated(exposure)), REQUESTOR.address)
+    assert ack.kind == "ack" and "seen" in ack.body["detail"], ack.body
+
+    voucher = chain.escrow.sign_voucher(session_id, peer.address, 100)
+    body = {"agreementId": agreement_id, "graphId": new_id(), "cumulativeAmount": 100, "signature": voucher.signature}
+    assert peer.answer(peer.send(peer.sign("voucher", body)), REQUESTOR.address).kind == "ack"
+
+    def release(final: int) -> dict[str, Any]:
+        return peer.sign("release", {"agreementId": agreement_id, "finalAmount": final})
+
+    peer.expect_rejection(release(exposure + 1), Reason.BAD_VALUE, signed_to=REQUESTOR.address)
+    peer.expect_rejection(release(50), Reason.UNDERPAID, signed_to=REQUESTOR.address)
+    released = peer.answer(peer.send(release(100)), REQUESTOR.address)
+    assert released.kind == "released" and released.body["finalAmount"] == 100, released
+    signed = Release(session_id, peer.address, 100, released.body["signature"])
+    assert signed.signer(chain.escrow.domain) == peer.address
+    chain.escrow.release(signed)
+    assert chain.escrow.allocation(session_id, peer.address) == Allocation(100, 100, True)
+    chain.escrow.close_session(session_id)
+    state = chain.escrow.session(session_id)
+    assert state.closed and state.paid_out == 100
+    peer.assert_serving()

@@ -425,8 +425,11 @@ class Ledger:
         gas_used: int | None = None,
         error: str | None = None,
         attempts_increment: bool = False,
+        seq: int | None = None,
     ) -> None:
         """Move a graph to ``status``; the other fields are kept as they are when ``None``.
+
+        ``seq`` records the graph's settlement number in its escrow session (once set, it is not changed).
 
         'confirmed' and 'abandoned' are final: updating such a graph raises :class:`LedgerError`.
         """
@@ -436,16 +439,19 @@ class Ledger:
             "block_number": None if block_number is None else _count(block_number, "block_number"),
             "gas_used": None if gas_used is None else _count(gas_used, "gas_used"),
             "error": _text(error, "error", optional=True, allow_empty=True),
+            "seq": None if seq is None else _count(seq, "seq"),
         }
         if not isinstance(attempts_increment, bool):
             raise InvalidInput(f"attempts_increment must be True or False, got {attempts_increment!r}.")
         key = _id(graph_id, "graph_id")
         with self._write() as connection:
-            found = connection.execute("SELECT status FROM graphs WHERE graph_id = ?", (key,)).fetchone()
+            found = connection.execute("SELECT status, seq FROM graphs WHERE graph_id = ?", (key,)).fetchone()
             if found is None:
                 raise LedgerError(f"No graph {key} in the ledger {self.path}; record_graph first.")
             if found["status"] in FINAL_GRAPH_STATUSES:
                 raise LedgerError(f"Graph {key} is already {found['status']}, which is final; it was not changed.")
+            if seq is not None and found["seq"] is not None and found["seq"] != seq:
+                raise LedgerError(f"Graph {key} was prepared as settlement {found['seq']}; it cannot become {seq}.")
             _update(connection, "graphs", "graph_id = ?", (key,), changes, count_attempt=attempts_increment)
 
     def graph(self, graph_id: str | bytes) -> GraphRecord | None:

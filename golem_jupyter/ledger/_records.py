@@ -116,3 +116,5 @@ class GraphRecord:
     created_at: float
     updated_at: float
     payouts: tuple[Payout, ...]
+    seq: int | None = None
+    """Its settlement number in the escrow session, once a settlement was prepared (None before)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each table has an explicit INTEGER PRIMARY KEY: it orders rows by insertion ("newest first") and,
 # unlike an implicit rowid, VACUUM never renumbers it. Amounts are decimal TEXT (see the module doc).
@@ -18,7 +18,9 @@ CREATE TABLE runs (
     exit_code INTEGER, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
 CREATE INDEX sessions_by_run ON sessions (run_id);
 """
-# The whole schema, for a new file. run_id is the last column of sessions, where upgrading puts it.
+# The whole schema, for a new file. sessions.run_id and graphs.seq are their tables' last columns, where
+# upgrading puts them. graphs.seq is the graph's settlement number in its escrow session (escrow version 2
+# settles a session's graphs in order): written before the settlement is sent, so a retry sends the same one.
 _SCHEMA = """
 CREATE TABLE sessions (
     id INTEGER PRIMARY KEY, session_id TEXT NOT NULL UNIQUE, network TEXT NOT NULL, chain_id INTEGER NOT NULL,
@@ -34,7 +36,7 @@ CREATE TABLE graphs (
     id INTEGER PRIMARY KEY, graph_id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL REFERENCES sessions (session_id),
     label TEXT, n_tasks INTEGER NOT NULL, result_root TEXT NOT NULL, total TEXT NOT NULL, status TEXT NOT NULL,
     tx_hash TEXT, block_number INTEGER, gas_used INTEGER, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER);
 CREATE INDEX graphs_by_session ON graphs (session_id, status);
 CREATE INDEX graphs_by_status ON graphs (status);
 CREATE TABLE payouts (
@@ -44,7 +46,7 @@ CREATE TABLE payouts (
 """
 _SCHEMA += _RUNS
 # From each older version to the next; a file is brought up one version at a time.
-_UPGRADES = {1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS}
+_UPGRADES = {1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS, 2: "ALTER TABLE graphs ADD COLUMN seq INTEGER;"}
 # Columns that hold amounts as decimal TEXT, returned as int.
 _AMOUNTS = {"budget", "refund", "spent", "settled", "price_per_cpu_second", "price_per_gpu_second", "start_fee"}
 _AMOUNTS |= {"total", "amount", "cumulative"}

@@ -108,6 +108,7 @@ class Reason(StrEnum):
     SESSION_ENDING = "SESSION_ENDING"
     WRONG_REQUESTOR = "WRONG_REQUESTOR"
     INSUFFICIENT_DEPOSIT = "INSUFFICIENT_DEPOSIT"
+    INSUFFICIENT_ALLOCATION = "INSUFFICIENT_ALLOCATION"
     PRICE_TOO_LOW = "PRICE_TOO_LOW"
     NO_CAPACITY = "NO_CAPACITY"
     TOO_MANY_PROPOSALS = "TOO_MANY_PROPOSALS"
@@ -336,10 +337,13 @@ SCHEMAS: dict[str, dict[str, FieldType]] = {
         "caCertificate": PEM,
         "deadline": UINT64,
     },
-    "accept": {"agreementId": BYTES32, "csr": PEM},
+    "accept": {"agreementId": BYTES32, "csr": PEM, "exposure": AMOUNT},
     "confirm": {"agreementId": BYTES32, "certificate": PEM},
     "started": {"agreementId": BYTES32, "workerName": NAME},
+    "allocated": {"agreementId": BYTES32, "amount": AMOUNT},
     "voucher": {"agreementId": BYTES32, "graphId": BYTES32, "cumulativeAmount": AMOUNT, "signature": SIGNATURE},
+    "release": {"agreementId": BYTES32, "finalAmount": AMOUNT},
+    "released": {"agreementId": BYTES32, "finalAmount": AMOUNT, "signature": SIGNATURE},
     "terminate": {"agreementId": BYTES32, "reason": TEXT},
     "status": {"agreementId": BYTES32},
     "ack": {"agreementId": BYTES32, "detail": TEXT},
@@ -347,12 +351,26 @@ SCHEMAS: dict[str, dict[str, FieldType]] = {
     "ping": {},
     "pong": {"endpoint": TEXT},
 }
-"""Every message kind and its body: field name -> type. Bodies have exactly these fields."""
+"""Every message kind and its body: field name -> type. Bodies have exactly these fields, but for
+those in :data:`OPTIONAL`.
 
-TO_PROVIDER = frozenset({"propose", "confirm", "voucher", "terminate", "status", "ack", "reject", "ping"})
+The escrow's allocations (DESIGN.md section 4, step 3): an ``accept`` may state the ``exposure``
+(wei) the provider needs allocated before it serves; once the provider's worker joined, the
+requestor allocates and sends ``allocated`` (the provider's allocation in total), which the
+provider checks on-chain and answers with ``ack`` (or a ``reject``, INSUFFICIENT_ALLOCATION). At the
+end, ``release`` asks for the provider's signed EIP-712 Release of its allocation for
+``finalAmount`` in total; the provider answers ``released`` with the signature, or a ``reject``
+(UNDERPAID) and claims with its last voucher instead."""
+
+OPTIONAL: dict[str, frozenset[str]] = {"accept": frozenset({"exposure"})}
+"""Body fields a message may leave out (a peer that states no exposure asks for none in particular)."""
+
+TO_PROVIDER = frozenset(
+    {"propose", "confirm", "allocated", "voucher", "release", "terminate", "status", "ack", "reject", "ping"}
+)
 """Kinds a provider agent accepts (pass as ``kinds`` to :func:`verify_message`)."""
 
-TO_REQUESTOR = frozenset({"accept", "started", "status", "ack", "reject", "pong"})
+TO_REQUESTOR = frozenset({"accept", "started", "released", "status", "ack", "reject", "pong"})
 """Kinds a requestor accepts."""
 
 _WIRE_FIELDS = ("kind", "sender", "recipient", "nonce", "expiry", "body", "signature")
@@ -420,13 +438,13 @@ def sign_message(
         raise InvalidInput(f"ttl must be more than 0 and at most {MAX_TTL} seconds, got {ttl!r}.")
     schema = SCHEMAS[kind]
     unknown = set(body) - set(schema)
-    missing = set(schema) - set(body)
+    missing = set(schema) - set(body) - OPTIONAL.get(kind, frozenset())
     if unknown or missing:
         raise InvalidInput(
             f"A {kind} body has exactly the fields {sorted(schema)}; "
             f"unknown: {sorted(unknown)}, missing: {sorted(missing)}."
         )
-    wire_body = {name: field.encode(f"body.{name}", body[name]) for name, field in schema.items()}
+    wire_body = {name: field.encode(f"body.{name}", body[name]) for name, field in schema.items() if name in body}
     if kind == "propose" and body["chainId"] != chain_id:
         raise InvalidInput(f"A proposal signed for chain {chain_id} must name it as chainId, not {body['chainId']}.")
     try:
@@ -599,10 +617,11 @@ def _decode_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(str(name) for name in body if name not in schema)
     if unknown:
         raise Rejection(Reason.UNKNOWN_FIELD, f"A {kind} body has no field {_show(unknown[0])}.")
-    missing = [name for name in schema if name not in body]
+    optional = OPTIONAL.get(kind, frozenset())
+    missing = [name for name in schema if name not in body and name not in optional]
     if missing:
         raise Rejection(Reason.MISSING_FIELD, f"The {kind} body lacks its {missing[0]!r} field.")
-    return {name: field.decode(f"body.{name}", body[name]) for name, field in schema.items()}
+    return {name: field.decode(f"body.{name}", body[name]) for name, field in schema.items() if name in body}
 
 
 def _recover(signable: Any, signature: bytes) -> str | None:

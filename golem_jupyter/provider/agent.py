@@ -6,13 +6,20 @@ trio. The agent
 1. publishes (or updates) its offer in the ProviderRegistry, with the endpoint it listens on;
 2. answers signed negotiation messages on TCP (:mod:`golem_jupyter.market.messages`): a
    ``propose`` is accepted only if the session exists on-chain, belongs to the sender, holds
-   enough deposit and offers at least the provider's prices; the accept carries a CSR, the
-   requestor's ``confirm`` returns a certificate from its per-session CA, and the agent starts a
-   ``dask worker`` that joins the requestor's TLS scheduler under the provider's address;
-3. checks every voucher against its own meter (:mod:`.meter`) and stops serving a session that
-   underpays or whose unpaid exposure passes its limit (:class:`.agreements.PaymentPolicy`);
-4. when an agreement ends unpaid (the requestor vanished, or was cut off), claims on-chain with
-   the last voucher, then withdraws what it earned.
+   enough unallocated deposit and offers at least the provider's prices; the accept carries a
+   CSR and the exposure the provider wants allocated, the requestor's ``confirm`` returns a
+   certificate from its per-session CA, and the agent starts a ``dask worker`` that joins the
+   requestor's TLS scheduler under the provider's address;
+3. serves only against an allocation it has seen on-chain: the requestor's ``allocated`` is
+   checked against the escrow (the allocation must cover the exposure asked for) before the
+   agent answers ``ack``, and a worker that computes before that ends the agreement;
+4. checks every voucher against its own meter (:mod:`.meter`) and against its allocation (it
+   counts as paid only what the allocation backs), and stops serving a session that underpays
+   or whose unpaid exposure passes its limit (:class:`.agreements.PaymentPolicy`);
+5. at the end, signs the EIP-712 release of its allocation the requestor asks for if the final
+   amount covers its own meter (``released``), and otherwise refuses; when an agreement ends
+   unpaid (the requestor vanished, or was cut off, or a release was refused), claims on-chain
+   with the last voucher, then withdraws what it earned.
 
 Every request gets a signed answer; a bad one gets a ``reject`` with a reason code and a
 sentence and changes nothing. One bad peer never stops the agent.
@@ -33,6 +40,7 @@ from typing import Any
 import trio
 
 from ..chain import Chain
+from ..chain.escrow import Allocation
 from ..chain.network import Network
 from ..chain.registry import Offer
 from ..chain.types import NATIVE, as_address
@@ -81,6 +89,10 @@ MAX_PROPOSALS_PER_MINUTE = 60
 """Proposals one requestor may send in a minute, withdrawn ones included."""
 DEADLINE_MARGIN = 60
 """A session must run at least this many seconds more for a new agreement."""
+ALLOCATION_REFRESH = 1.0
+"""Seconds between two reads of an allocation that does not back the last voucher yet."""
+RELEASE_WAIT = 5.0
+"""How long a release request waits for the worker to stop, so that the meter is final."""
 
 
 @dataclass(frozen=True)
@@ -268,7 +280,9 @@ class ProviderAgent:
         handler = {
             "propose": self._on_propose,
             "confirm": self._on_confirm,
+            "allocated": self._on_allocated,
             "voucher": self._on_voucher,
+            "release": self._on_release,
             "terminate": self._on_terminate,
             "status": self._on_status,
             "ping": self._on_ping,
@@ -301,7 +315,7 @@ class ProviderAgent:
         if body["gpus"] > self.gpus:
             raise Rejection(Reason.NO_GPU, f"This provider offers {self.gpus} GPU(s), not {body['gpus']}.")
         self._check_prices(body)
-        await self._check_session(message.sender, body)
+        exposure = await self._check_session(message.sender, body)
         agreement_id = os.urandom(32)
         directory = self.work_dir / "agreements" / agreement_id.hex()[:16]  # made on confirmation
         key_pem, csr_pem = make_key_and_csr(self.address)
@@ -315,13 +329,14 @@ class ProviderAgent:
             ca_certificate=body["caCertificate"],
             directory=directory,
             key_pem=key_pem,
+            exposure=exposure,
         )
         for oldest in open_proposals[: max(0, len(open_proposals) + 1 - MAX_PROPOSALS)]:
             self._drop_proposal(oldest, "dropped: too many open proposals")
         self.agreements[agreement_id] = agreement
         self._nursery.start_soon(self._expire_proposal, agreement)
         logger.info("Accepted a proposal for session 0x%s from %s", body["sessionId"].hex(), message.sender)
-        return "accept", {"agreementId": agreement_id, "csr": csr_pem}
+        return "accept", {"agreementId": agreement_id, "csr": csr_pem, "exposure": exposure}
 
     def _check_prices(self, body: dict[str, Any]) -> None:
         wanted = (
@@ -335,7 +350,8 @@ class ProviderAgent:
                     Reason.PRICE_TOO_LOW, f"The price per {what} offered, {body[name]} wei, is below {minimum} wei."
                 )
 
-    async def _check_session(self, requestor: str, body: dict[str, Any]) -> None:
+    async def _check_session(self, requestor: str, body: dict[str, Any]) -> int:
+        """Refuse a session this provider cannot be paid from; returns the exposure it asks to have allocated."""
         session = await trio.to_thread.run_sync(self.chain.escrow.session, body["sessionId"])
         session_hex = "0x" + body["sessionId"].hex()
         if not session.exists:
@@ -353,14 +369,17 @@ class ProviderAgent:
             )
         if session.deadline < time.time() + DEADLINE_MARGIN:
             raise Rejection(Reason.SESSION_ENDING, f"Session {session_hex} ends too soon to start work.")
-        # One thread computing for min_deposit_seconds at the rate the agreement bills most.
+        # One thread computing for min_deposit_seconds at the rate the agreement bills most: the
+        # exposure this provider asks to have allocated to it before it serves.
         needed = _tariff(body).bound(self.config.min_deposit_seconds, threads=1, gpu=bool(body["gpus"]))
-        if session.remaining < needed:
+        if session.unallocated < needed:
             raise Rejection(
                 Reason.INSUFFICIENT_DEPOSIT,
-                f"Session {session_hex} holds {session.remaining} wei; this provider needs at least {needed} wei "
-                f"(start fee plus {self.config.min_deposit_seconds:g} s of compute).",
+                f"Session {session_hex} holds {session.unallocated} wei unallocated; this provider needs an "
+                f"allocation of at least {needed} wei (start fee plus {self.config.min_deposit_seconds:g} s of "
+                "compute).",
             )
+        return needed
 
     def _check_capacity(self) -> None:
         """Only confirmed agreements take worker slots: a proposal reserves nothing."""
@@ -430,6 +449,32 @@ class ProviderAgent:
         self._nursery.start_soon(self._serve_agreement, agreement)
         return "started", {"agreementId": agreement.agreement_id, "workerName": self.address}
 
+    async def _on_allocated(self, message: Message) -> tuple[str, dict[str, Any]]:
+        """The requestor says it allocated this provider's share: check it on-chain before serving."""
+        agreement = self._agreement_of(message)
+        if agreement.state.is_final:
+            raise Rejection(Reason.BAD_VALUE, f"This agreement is {agreement.state}.")
+        allocation = await self._read_allocation(agreement)
+        if allocation.released:
+            raise Rejection(Reason.INSUFFICIENT_ALLOCATION, "The allocation in this session was already released.")
+        covers = allocation.available - max(0, agreement.paid - allocation.paid)
+        if allocation.allocated < message.body["amount"] or covers < max(agreement.exposure, 1):
+            raise Rejection(
+                Reason.INSUFFICIENT_ALLOCATION,
+                f"The escrow shows an allocation of {allocation.allocated} wei ({allocation.paid} wei of it paid) "
+                f"for this provider; it serves against at least {agreement.exposure} wei unpaid.",
+            )
+        agreement.allocation_seen = True
+        detail = f"allocation of {allocation.allocated} wei seen; serving"
+        logger.info("Agreement %s: %s", agreement.agreement_id.hex()[:16], detail)
+        return "ack", {"agreementId": agreement.agreement_id, "detail": detail}
+
+    async def _read_allocation(self, agreement: Agreement) -> Allocation:
+        allocation = await trio.to_thread.run_sync(self.chain.escrow.allocation, agreement.session_id, self.address)
+        agreement.allocated = allocation.allocated
+        agreement.allocation_read = time.monotonic()
+        return allocation
+
     async def _on_voucher(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
         body = message.body
@@ -438,12 +483,45 @@ class ProviderAgent:
         if signer != agreement.requestor:
             raise Rejection(Reason.BAD_SIGNATURE, "The voucher is not signed by the session's requestor.")
         newer = agreement.accept_voucher(voucher)
+        if voucher.cumulative_amount > agreement.allocated:  # a top-up the voucher relies on
+            await self._read_allocation(agreement)
         meter = read_meter(agreement.meter_file)
         detail = (
             f"voucher for {voucher.cumulative_amount} wei {'kept' if newer else 'older than the one held'}; "
-            f"meter says {agreement.owed(meter)} wei"
+            f"allocation backs {agreement.backed} wei; meter says {agreement.owed(meter)} wei"
         )
         return "ack", {"agreementId": agreement.agreement_id, "detail": detail}
+
+    async def _on_release(self, message: Message) -> tuple[str, dict[str, Any]]:
+        """Sign the release of this provider's allocation if the final amount covers its own meter."""
+        agreement = self._agreement_of(message)
+        final = message.body["finalAmount"]
+        if not agreement.state.is_final:  # a release ends the agreement: the meter must be final
+            self._end(agreement, "released by the requestor")
+            with trio.move_on_after(RELEASE_WAIT):
+                while not agreement.state.is_final:
+                    await trio.sleep(0.05)
+        meter = read_meter(agreement.meter_file)
+        owed = agreement.owed_at_end(meter)
+        allocation = await self._read_allocation(agreement)
+        if allocation.released:
+            raise Rejection(Reason.BAD_VALUE, "This provider's allocation in the session is already released.")
+        if not allocation.paid <= final <= allocation.allocated:
+            raise Rejection(
+                Reason.BAD_VALUE,
+                f"A final amount of {final} wei is outside what was paid ({allocation.paid} wei) and the "
+                f"allocation ({allocation.allocated} wei).",
+            )
+        if final < agreement.paid or not self.config.policy.releases(owed, final, allocation.allocated):
+            raise Rejection(
+                Reason.UNDERPAID,
+                f"A final amount of {final} wei does not cover this provider's meter ({owed} wei) or the voucher it "
+                f"holds ({agreement.paid} wei); it will claim with its voucher instead.",
+            )
+        release = await trio.to_thread.run_sync(self.chain.escrow.sign_release, agreement.session_id, final)
+        agreement.release = release
+        logger.info("Signed the release of session 0x%s for %d wei", agreement.session_id.hex(), final)
+        return "released", {"agreementId": agreement.agreement_id, "finalAmount": final, "signature": release.signature}
 
     async def _on_terminate(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
@@ -454,7 +532,10 @@ class ProviderAgent:
     async def _on_status(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
         meter = read_meter(agreement.meter_file)
-        detail = f"{agreement.state}; owed {agreement.owed(meter)} wei; voucher {agreement.paid} wei"
+        detail = (
+            f"{agreement.state}; owed {agreement.owed(meter)} wei; voucher {agreement.paid} wei; "
+            f"allocated {agreement.allocated} wei"
+        )
         if agreement.end_reason:
             detail += f"; {agreement.end_reason}"
         return "ack", {"agreementId": agreement.agreement_id, "detail": detail[:500]}
@@ -514,11 +595,23 @@ class ProviderAgent:
             except OSError as error:  # no descriptor free this moment: look again at the next tick
                 logger.warning("Could not read the meter of %s: %s", agreement.agreement_id.hex()[:16], error)
                 continue
+            if not agreement.allocation_seen and meter.get("tasks", 0) > 0:
+                self._end(agreement, "stopped serving: UNBACKED (work arrived before an allocation was seen)")
+                return
+            if (
+                agreement.paid > agreement.allocated
+                and time.monotonic() - agreement.allocation_read > ALLOCATION_REFRESH
+            ):
+                try:
+                    await self._read_allocation(agreement)
+                except GolemError as error:
+                    logger.warning("Could not read the allocation of %s: %s", agreement.agreement_id.hex()[:16], error)
             owed, used = agreement.owed(meter), agreement.used(meter)
-            verdict = self.config.policy.verdict(owed, agreement.paid, meter, used=used)
+            verdict = self.config.policy.verdict(owed, agreement.backed, meter, used=used)
             if verdict is not None:
                 counted = f", the kernel counted {used}" if used > owed else ""
-                self._end(agreement, f"stopped serving: {verdict} (owed {owed}{counted}, paid {agreement.paid})")
+                paid = f"voucher {agreement.paid}, allocated {agreement.allocated}"
+                self._end(agreement, f"stopped serving: {verdict} (owed {owed}{counted}, {paid})")
                 return
 
     async def _collect(self, agreement: Agreement) -> None:
@@ -538,13 +631,13 @@ class ProviderAgent:
 
     def _claim_and_withdraw(self, agreement: Agreement) -> str | None:
         escrow = self.chain.escrow
-        settled = escrow.paid(agreement.session_id, self.address)
+        allocation = escrow.allocation(agreement.session_id, self.address)
         claimed = None
-        if agreement.voucher.cumulative_amount > settled:
+        if not allocation.released and allocation.available and agreement.voucher.cumulative_amount > allocation.paid:
             claimed = escrow.claim(agreement.voucher).tx_hash
             logger.info(
-                "Claimed %d wei with the last voucher of session 0x%s (tx %s)",
-                agreement.voucher.cumulative_amount - settled,
+                "Claimed up to %d wei with the last voucher of session 0x%s (tx %s)",
+                agreement.voucher.cumulative_amount - allocation.paid,
                 agreement.session_id.hex(),
                 claimed,
             )
@@ -565,6 +658,8 @@ class ProviderAgent:
                     "state": str(a.state),
                     "owed": a.owed(read_meter(a.meter_file)),
                     "voucher": a.paid,
+                    "allocated": a.allocated,
+                    "released": a.release.final_amount if a.release else None,
                     "reason": a.end_reason,
                 }
                 for a in self.agreements.values()

@@ -1,16 +1,23 @@
 """One agreement between a provider and a requestor's session, and the provider's payment rules.
 
-The provider trusts its own meter, not the requestor. Two rules decide whether it keeps serving:
+The provider trusts its own meter and the chain, not the requestor. It serves only against an
+allocation of the session's deposit that it has seen on-chain and that covers the exposure it
+asked for; it counts as paid only what that allocation backs: ``min(last voucher, allocation)``
+(escrow version 2 pays a voucher from the provider's allocation and nothing else). Two rules
+decide whether it keeps serving:
 
-* **Exposure**: work done but not yet covered by a voucher (``owed - paid``) must stay within
+* **Exposure**: work done but not yet paid (``owed - paid``, paid being what the allocation
+  backs) must stay within
   ``max_unpaid``; in-flight graphs are unpaid until they finish, so this is the hard cap. In a
   sandbox the worker's meter runs in the same process as the requestor's tasks, which can
   silence or forge it; the kernel's count of the sandbox's CPU time (``used``) cannot be, and
   the cap applies to it too.
 * **Underpayment**: once the worker has been idle for ``grace`` seconds (every graph it worked
-  on is finished, so the requestor has had time to send its voucher), the last voucher must
-  cover what the meter says within ``tolerance`` (relative) plus ``slack`` (absolute, for
-  rounding).
+  on is finished, so the requestor has had time to send its voucher and top the allocation up),
+  what is paid must cover what the meter says within ``tolerance`` (relative) plus ``slack``
+  (absolute, for rounding).
+
+The same tolerance decides whether the provider signs a release at the end (:meth:`PaymentPolicy.releases`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..chain.vouchers import Voucher
+from ..chain.vouchers import Release, Voucher
 from ..market.agreements import AgreementStatus
 from ..market.pricing import Tariff
 
@@ -49,6 +56,11 @@ class PaymentPolicy:
             return "UNDERPAID"
         return None
 
+    def releases(self, owed: int, final_amount: int, allocated: int) -> bool:
+        """Whether to sign a release for ``final_amount`` in total: it covers what the meter says is
+        ``owed`` within the tolerance, or it is all the allocation (``allocated``) could ever pay."""
+        return owed - final_amount <= owed * self.tolerance + self.slack or final_amount >= allocated
+
 
 @dataclass
 class Agreement:
@@ -68,6 +80,16 @@ class Agreement:
     voucher: Voucher | None = None
     end_reason: str = ""
     created: float = field(default_factory=time.time)
+    exposure: int = 0
+    """The allocation this provider asked for (in its accept) before it serves."""
+    allocated: int = 0
+    """Its allocation in the session, as last read from the chain."""
+    allocation_seen: bool = False
+    """The requestor said it allocated and the chain showed an allocation covering ``exposure``."""
+    allocation_read: float = 0.0
+    """When (monotonic) ``allocated`` was last read from the chain."""
+    release: Release | None = None
+    """The release this provider signed at the end, if it did."""
 
     @property
     def meter_file(self) -> Path:
@@ -78,6 +100,11 @@ class Agreement:
         """The cumulative amount the best voucher promises."""
         return self.voucher.cumulative_amount if self.voucher else 0
 
+    @property
+    def backed(self) -> int:
+        """What counts as paid: the voucher, as far as the on-chain allocation backs it."""
+        return min(self.paid, self.allocated)
+
     def owed(self, meter: dict[str, Any]) -> int:
         """What the meter says this session owes, start fee included."""
         return self.tariff.bill(meter.get("cpu_seconds", 0.0), meter.get("gpu_seconds", 0.0), first=True)
@@ -87,6 +114,11 @@ class Agreement:
         the agreement's CPU price: an upper bound of the CPU work done that no task can lower.
         Zero for an unsandboxed worker, which has no such count."""
         return self.tariff.bill(meter.get("sandbox_cpu_seconds", 0.0), 0.0, first=True)
+
+    def owed_at_end(self, meter: dict[str, Any]) -> int:
+        """What the session owes in the end: nothing if nothing ran (the start fee comes with the first work)."""
+        ran = meter.get("cpu_seconds", 0.0) > 0 or meter.get("gpu_seconds", 0.0) > 0 or meter.get("tasks", 0) > 0
+        return self.owed(meter) if ran else 0
 
     def accept_voucher(self, voucher: Voucher) -> bool:
         """Keep ``voucher`` if it promises more than the one held; older ones change nothing."""

@@ -9,9 +9,13 @@ It is shaped like distributed's own deployments (``deploy/spec.py``, ``subproces
   mutual authentication and a per-session CA, in its own process, with the meter plugin;
 * each worker spec is a :class:`~.rental.Rental` of one offer from the session's
   :class:`~.rental.OfferPool` (the active offers that match the demand, ranked by price and
-  reputation); a rental that fails is replaced by the next acceptable offer;
-* the deposit is an :class:`~.escrow_session.EscrowSession`, and the money loop (meter
-  configuration, vouchers, settlement) is :class:`~.payments.Payments`.
+  reputation); a rental that fails is replaced by the next acceptable offer; a worker gets tasks
+  only once its provider confirmed its allocation (:class:`~golem_jupyter.scheduler.gate.WorkerGate`);
+* the deposit is an :class:`~.escrow_session.EscrowSession`, and the money loop (allocations,
+  meter configuration, vouchers, settlement, releases) is :class:`~.payments.Payments`.
+
+``close()`` settles what ran, lets every worker go, asks every provider for its signed release
+and closes the escrow session: the rest of the deposit is back in the wallet within seconds.
 
 So ``scale(n)`` rents or lets go of providers, ``adapt(minimum=, maximum=)`` does it as the load
 asks, and the widget, ``get_logs``, ``dashboard_link``, context managers and async use work as in
@@ -33,16 +37,18 @@ from typing import Any
 
 from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
+from distributed.protocol.pickle import dumps
 
 from .. import trust
 from ..chain import Chain
 from ..chain.network import Network, resolve
 from ..chain.types import NATIVE, new_id
 from ..chain.wallet import KEY_ENV, Wallet
-from ..errors import ConfigurationError, InvalidInput, MarketError
+from ..errors import ConfigurationError, GolemError, InvalidInput, MarketError
 from ..ledger import Ledger
 from ..market.certificates import Role, SessionCA, security_for
 from ..market.matching import Demand, offers_with_reputations
+from ..scheduler.gate import WorkerGate
 from .escrow_session import EscrowSession
 from .negotiation import Negotiator
 from .payments import Payments
@@ -66,8 +72,9 @@ class GolemCluster(SpecCluster):
     gpu:
         Rent GPU providers; their workers offer the ``GPU`` resource.
     budget:
-        The most this session may spend, in wei; deposited in the escrow and refundable (less
-        what was paid) after the session's deadline and claim window.
+        The most this session may spend, in wei; deposited in the escrow. Closing the cluster
+        refunds what was not paid at once (a provider that does not release its allocation keeps
+        that allocation until the session's deadline and claim window are over).
     max_price_cpu, max_price_gpu:
         Offers above these prices (wei per second) are never contacted.
     sandbox:
@@ -202,6 +209,10 @@ class GolemCluster(SpecCluster):
             await asyncio.to_thread(self.session.open)
             self._log(f"Opened session 0x{self.session_id.hex()} with {self.budget} wei (tx {self.session.tx_hash})")
             await scheduler
+            # Before any worker can join: each is held from tasks until its allocation is confirmed.
+            await self.scheduler_comm.register_scheduler_plugin(
+                plugin=dumps(WorkerGate()), name=WorkerGate.name, idempotent=True
+            )
             await self.payments.start(self.scheduler_comm)
             for _ in range(self.n_providers):
                 self.worker_spec.update(self.new_worker_spec())
@@ -373,14 +384,21 @@ class GolemCluster(SpecCluster):
     # ------------------------------------------------------------------ close
 
     async def _close(self) -> None:
-        """Settle what ran, end the agreements, stop the scheduler. Safe on a half-started cluster."""
+        """Settle what ran, end the agreements, stop the scheduler, then have the providers release their
+        allocations and close the escrow session. Safe on a half-started cluster."""
         if self.status == Status.closed:
             return
         for inquiry in list(self._inquiries):  # why a worker ended matters no more
             inquiry.cancel()
-        if self.payments is not None and self.status != Status.closing:
+        closing = self.payments is not None and self.status != Status.closing
+        if closing:
             await self.payments.finish()
         await super()._close()
+        if closing:
+            try:
+                await self.payments.close_session()
+            except GolemError as error:
+                self._log(f"Could not close session 0x{self.session_id.hex()} on-chain: {error}")
         if self._decoder_held:
             trust.release_decoder()
             self._decoder_held = False

@@ -6,6 +6,16 @@ scheduler each provider's :class:`~golem_jupyter.market.pricing.Tariff` and the 
 collects the graphs the meter finished, records each in the ledger, sends every provider a
 cumulative voucher and hands the graph to the :class:`~.settlement.Settler`, which settles it
 on-chain off the notebook's critical path.
+
+Every provider is paid from its own allocation of the deposit (escrow version 2, DESIGN.md
+sections 3 and 4). :meth:`Payments.back` allocates a provider's share once its worker joined (at
+least the exposure the provider asked for in its acceptance; by default a tenth of the budget)
+and has the provider confirm it saw it; before each graph's vouchers go out, allocations that
+would run low are topped up, so every voucher a provider holds is backed on-chain. At the end,
+:meth:`Payments.close_session` asks every provider for its signed release (final amount: its
+last voucher), submits them and closes the session, so the rest of the deposit is back at once;
+the allocation of a provider that does not release stays locked until the claim window ends,
+and everything else is reclaimed.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ from typing import Any
 
 from distributed.core import rpc
 
-from ..errors import GolemError
+from ..chain.vouchers import Release
+from ..errors import GolemError, MarketError
 from ..ledger import Payout
 from ..market.pricing import Tariff
 from .escrow_session import EscrowSession
@@ -31,6 +42,10 @@ logger = logging.getLogger(__name__)
 GRAPH_POLL_SECONDS = 1.0
 FLUSH_TIMEOUT = 10.0
 SETTLE_TIMEOUT = 60.0
+ALLOCATION_SHARE = 10
+"""A provider's allocation is made, and topped up, a tenth of the budget at a time (or the exposure
+it asked for, if that is more); it is topped up when less than half of that is left beyond what its
+vouchers promise."""
 
 
 @dataclass
@@ -45,6 +60,15 @@ class Account:
     """What the vouchers sent so far promise in total (start fee included)."""
     compute_seconds: float = 0.0
     voucher_error: str = ""
+    exposure: int = 0
+    """The allocation the provider asked for before it serves (0: it named none)."""
+    allocated: int = 0
+    """What this session allocated to the provider in the escrow, in total."""
+    released: bool = False
+    """The provider released its allocation (the session's end)."""
+    threads: int = 0
+    """The CPUs its offer states: the most threads its worker is paid for at once (0: no cap)."""
+    release_error: str = ""
 
 
 class Payments:
@@ -83,6 +107,84 @@ class Payments:
         self.accounts[account.provider] = account
         await self.configure()
 
+    def share(self, account: Account) -> int:
+        """How much is allocated to ``account``'s provider at a time."""
+        return max(account.exposure, self.session.budget // ALLOCATION_SHARE, 1)
+
+    async def back(self, account: Account) -> None:
+        """Allocate the provider's share (its worker joined) and have the provider confirm it saw it on-chain.
+
+        Raises :class:`~golem_jupyter.errors.MarketError` when the deposit's unallocated remainder
+        cannot cover the exposure the provider asked for, or when the provider does not confirm.
+        """
+        escrow = self.session.chain.escrow
+        sid = self.session.session_id
+        unallocated = (await asyncio.to_thread(escrow.session, sid)).unallocated
+        amount = min(self.share(account), unallocated)
+        if amount < max(account.exposure, 1):
+            raise MarketError(
+                f"asks for an allocation of {account.exposure} wei before it serves, but only {unallocated} wei of "
+                "the session's deposit is unallocated; raise the budget"
+            )
+        await asyncio.to_thread(escrow.allocate, sid, {account.provider: amount})
+        account.allocated += amount
+        await self.negotiator.request(  # an "ack" says it saw the allocation on-chain; a refusal raises
+            account.endpoint,
+            account.provider,
+            "allocated",
+            {"agreementId": account.agreement_id, "amount": account.allocated},
+        )
+
+    async def _back_graph(self, shares: list[tuple[Account, dict[str, Any], int]]) -> None:
+        """Top up the allocations ``shares`` (account, usage, amount) would run low on, before any voucher
+        promises them; an amount no allocation can back (the deposit is allocated elsewhere) is cut."""
+        needs: dict[str, tuple[int, int]] = {}
+        for account, _, amount in shares:
+            after = account.cumulative + amount
+            if account.allocated - after < self.share(account) // 2:
+                needs[account.provider] = (max(0, after - account.allocated), after + self.share(account))
+        if not needs:
+            return
+        escrow = self.session.chain.escrow
+        try:
+            left = (await asyncio.to_thread(escrow.session, self.session.session_id)).unallocated
+        except GolemError as error:  # the settler allocates what is missing when it can
+            logger.warning("Could not read the session to top allocations up: %s", error)
+            return
+        top_ups: dict[str, int] = {}
+        for i, (account, usage, amount) in enumerate(shares):  # first what the vouchers will promise
+            if account.provider not in needs:
+                continue
+            must = needs[account.provider][0]
+            if must > left:
+                logger.warning(
+                    "Only %d wei of the deposit can back %s's %d wei for this graph; it is paid %d wei less.",
+                    left,
+                    account.provider,
+                    amount,
+                    must - left,
+                )
+                shares[i] = (account, usage, amount - (must - left))
+                must = left
+            top_ups[account.provider] = must
+            left -= must
+        for account, _, _ in shares:  # then room for the work to come, as far as the deposit goes
+            if account.provider in top_ups:
+                room = needs[account.provider][1] - account.allocated - top_ups[account.provider]
+                extra = min(max(0, room), left)
+                top_ups[account.provider] += extra
+                left -= extra
+        top_ups = {p: a for p, a in top_ups.items() if a}
+        if not top_ups:
+            return
+        try:
+            await asyncio.to_thread(escrow.allocate, self.session.session_id, top_ups)
+        except GolemError as error:
+            logger.warning("Could not top allocations up (%s); the settler will allocate what is missing.", error)
+            return
+        for provider, amount in top_ups.items():
+            self.accounts[provider].allocated += amount
+
     async def configure(self) -> None:
         """Send the tariffs and the budget limit (less every start fee, which the meter does not see)."""
         if self._scheduler is None:
@@ -95,7 +197,11 @@ class Payments:
             if int(state["spent"]) + self.spending_cap < limit:
                 limit, cap = int(state["spent"]) + self.spending_cap, self.spending_cap
         prices = {p: a.tariff.to_wire() for p, a in self.accounts.items()}
-        await self._scheduler.golem_configure(prices=prices, limit=limit, cap=cap)
+        threads = {p: a.threads for p, a in self.accounts.items() if a.threads > 0}
+        # Amounts as decimal strings: msgpack stops at 2**64 wei (18.4 ETH), budgets need not.
+        await self._scheduler.golem_configure(
+            prices=prices, limit=str(limit), cap=None if cap is None else str(cap), threads=threads
+        )
 
     # ------------------------------------------------------------------ graphs
 
@@ -130,15 +236,21 @@ class Payments:
         graph_id = "0x" + graph["graph_id"]
         payouts: list[Payout] = []
         remaining = self.remaining
+        shares: list[tuple[Account, dict[str, Any], int]] = []
         for provider, usage in sorted(graph["payouts"].items()):
             account = self.accounts.get(provider)
             if account is None:
                 continue
             amount = usage["amount"] + (account.tariff.start_fee if account.cumulative == 0 else 0)
-            amount = min(amount, remaining)  # the deposit is the hard limit
+            amount = min(amount, remaining)  # the budget is the hard limit
             remaining -= amount
+            if amount:
+                shares.append((account, usage, amount))
+        await self._back_graph(shares)
+        for account, usage, amount in shares:
             if amount == 0:
                 continue
+            provider = account.provider
             account.cumulative += amount
             account.compute_seconds += usage["cpu_seconds"] + usage["gpu_seconds"]
             payouts.append(Payout(provider, usage["cpu_seconds"], usage["gpu_seconds"], amount, account.cumulative))
@@ -210,6 +322,77 @@ class Payments:
             await asyncio.sleep(0.05)
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         return await asyncio.to_thread(self._settler.drain, left)
+
+    async def close_session(self) -> None:
+        """Ask every provider for its signed release, submit them, and close the session (or, when some
+        provider did not release, reclaim everything else); the ledger's session row says which."""
+        session = self.session
+        if session.tx_hash is None:
+            return  # never opened
+        escrow = session.chain.escrow
+        sid = session.session_id
+        ledger = session.ledger
+        await asyncio.to_thread(ledger.update_session, sid, status="closing")
+        allocated = [a for a in self.accounts.values() if a.allocated and not a.released]
+        await asyncio.gather(*(self._release(account) for account in allocated))
+        state = await asyncio.to_thread(escrow.session, sid)
+        if state.closed:
+            return
+        if state.open_allocations == 0:
+            receipt = await asyncio.to_thread(escrow.close_session, sid)
+            refund = state.reclaimed + state.unallocated
+            await asyncio.to_thread(
+                ledger.update_session, sid, status="closed", close_tx=receipt.tx_hash, refund=refund
+            )
+            logger.info("Closed session 0x%s: %d wei refunded (tx %s)", sid.hex(), state.unallocated, receipt.tx_hash)
+            return
+        tx_hash = None
+        if state.unallocated:
+            tx_hash = (await asyncio.to_thread(escrow.reclaim, sid)).tx_hash
+        refund = state.reclaimed + state.unallocated
+        await asyncio.to_thread(ledger.update_session, sid, status="closing", close_tx=tx_hash, refund=refund)
+        holdouts = [a.provider for a in allocated if not a.released]
+        logger.warning(
+            "Session 0x%s: %s did not release their allocations (%d wei stay locked until the claim window ends, "
+            "when they may claim with their vouchers); %d wei were returned now.",
+            sid.hex(),
+            ", ".join(holdouts),
+            state.locked,
+            state.unallocated,
+        )
+
+    async def _release(self, account: Account) -> None:
+        """Ask ``account``'s provider for its release at its last voucher and submit it; failures are logged."""
+        escrow = self.session.chain.escrow
+        sid = self.session.session_id
+        final = account.cumulative
+        try:
+            allocation = await asyncio.to_thread(escrow.allocation, sid, account.provider)
+            if allocation.released:
+                account.released = True
+                return
+            if allocation.allocated < final:  # a top-up that never got through: the release must fit
+                await asyncio.to_thread(escrow.allocate, sid, {account.provider: final - allocation.allocated})
+            answer = await self.negotiator.request(
+                account.endpoint,
+                account.provider,
+                "release",
+                {"agreementId": account.agreement_id, "finalAmount": final},
+            )
+            if answer.kind != "released" or answer.body["finalAmount"] != final:
+                raise GolemError(f"it answered {answer.kind} instead of its release for {final} wei")
+            release = Release(sid, account.provider, final, answer.body["signature"])
+            if release.signer(escrow.domain) != account.provider:
+                raise GolemError("its release is not signed by it")
+            await asyncio.to_thread(escrow.release, release)
+            account.released = True
+        except GolemError as error:
+            account.release_error = str(error)
+            logger.warning(
+                "Provider %s did not release its allocation (%s); it keeps it until the claim window ends.",
+                account.provider,
+                error,
+            )
 
     async def finish(self) -> None:
         """Price what the meter still holds, pay it, deliver the vouchers, settle everything."""

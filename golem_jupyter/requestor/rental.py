@@ -2,11 +2,15 @@
 
 A :class:`~.cluster.GolemCluster` is a ``SpecCluster`` whose worker spec names providers: each
 spec entry is a :class:`Rental` of one offer, taken from the session's :class:`OfferPool`.
-``Rental.start()`` negotiates (propose, accept with a CSR, confirm with a certificate from the
-session's CA) and waits until the provider's worker has joined the scheduler; ``close()`` lets
-the worker go and ends the agreement. A rental that fails (a refusal, no answer, a worker that
-never joins) raises :class:`RentalFailed`; the cluster then puts the next offer of the pool in
-its place.
+``Rental.start()`` follows DESIGN.md section 4: it negotiates (propose, accept with a CSR and the
+exposure the provider asks to have allocated, confirm with a certificate from the session's CA),
+waits until the provider's worker has joined the scheduler (held there by the scheduler's
+:class:`~golem_jupyter.scheduler.gate.WorkerGate`, so no task reaches it yet), allocates the
+provider's share of the deposit, waits for the provider to confirm it saw the allocation
+on-chain, and only then admits the worker to tasks. ``close()`` lets the worker go and ends the
+agreement. A rental that fails (a refusal, no answer, a worker that never joins, an allocation
+the provider does not confirm) raises :class:`RentalFailed`; the cluster then puts the next offer
+of the pool in its place. A provider whose worker never joins was allocated nothing.
 """
 
 from __future__ import annotations
@@ -125,6 +129,8 @@ class Rental(ProcessInterface):
         try:
             await self._negotiate()
             await self._wait_for_worker()
+            await self.cluster.payments.back(self.account)  # its share of the deposit, confirmed on-chain
+            await self.cluster.scheduler_comm.golem_admit(name=self.provider)
         except BaseException as error:
             self.status = Status.failed
             reason = f"refused ({error.code}): {error}" if isinstance(error, Rejection) else str(error)
@@ -158,6 +164,7 @@ class Rental(ProcessInterface):
             },
         )
         agreement_id = accept.body["agreementId"]
+        exposure = accept.body.get("exposure", 0)
         certificate = cluster.ca.issue(accept.body["csr"], common_name=offer.provider, role=Role.WORKER)
         await asyncio.to_thread(
             session.ledger.record_agreement,
@@ -170,7 +177,9 @@ class Rental(ProcessInterface):
             gpus=self.gpus,
             worker_name=offer.provider,
         )
-        self.account = Account(offer.provider, offer.endpoint, agreement_id, self.tariff)
+        self.account = Account(
+            offer.provider, offer.endpoint, agreement_id, self.tariff, exposure=exposure, threads=offer.cpus
+        )
         await cluster.payments.add(self.account)
         await cluster.negotiator.request(
             offer.endpoint,

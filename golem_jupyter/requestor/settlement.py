@@ -5,10 +5,18 @@ time by a background thread with one ``settleGraph`` each. A failure (a reverted
 an RPC node that went away) is recorded (``failed``, with the error) and retried with backoff;
 the queue does not move past an unsettled graph, so nothing is ever lost or paid twice.
 
+The escrow (version 2) takes a session's settlements strictly in order: each carries ``seq``, the
+session's ``nextSeq``. A graph's ``seq`` is read from the contract at its first attempt and written
+to the ledger *before* the transaction is sent, and every retry sends that same ``seq``: a retry of
+a transaction that was in fact mined then reverts with ``GraphAlreadySettled`` (a replay), which
+confirms the graph instead of settling it twice.
+
 Each provider is settled *up to the graph's cumulative amount*: the amount sent is what the
-cumulative voucher promises minus what the contract has already credited, capped at the graph's
-own amount. A provider that already claimed with a voucher is then not paid twice, and a retry
-of a transaction that was in fact mined is recognised (``isGraphSettled``) and confirmed.
+cumulative voucher promises minus what the contract has already paid it, capped at the graph's
+own amount. A provider that already claimed with a voucher (or released its allocation) is then
+not paid twice. Amounts are drawn from the providers' allocations, which :class:`~.payments.Payments`
+tops up before it promises anything; should an allocation still fall short (a top-up that did
+not get through), the settler allocates the difference from the unallocated remainder first.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import queue
 import threading
 from collections.abc import Callable
 
-from ..chain.escrow import Escrow
+from ..chain.backends import EscrowBackend
+from ..chain.errors import GraphAlreadySettled
 from ..ledger import GraphRecord, Ledger
 
 logger = logging.getLogger(__name__)
@@ -32,7 +41,9 @@ Listener = Callable[[str, str, str | None], None]
 class Settler:
     """Settles one session's graphs in the order they were queued."""
 
-    def __init__(self, escrow: Escrow, ledger: Ledger, session_id: bytes, on_update: Listener | None = None) -> None:
+    def __init__(
+        self, escrow: EscrowBackend, ledger: Ledger, session_id: bytes, on_update: Listener | None = None
+    ) -> None:
         self.escrow = escrow
         self.ledger = ledger
         self.session_id = session_id
@@ -90,12 +101,16 @@ class Settler:
         if graph is None or graph.status in ("confirmed", "abandoned"):
             return True
         try:
-            if self.escrow.is_graph_settled(self.session_id, graph_id):
-                self._update(graph, "confirmed", graph.tx_hash, note="already settled on-chain")
-                return True
+            seq = graph.seq if graph.seq is not None else self.escrow.session(self.session_id).next_seq
+            self.ledger.update_graph(graph_id, status="submitted", attempts_increment=True, seq=seq)
             payouts = self._amounts(graph)
-            self.ledger.update_graph(graph_id, status="submitted", attempts_increment=True)
-            receipt = self.escrow.settle_graph(self.session_id, graph_id, payouts, graph.result_root)
+            self._back(payouts)
+            receipt = self.escrow.settle_graph(self.session_id, seq, graph_id, payouts, graph.result_root)
+        except GraphAlreadySettled:
+            # Only this settler settles the session, in order: settlement `seq` was this graph's
+            # earlier attempt, mined although its answer was lost.
+            self._update(graph, "confirmed", graph.tx_hash, note="already settled on-chain")
+            return True
         except Exception as error:  # noqa: BLE001 (any failure is recorded and retried; the thread must live)
             logger.warning("Settling graph %s failed (will retry): %s", graph_id[:18], error)
             self.ledger.update_graph(graph_id, status="failed", error=str(error))
@@ -117,6 +132,18 @@ class Settler:
             credited = self.escrow.paid(self.session_id, payout.provider)
             amounts[payout.provider] = max(0, min(payout.amount, payout.cumulative - credited))
         return amounts
+
+    def _back(self, amounts: dict[str, int]) -> None:
+        """Allocate what the providers' allocations lack for ``amounts`` (normally nothing)."""
+        short = {}
+        for provider, amount in amounts.items():
+            if amount:
+                allocation = self.escrow.allocation(self.session_id, provider)
+                if not allocation.released and amount > allocation.available:
+                    short[provider] = amount - allocation.available
+        if short:
+            logger.warning("Allocating %s before settling: the allocations fell short", short)
+            self.escrow.allocate(self.session_id, short)
 
     def _update(self, graph: GraphRecord, status: str, tx_hash: str | None, note: str | None = None) -> None:
         self.ledger.update_graph(graph.graph_id, status=status, tx_hash=tx_hash, error=note)
