@@ -630,7 +630,8 @@ def test_the_provider_serves_only_against_an_allocation_it_sees_and_releases_wha
     what the escrow shows, it refuses (INSUFFICIENT_ALLOCATION); an allocation that covers it gets
     its ``ack``. At the end it refuses a release outside what it was paid and allocated (BAD_VALUE)
     or below the voucher it holds (UNDERPAID), and signs one at its voucher, which the escrow
-    takes: the provider is paid, the rest returns, and the session closes at once."""
+    takes: the provider is paid, the rest returns, and the session closes at once. (Its worker,
+    confirmed here, never finds a scheduler; the release ends it.)"""
     chain = peer.market.chain(REQUESTOR)
     session_id = new_id()
     chain.escrow.open_session(session_id, DEPOSIT, int(time.time()) + 3600)
@@ -641,6 +642,12 @@ def test_the_provider_serves_only_against_an_allocation_it_sees_and_releases_wha
 
     def allocated(amount: int, wallet: Wallet = REQUESTOR) -> dict[str, Any]:
         return peer.sign("allocated", {"agreementId": agreement_id, "amount": amount}, wallet=wallet)
+
+    # A mere proposal has no worker to back: allocated, vouchers and releases wait for the confirm.
+    peer.expect_rejection(allocated(exposure), Reason.BAD_VALUE, signed_to=REQUESTOR.address)
+    certificate = peer.ca.issue(accept.body["csr"], common_name=peer.address)
+    confirm = peer.sign("confirm", {"agreementId": agreement_id, "certificate": certificate})
+    assert peer.answer(peer.send(confirm), REQUESTOR.address).kind == "started"
 
     peer.expect_rejection(allocated(exposure), Reason.INSUFFICIENT_ALLOCATION, signed_to=REQUESTOR.address)
     chain.escrow.allocate(session_id, {peer.address: exposure - 1})

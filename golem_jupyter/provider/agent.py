@@ -424,6 +424,14 @@ class ProviderAgent:
             raise Rejection(Reason.UNKNOWN_AGREEMENT, "No agreement with this id was made with you.")
         return agreement
 
+    def _confirmed_agreement_of(self, message: Message) -> Agreement:
+        """The agreement ``message`` names, once confirmed: an allocation, a voucher or a release of a
+        mere proposal (which has no worker, no directory and no meter) is refused."""
+        agreement = self._agreement_of(message)
+        if agreement.state == AgreementStatus.NEGOTIATING:
+            raise Rejection(Reason.BAD_VALUE, "This agreement is not confirmed yet.")
+        return agreement
+
     async def _on_confirm(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._agreement_of(message)
         if agreement.state != AgreementStatus.NEGOTIATING:
@@ -451,7 +459,7 @@ class ProviderAgent:
 
     async def _on_allocated(self, message: Message) -> tuple[str, dict[str, Any]]:
         """The requestor says it allocated this provider's share: check it on-chain before serving."""
-        agreement = self._agreement_of(message)
+        agreement = self._confirmed_agreement_of(message)
         if agreement.state.is_final:
             raise Rejection(Reason.BAD_VALUE, f"This agreement is {agreement.state}.")
         allocation = await self._read_allocation(agreement)
@@ -476,7 +484,7 @@ class ProviderAgent:
         return allocation
 
     async def _on_voucher(self, message: Message) -> tuple[str, dict[str, Any]]:
-        agreement = self._agreement_of(message)
+        agreement = self._confirmed_agreement_of(message)
         body = message.body
         voucher = Voucher(agreement.session_id, self.address, body["cumulativeAmount"], body["signature"])
         signer = voucher.signer(self.chain.escrow.domain)
@@ -494,7 +502,7 @@ class ProviderAgent:
 
     async def _on_release(self, message: Message) -> tuple[str, dict[str, Any]]:
         """Sign the release of this provider's allocation if the final amount covers its own meter."""
-        agreement = self._agreement_of(message)
+        agreement = self._confirmed_agreement_of(message)
         final = message.body["finalAmount"]
         if not agreement.state.is_final:  # a release ends the agreement: the meter must be final
             self._end(agreement, "released by the requestor")
