@@ -541,8 +541,8 @@ class ProviderAgent:
         agreement = self._agreement_of(message)
         meter = read_meter(agreement.meter_file)
         detail = (
-            f"{agreement.state}; owed {agreement.owed(meter)} wei; voucher {agreement.paid} wei; "
-            f"allocated {agreement.allocated} wei"
+            f"{agreement.state}; owed {agreement.owed(meter)} wei; voucher {agreement.paid} wei, "
+            f"allocated {agreement.allocated} wei"  # one field: the requestor reads the reason after the third
         )
         if agreement.end_reason:
             detail += f"; {agreement.end_reason}"
