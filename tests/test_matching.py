@@ -304,7 +304,7 @@ def test_rank_and_explain_keep_out_weaker_sandboxes_and_other_tokens_whatever_th
 # ---------------------------------------------------------------------------- from the chain
 
 
-def test_reputations_come_from_paid_claimed_and_fault_events(contracts: Deployed, requestor, providers):
+def test_reputations_come_from_paid_claimed_released_and_fault_events(contracts: Deployed, requestor, providers):
     p1, p2, p3 = providers
     escrow = contracts.escrow(requestor)
     session = new_id()
@@ -313,13 +313,15 @@ def test_reputations_come_from_paid_claimed_and_fault_events(contracts: Deployed
     start = contracts.chain.w3.eth.block_number
     escrow.settle_graph(session, 0, new_id(), {p1.address: 100, p2.address: 50})
     escrow.settle_graph(session, 1, new_id(), {p1.address: 30})
+    # p1 releases for 200 in total: the release itself credits the 70 not yet settled (no Paid event).
+    escrow.release(contracts.escrow(p1).sign_release(session, 200))
     escrow.report_fault(session, new_id(), p2.address)
     voucher = escrow.sign_voucher(session, p3.address, 70)
     contracts.escrow(p3).claim(voucher)
 
     found = reputations(contracts.escrow(), from_block=start)
     assert found == {
-        p1.address: Reputation(paid_count=2, paid_total=130),
+        p1.address: Reputation(paid_count=3, paid_total=200),
         p2.address: Reputation(paid_count=1, paid_total=50, faults=1),
         p3.address: Reputation(paid_count=1, paid_total=70),
     }

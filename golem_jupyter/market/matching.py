@@ -1,8 +1,8 @@
 """Which offers fit a demand, and in what order to try them (DESIGN.md section 4, step 1).
 
 Reputation is not stored on-chain; it is computed here from the escrow's events: every
-``Paid`` (a settled graph) and ``Claimed`` (a voucher cashed) counts for a provider, every
-``FaultReported`` against it.
+``Paid`` (a settled graph), ``Claimed`` (a voucher cashed) and ``Released`` beyond those (a
+release that still credited its provider) counts for a provider, every ``FaultReported`` against it.
 
 What an offer states about itself beyond the registry's fields sits in its ``capabilities``,
 written by the provider (a stranger): :func:`offer_sandbox` and :func:`offer_token` read the two
@@ -135,11 +135,22 @@ class Reputation:
 def reputations(escrow: Escrow, from_block: int = 0) -> dict[str, Reputation]:
     """Every provider's :class:`Reputation` from the escrow's events since ``from_block``."""
     counts: dict[str, list[int]] = {}  # provider -> [paid_count, paid_total, faults]
+    credited: dict[tuple[bytes, str], int] = {}  # (session, provider) -> paid by Paid and Claimed
     for name in ("Paid", "Claimed"):
         for event in escrow.events(name, from_block):
             entry = counts.setdefault(event["provider"], [0, 0, 0])
             entry[0] += 1
             entry[1] += event["amount"]
+            key = (event["sessionId"], event["provider"])
+            credited[key] = credited.get(key, 0) + event["amount"]
+    # A release pays its provider ``finalAmount`` in total for the session: what settlements and
+    # claims had not paid yet is credited by the release itself, with no Paid or Claimed event.
+    for event in escrow.events("Released", from_block):
+        extra = event["finalAmount"] - credited.get((event["sessionId"], event["provider"]), 0)
+        if extra > 0:
+            entry = counts.setdefault(event["provider"], [0, 0, 0])
+            entry[0] += 1
+            entry[1] += extra
     for event in escrow.events("FaultReported", from_block):
         counts.setdefault(event["provider"], [0, 0, 0])[2] += 1
     return {provider: Reputation(*entry) for provider, entry in counts.items()}
