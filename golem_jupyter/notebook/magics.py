@@ -401,6 +401,8 @@ class GolemMagics(Magics):
         finally:
             if isinstance(session, MarketSession):
                 self._closed_spent += session.cluster.spent
+        if isinstance(session, MarketSession) and session.cluster.close_note:
+            print(f"golem: {session.cluster.close_note}.")
         return True
 
 

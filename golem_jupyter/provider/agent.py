@@ -93,6 +93,8 @@ ALLOCATION_REFRESH = 1.0
 """Seconds between two reads of an allocation that does not back the last voucher yet."""
 RELEASE_WAIT = 5.0
 """How long a release request waits for the worker to stop, so that the meter is final."""
+RELEASE_SUBMIT_WAIT = 30.0
+"""How long, after signing a release, the agent waits for it on-chain before claiming with its voucher."""
 
 
 @dataclass(frozen=True)
@@ -483,6 +485,13 @@ class ProviderAgent:
         agreement.allocation_read = time.monotonic()
         return allocation
 
+    async def _read_allocation_quietly(self, agreement: Agreement) -> bool:
+        """Whether this provider's allocation in the agreement's session is released (False if unread)."""
+        try:
+            return (await self._read_allocation(agreement)).released
+        except GolemError:
+            return False
+
     async def _on_voucher(self, message: Message) -> tuple[str, dict[str, Any]]:
         agreement = self._confirmed_agreement_of(message)
         body = message.body
@@ -618,7 +627,7 @@ class ProviderAgent:
             verdict = self.config.policy.verdict(owed, agreement.backed, meter, used=used)
             if verdict is not None:
                 counted = f", the kernel counted {used}" if used > owed else ""
-                paid = f"voucher {agreement.paid}, allocated {agreement.allocated}"
+                paid = f"paid {agreement.backed}: voucher {agreement.paid}, allocated {agreement.allocated}"
                 self._end(agreement, f"stopped serving: {verdict} (owed {owed}{counted}, {paid})")
                 return
 
@@ -628,6 +637,10 @@ class ProviderAgent:
             return
         if not self._shutting_down:
             await trio.sleep(self.config.claim_grace)
+            if agreement.release is not None:  # signed: give the requestor time to submit it, saving a claim
+                with trio.move_on_after(RELEASE_SUBMIT_WAIT):
+                    while not (await self._read_allocation_quietly(agreement)):
+                        await trio.sleep(0.5)
         with trio.move_on_after(60):
             try:
                 receipt = await trio.to_thread.run_sync(self._claim_and_withdraw, agreement)

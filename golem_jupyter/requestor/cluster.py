@@ -342,6 +342,11 @@ class GolemCluster(SpecCluster):
         return self.session.deadline
 
     @property
+    def close_note(self) -> str:
+        """What closing gave back, in a sentence (empty before the session is closed)."""
+        return self.payments.close_note if self.payments is not None else ""
+
+    @property
     def spent(self) -> int:
         """Recorded in graphs so far (what vouchers promise), start fees included."""
         return self.payments.spent if self.payments else 0

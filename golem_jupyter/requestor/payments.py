@@ -29,6 +29,7 @@ from typing import Any
 
 from distributed.core import rpc
 
+from ..amounts import format_wei
 from ..chain.vouchers import Release
 from ..errors import GolemError, MarketError
 from ..ledger import Payout
@@ -90,6 +91,8 @@ class Payments:
         self._collector: asyncio.Task | None = None
         self._voucher_tasks: set[asyncio.Task] = set()
         self._settler: Settler | None = None
+        self.close_note = ""
+        """What closing the session gave back, in a sentence (empty until it is closed)."""
 
     @property
     def remaining(self) -> int:
@@ -345,6 +348,10 @@ class Payments:
                 ledger.update_session, sid, status="closed", close_tx=receipt.tx_hash, refund=refund
             )
             logger.info("Closed session 0x%s: %d wei refunded (tx %s)", sid.hex(), state.unallocated, receipt.tx_hash)
+            self.close_note = (
+                f"session 0x{sid.hex()[:8]}… closed: {format_wei(state.unallocated)} of the deposit is back in the "
+                "wallet"
+            )
             return
         tx_hash = None
         if state.unallocated:
@@ -352,6 +359,11 @@ class Payments:
         refund = state.reclaimed + state.unallocated
         await asyncio.to_thread(ledger.update_session, sid, status="closing", close_tx=tx_hash, refund=refund)
         holdouts = [a.provider for a in allocated if not a.released]
+        self.close_note = (
+            f"session 0x{sid.hex()[:8]}…: {format_wei(state.unallocated)} of the deposit is back in the wallet; "
+            f"{format_wei(state.locked)} stays allocated to {', '.join(holdouts)}, which did not release it, until "
+            "the session's claim window ends"
+        )
         logger.warning(
             "Session 0x%s: %s did not release their allocations (%d wei stay locked until the claim window ends, "
             "when they may claim with their vouchers); %d wei were returned now.",
