@@ -132,7 +132,6 @@ def test_closing_the_cluster_releases_every_allocation_and_refunds_the_rest_with
         start_block = chain.w3.eth.block_number + 1
         started = time.monotonic()
     closing_took = time.monotonic() - started
-    print(f"closing took {closing_took:.1f} s")
     assert "closed" in cluster.close_note and "back in the wallet" in cluster.close_note, cluster.close_note
 
     state = chain.escrow.session(session_id)
@@ -142,7 +141,7 @@ def test_closing_the_cluster_releases_every_allocation_and_refunds_the_rest_with
     assert chain.w3.eth.get_balance(requestor) == before + closed["refund"] - requestor_costs(
         chain, requestor, start_block
     )
-    assert closing_took < 30, f"closing took {closing_took:.1f} s"
+    assert closing_took < 10, f"closing took {closing_took:.1f} s"
     record = market.ledger().session(session_id)
     assert (record.status, record.refund, record.close_tx) == ("closed", closed["refund"], closed["tx_hash"])
     released = {e["provider"]: e for e in chain.escrow.events("Released", sessionId=session_id)}
