@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import dask
 import pytest
 import requests
 from distributed import Client
@@ -24,7 +25,7 @@ from tornado.httpclient import HTTPClientError
 from golem_jupyter.chain import Offer, Wallet
 from golem_jupyter.devnet import process_alive, running_devnet
 from golem_jupyter.ledger import Ledger, Payout
-from golem_jupyter.requestor import labels
+from golem_jupyter.notebook import CELL_ANNOTATION
 from golem_jupyter.requestor.cluster import GolemCluster
 from golem_jupyter.server import chainstate, records
 
@@ -456,11 +457,8 @@ def close(cluster: GolemCluster, client: Client) -> None:
 
 
 async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on_market: Market) -> None:
-    labels.mark("In [7]")
-    try:
+    with dask.annotate(**{CELL_ANNOTATION: "In [7]"}):  # as the notebook tags a cell's graphs
         cluster, client = await asyncio.to_thread(rent_and_run, on_market)
-    finally:
-        labels.clear()
     try:
         session_id = "0x" + cluster.session_id.hex()
         status = await api(jp_fetch, "status")
