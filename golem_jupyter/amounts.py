@@ -50,6 +50,11 @@ def format_wei(amount: int) -> str:
     return f"{_decimal(amount, ETH)} ETH"
 
 
+def exact_wei(amount: int) -> str:
+    """``amount`` exactly, in wei: what the short form of :func:`format_wei` rounds."""
+    return f"{amount} wei"
+
+
 def _decimal(amount: int, unit: int) -> str:
     """``amount / unit`` written out exactly, without trailing zeros."""
     whole, fraction = divmod(amount, unit)

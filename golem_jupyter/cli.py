@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _run_parser(commands)
     _ledger_parser(commands)
+    _sessions_parser(commands)
     return parser
 
 
@@ -171,6 +172,27 @@ def _ledger_parser(commands) -> None:
     ledger.add_argument("what", nargs="?", choices=["runs", "sessions"], default="runs")
     ledger.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default 20)")
     ledger.set_defaults(run=_ledger)
+
+
+def _sessions_parser(commands) -> None:
+    sessions = commands.add_parser(
+        "sessions",
+        help="your escrow sessions: what each holds, and close them",
+        description="List the wallet's escrow sessions on the network (the ones the ledger recorded): deposited, "
+        "paid, still allocated to providers, refundable now, and when the rest can be closed. `golem sessions close "
+        "ID` asks each provider that holds an allocation for its signed release and closes the session, so the "
+        "deposit's remainder is back at once; a provider that does not release keeps its allocation until the claim "
+        "window ends, and everything else is reclaimed now.",
+    )
+    sessions.add_argument(
+        "action", nargs="?", choices=["list", "close"], default="list", help="list (default) or close"
+    )
+    sessions.add_argument("session", nargs="?", metavar="ID", help="the session to close: 0x… or a unique prefix")
+    sessions.add_argument("--network", help="JSON-RPC URL or connection file (default: $GOLEM_NETWORK or the devnet)")
+    sessions.add_argument("--all", action="store_true", help="list closed sessions too")
+    sessions.add_argument("--wei", action="store_true", help="amounts in exact wei")
+    _wallet_options(sessions)
+    sessions.set_defaults(run=_sessions)
 
 
 def _wei(text: str) -> int:
@@ -444,6 +466,79 @@ def _ledger(args: argparse.Namespace) -> int:
                     f"of {format_wei(s.budget)}  {s.label or ''}"
                 )
     return 0
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .amounts import exact_wei, format_wei
+    from .chain import Chain
+    from .chain.wallet import default_wallet
+    from .ledger import Ledger
+    from .requestor.closing import close_recorded
+    from .requestor.negotiation import Negotiator
+    from .requestor.sessions import recorded_sessions, wallet_sessions
+
+    chain = Chain.connect(args.network)
+    if args.keystore or args.dev_account is not None:
+        wallet = _load_wallet(args)
+    else:
+        wallet = default_wallet(chain.network)
+    chain = Chain(chain.w3, chain.network, wallet)
+    with Ledger() as ledger:
+        if args.action == "close":
+            if not args.session:
+                raise ConfigurationError("Name the session to close: golem sessions close ID (see golem sessions).")
+            ids = [s.session_id for s in recorded_sessions(ledger, chain, wallet.address)]
+            session_id = _one_session(args.session, ids)
+            negotiator = Negotiator(wallet.account, chain.network.chain_id)
+            closing = asyncio.run(close_recorded(chain, ledger, negotiator, bytes.fromhex(session_id[2:])))
+            print(f"golem: {closing.describe()}" + (f" (tx {closing.tx_hash})" if closing.tx_hash else ""))
+            for holdout in closing.holdouts:
+                print(f"  {holdout.provider} keeps {format_wei(holdout.locked)}: {holdout.reason}")
+            return 0
+        summaries = wallet_sessions(ledger, chain, wallet.address, include_closed=args.all)
+    amount = exact_wei if args.wei else format_wei
+    which = "" if args.all else "open "
+    print(f"The {which}sessions of {wallet.address} on {chain.network.name} (chain {chain.network.chain_id}):")
+    if not summaries:
+        print("  none" + ("" if args.all else " (golem sessions --all lists closed ones too)"))
+        return 0
+    rows = [("session", "status", "deposited", "paid", "allocated", "refundable now", "returned", "closable")]
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    for s in summaries:
+        rows.append(
+            (
+                s.session_id[:12] + "…",
+                "closed" if s.closed else s.record.status,
+                amount(s.deposited),
+                amount(s.paid),
+                amount(s.allocated),
+                amount(s.refundable_now),
+                amount(s.returned),
+                s.closable(now),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if any(not s.closed for s in summaries):
+        print("Close one with: golem sessions close ID" + ("" if args.wei else "   (exact amounts: --wei)"))
+    return 0
+
+
+def _one_session(text: str, ids: list[str]) -> str:
+    """The recorded session ``text`` names: a full id or a unique prefix of one."""
+    prefix = text.lower()
+    prefix = prefix if prefix.startswith("0x") else "0x" + prefix
+    matches = [i for i in ids if i.startswith(prefix.rstrip("…"))]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ConfigurationError(
+            f"This wallet has no recorded session {text} on this network (see golem sessions --all)."
+        )
+    raise ConfigurationError(f"{text} names {len(matches)} sessions; give more of the id.")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import pytest
 
 from golem_jupyter.errors import GolemError, InvalidInput
 from golem_jupyter.ledger import AGREEMENT_STATUSES, RUN_STATUSES, Ledger, LedgerError, Payout
+from golem_jupyter.ledger._schema import SCHEMA_VERSION
 from golem_jupyter.market import AgreementStatus
 
 BIG = 2**200 + 12345  # far beyond SQLite's 64-bit integers
@@ -99,7 +100,7 @@ def test_schema_is_created_once_and_reopened(path: Path) -> None:
         add_session(ledger)
         add_graph(ledger, 1)
     schema = raw(path, "SELECT name, sql FROM sqlite_master ORDER BY name")
-    assert raw(path, "PRAGMA user_version") == [(3,)]
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert raw(path, "PRAGMA journal_mode") == [("wal",)]
     with Ledger(str(path)) as again:
         assert again.session(SESSION).budget == BIG
@@ -174,9 +175,16 @@ def test_agreements(ledger: Ledger, session: str) -> None:
     prices = dict(price_per_cpu_second=BIG, price_per_gpu_second=2 * BIG, start_fee=0, gpus=1)
     ledger.record_agreement(session_id=session, provider=BOB, endpoint="127.0.0.1:7001", worker_name=BOB, **prices)
     ledger.record_agreement(
-        session_id=session, provider=ALICE.lower(), endpoint="h:2", worker_name="a", status="active", **prices
+        session_id=session,
+        provider=ALICE.lower(),
+        endpoint="h:2",
+        worker_name="a",
+        status="active",
+        agreement_id=bytes.fromhex(hex32(77)[2:]),
+        **prices,
     )
     bob, alice = ledger.agreements(session)
+    assert (bob.agreement_id, alice.agreement_id) == (None, hex32(77))  # what a release request names
     assert (bob.session_id, bob.provider, bob.endpoint, bob.worker_name) == (session, BOB, "127.0.0.1:7001", BOB)
     assert (bob.price_per_cpu_second, bob.price_per_gpu_second, bob.start_fee, bob.gpus) == (BIG, 2 * BIG, 0, 1)
     assert (bob.status, bob.reason, alice.provider, alice.status) == ("negotiating", None, ALICE, "active")
@@ -714,12 +722,12 @@ def test_a_version_1_file_is_upgraded_and_keeps_its_rows(tmp_path: Path) -> None
         add_session(ledger, hex32(2), run_id=RUN)
         assert ledger.run(RUN).sessions == 1
         assert [s.session_id for s in ledger.sessions(run_id=RUN)] == [hex32(2)]
-    assert raw(old, "PRAGMA user_version") == [(3,)]
+    assert raw(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     Ledger(new).close()
     assert columns_and_indexes(old) == columns_and_indexes(new)  # upgraded or new, one schema
     with Ledger(old) as again:  # opening it again changes nothing
         assert len(again.sessions()) == 2
-    assert raw(old, "PRAGMA user_version") == [(3,)]
+    assert raw(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 def open_and_record_run(path: str, worker: int, ready) -> None:
@@ -740,7 +748,7 @@ def test_processes_upgrade_one_file_at_once(path: Path) -> None:
     for worker in workers:
         worker.join(timeout=60)
     assert [worker.exitcode for worker in workers] == [0, 0]
-    assert raw(path, "PRAGMA user_version") == [(3,)]
+    assert raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     with Ledger(path) as ledger:
         assert [r.run_id for r in ledger.runs()] in ([hex32(12), hex32(11)], [hex32(11), hex32(12)])
         assert all(ledger.run(hex32(w)).sessions == 1 for w in (11, 12))

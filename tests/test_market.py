@@ -30,6 +30,7 @@ from marketkit import (
 
 from golem_jupyter.chain import Wallet
 from golem_jupyter.chain.escrow import Allocation
+from golem_jupyter.cli import main as cli_main
 from golem_jupyter.errors import BudgetExceeded, InvalidInput, MarketError
 from golem_jupyter.market.certificates import SessionCA
 from golem_jupyter.provider.agreements import PaymentPolicy
@@ -384,3 +385,83 @@ def test_providers_claim_their_vouchers_when_the_requestor_is_killed(market: Mar
     wait_until(claimed, 60, f"each provider has claimed its voucher ({promised})", interval=0.5)
     claims = chain.escrow.events("Claimed", sessionId=session_hex)
     assert {c["provider"]: c["amount"] for c in claims} == promised
+
+
+def test_golem_sessions_lists_and_closes_what_a_killed_requestor_left(
+    market: Market, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel dies after its graphs were settled, before closing: its session stays open with
+    both providers' allocations. `golem sessions` lists it; `golem sessions close` gets each
+    provider's release at its last voucher (the ledger has them) and closes the session
+    cooperatively: the rest of the deposit is back in the wallet now, and each provider was paid
+    exactly its vouchers."""
+    script = tmp_path / "requestor.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            from distributed import Client
+            import by_value  # tests/ task functions travel by value (a sandboxed worker cannot import them)
+            from market_tasks import busy
+            from golem_jupyter.chain import Network
+            from golem_jupyter.ledger import Ledger
+            from golem_jupyter.requestor.cluster import GolemCluster
+
+            network = Network.load({str(market.home / "devnet.json")!r})
+            cluster = GolemCluster(n_providers=2, budget={BUDGET}, network=network, quiet=True,
+                                   ledger=Ledger({str(market.home / "ledger.sqlite")!r}))
+            client = Client(cluster)
+            client.gather(client.map(busy, range(200)))
+            assert cluster.wait_for_settlement(120)
+            cluster.sync(cluster.payments.vouchers_sent)
+            print("SESSION 0x" + cluster.session_id.hex(), flush=True)
+            time.sleep(600)
+            """
+        )
+    )
+    requestor = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        session_hex = requestor.stdout.readline().strip().removeprefix("SESSION ")
+        assert session_hex.startswith("0x"), "the requestor script failed"
+    finally:
+        requestor.kill()
+        requestor.wait()
+    chain = market.chain()
+    ledger = market.ledger()
+    promised = {a.provider: ledger.last_cumulative(session_hex, a.provider) for a in ledger.agreements(session_hex)}
+    assert len(promised) == 2 and all(promised.values())
+    state = chain.escrow.session(session_hex)
+    assert not state.closed and state.open_allocations == 2
+    network = ["--network", str(market.home / "devnet.json")]
+    monkeypatch.setenv("GOLEM_HOME", str(market.home))  # where the ledger is
+
+    assert cli_main(["sessions", *network]) == 0
+    listing = capsys.readouterr().out
+    [row] = [line for line in listing.splitlines() if line.strip().startswith(session_hex[:12])]
+    assert " open " in row and "now if 2 provider(s) release" in row, listing
+
+    requestor_address = Wallet.dev(0).address
+    before = chain.w3.eth.get_balance(requestor_address)
+    assert cli_main(["sessions", "close", session_hex[:14], *network]) == 0
+    out = capsys.readouterr().out
+    assert "closed" in out and "is back in the wallet" in out, out
+
+    state = chain.escrow.session(session_hex)
+    assert state.closed
+    for provider, amount in promised.items():
+        allocation = chain.escrow.allocation(session_hex, provider)
+        assert allocation.released and allocation.paid == amount, (provider, allocation, amount)
+    refund = state.deposited - state.paid_out
+    assert state.paid_out == sum(promised.values())
+    [closed] = chain.escrow.events("SessionClosed", sessionId=session_hex)
+    assert closed["refund"] + state.reclaimed == refund
+    gas_paid = chain.w3.eth.get_balance(requestor_address) - before - closed["refund"]  # only its own gas
+    assert gas_paid <= 0
+    record = ledger.session(session_hex)
+    assert record.status == "closed" and record.refund == refund and record.close_tx
+
+    assert cli_main(["sessions", *network]) == 0
+    assert session_hex[:12] not in capsys.readouterr().out  # closed ones only with --all
+    assert cli_main(["sessions", "--all", "--wei", *network]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(session_hex[:12])]
+    assert "closed" in row and f"{refund} wei" in row

@@ -23,11 +23,14 @@ from marketkit import Market, local_market
 from tornado.httpclient import HTTPClientError
 
 from golem_jupyter.chain import Offer, Wallet
+from golem_jupyter.chain.types import new_id
 from golem_jupyter.devnet import process_alive, running_devnet
 from golem_jupyter.ledger import Ledger, Payout
 from golem_jupyter.notebook import CELL_ANNOTATION
 from golem_jupyter.requestor.cluster import GolemCluster
 from golem_jupyter.server import chainstate, records
+
+NATIVE = "0x" + "00" * 20
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.timeout(300)
@@ -454,6 +457,80 @@ def rent_and_run(market: Market) -> tuple[GolemCluster, Client]:
 def close(cluster: GolemCluster, client: Client) -> None:
     client.close()
     cluster.close()
+
+
+def open_abandoned_session(market: Market, deposit: int) -> str:
+    """A session of dev account 0 opened on-chain and recorded as open, with nothing allocated: what a
+    kernel that died while renting leaves behind."""
+    chain = market.chain(Wallet.dev(0))
+    session_id = new_id()
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 3600
+    receipt = chain.escrow.open_session(session_id, deposit, deadline)
+    with market.ledger() as ledger:
+        ledger.record_session(
+            session_id=session_id,
+            network=market.network.name,
+            chain_id=market.network.chain_id,
+            escrow=market.network.escrow,
+            requestor=Wallet.dev(0).address,
+            token=NATIVE,
+            budget=deposit,
+            deadline=deadline,
+            tx_hash=receipt.tx_hash,
+            status="open",
+            label="abandoned.ipynb",
+        )
+    return "0x" + session_id.hex()
+
+
+async def test_sessions_lists_what_each_holds_and_close_gives_the_rest_back(jp_fetch, on_market: Market) -> None:
+    deposit = 3 * 10**15 + 7
+    session_id = await asyncio.to_thread(open_abandoned_session, on_market, deposit)
+    reply = await api(jp_fetch, "sessions")
+    assert reply["network"] == "devnet" and reply["wallet"] == Wallet.dev(0).address
+    [listed] = [s for s in reply["sessions"] if s["session_id"] == session_id]
+    assert listed == listed | {
+        "label": "abandoned.ipynb",
+        "status": "open",
+        "deposited_wei": str(deposit),
+        "paid_wei": "0",
+        "allocated_wei": "0",
+        "refundable_now_wei": str(deposit),
+        "returned_wei": "0",
+        "open_allocations": 0,
+        "closed": False,
+        "closable": "now",
+    }
+    chain = on_market.chain()
+    balance = chain.w3.eth.get_balance(Wallet.dev(0).address)
+
+    reply = await api(jp_fetch, "sessions", session_id, "close", method="POST", body={})
+    closing = reply["closing"]
+    assert closing["closed"] is True and closing["returned_wei"] == str(deposit) and closing["holdouts"] == []
+    assert "closed" in closing["message"] and f"{deposit} wei" in closing["message"]
+    assert chain.escrow.session(session_id).closed
+    [event] = chain.escrow.events("SessionClosed", sessionId=session_id)
+    assert event["refund"] == deposit
+    receipt = chain.w3.eth.get_transaction_receipt(closing["tx_hash"])
+    gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    assert chain.w3.eth.get_balance(Wallet.dev(0).address) == balance + deposit - gas
+    with on_market.ledger() as ledger:
+        record = ledger.session(session_id)
+    assert record.status == "closed" and record.refund == deposit and record.close_tx == closing["tx_hash"]
+
+    reply = await api(jp_fetch, "sessions")
+    assert session_id not in [s["session_id"] for s in reply["sessions"]]
+    reply = await api(jp_fetch, "sessions", all="1")
+    [listed] = [s for s in reply["sessions"] if s["session_id"] == session_id]
+    assert listed["closed"] is True and listed["returned_wei"] == str(deposit) and listed["closable"] == "closed"
+
+    # Closing it again changes nothing and says so; an unknown or malformed id is refused.
+    reply = await api(jp_fetch, "sessions", session_id, "close", method="POST", body={})
+    assert reply["closing"]["closed"] is True and reply["closing"]["returned_wei"] == "0"
+    code, error = await refused(jp_fetch, "sessions", hex32(12345), "close", method="POST", body={})
+    assert code == 404 and "no session" in error["error"]
+    code, error = await refused(jp_fetch, "sessions", "0x1234", "close", method="POST", body={})
+    assert code == 400 and "64 hex digits" in error["error"]
 
 
 async def test_a_real_session_shows_its_jobs_and_its_locked_deposit(jp_fetch, on_market: Market) -> None:

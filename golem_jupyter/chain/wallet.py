@@ -99,3 +99,18 @@ class Wallet:
         from .embedded import dev_key
 
         return cls.from_key(dev_key(index), f"devnet account {index}")
+
+
+def default_wallet(network) -> Wallet:
+    """The wallet a requestor uses when given none: ``$GOLEM_PRIVATE_KEY``, else a devnet's account 0.
+
+    ``GolemCluster``, ``golem sessions`` and the side panel all pick it this way, so they act for the
+    same wallet.
+    """
+    if os.environ.get(KEY_ENV):
+        return Wallet.from_env()
+    if network.accounts:
+        return Wallet.from_key(network.accounts[0].private_key, "devnet account 0")
+    raise ConfigurationError(
+        f"No wallet given: pass wallet=Wallet.load(...) or set {KEY_ENV}. Only a devnet comes with funded accounts."
+    )

@@ -334,8 +334,12 @@ class Ledger:
         gpus: int,
         worker_name: str,
         status: AgreementStatus | str = AgreementStatus.NEGOTIATING,
+        agreement_id: str | bytes | None = None,
     ) -> None:
-        """Record the agreement with ``provider`` in a session; there is at most one per (session, provider)."""
+        """Record the agreement with ``provider`` in a session; there is at most one per (session, provider).
+
+        ``agreement_id`` is the provider's id of it, needed to ask the provider for its release later.
+        """
         row = {
             "session_id": _id(session_id, "session_id"),
             "provider": _address(provider, "provider"),
@@ -346,6 +350,7 @@ class Ledger:
             "gpus": _count(gpus, "gpus"),
             "worker_name": _text(worker_name, "worker_name"),
             "status": _agreement_status(status),
+            "agreement_id": _id(agreement_id, "agreement_id", optional=True),
         }
         with self._write() as connection:
             self._require_session(connection, row["session_id"])

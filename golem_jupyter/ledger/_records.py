@@ -94,6 +94,8 @@ class AgreementRecord:
     reason: str | None
     created_at: float
     updated_at: float
+    agreement_id: str | None = None
+    """The provider's id of the agreement (0x-hex; None in ledgers written before it was recorded)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", AgreementStatus(self.status))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each table has an explicit INTEGER PRIMARY KEY: it orders rows by insertion ("newest first") and,
 # unlike an implicit rowid, VACUUM never renumbers it. Amounts are decimal TEXT (see the module doc).
@@ -18,8 +18,10 @@ CREATE TABLE runs (
     exit_code INTEGER, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL);
 CREATE INDEX sessions_by_run ON sessions (run_id);
 """
-# The whole schema, for a new file. sessions.run_id and graphs.seq are their tables' last columns, where
-# upgrading puts them. graphs.seq is the graph's settlement number in its escrow session (escrow version 2
+# The whole schema, for a new file. sessions.run_id, agreements.agreement_id and graphs.seq are their tables'
+# last columns, where upgrading puts them. agreements.agreement_id is the provider's id of the agreement
+# (0x-hex): what `golem sessions close` names when it asks a provider for its release after the kernel is
+# gone. graphs.seq is the graph's settlement number in its escrow session (escrow version 2
 # settles a session's graphs in order): written before the settlement is sent, so a retry sends the same one.
 _SCHEMA = """
 CREATE TABLE sessions (
@@ -31,7 +33,7 @@ CREATE TABLE agreements (
     id INTEGER PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions (session_id), provider TEXT NOT NULL,
     endpoint TEXT NOT NULL, price_per_cpu_second TEXT NOT NULL, price_per_gpu_second TEXT NOT NULL,
     start_fee TEXT NOT NULL, gpus INTEGER NOT NULL, worker_name TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, UNIQUE (session_id, provider));
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, agreement_id TEXT, UNIQUE (session_id, provider));
 CREATE TABLE graphs (
     id INTEGER PRIMARY KEY, graph_id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL REFERENCES sessions (session_id),
     label TEXT, n_tasks INTEGER NOT NULL, result_root TEXT NOT NULL, total TEXT NOT NULL, status TEXT NOT NULL,
@@ -46,7 +48,11 @@ CREATE TABLE payouts (
 """
 _SCHEMA += _RUNS
 # From each older version to the next; a file is brought up one version at a time.
-_UPGRADES = {1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS, 2: "ALTER TABLE graphs ADD COLUMN seq INTEGER;"}
+_UPGRADES = {
+    1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS,
+    2: "ALTER TABLE graphs ADD COLUMN seq INTEGER;",
+    3: "ALTER TABLE agreements ADD COLUMN agreement_id TEXT;",
+}
 # Columns that hold amounts as decimal TEXT, returned as int.
 _AMOUNTS = {"budget", "refund", "spent", "settled", "price_per_cpu_second", "price_per_gpu_second", "start_fee"}
 _AMOUNTS |= {"total", "amount", "cumulative"}

@@ -43,8 +43,8 @@ from .. import trust
 from ..chain import Chain
 from ..chain.network import Network, resolve
 from ..chain.types import NATIVE, new_id
-from ..chain.wallet import KEY_ENV, Wallet
-from ..errors import ConfigurationError, GolemError, InvalidInput, MarketError
+from ..chain.wallet import Wallet, default_wallet
+from ..errors import GolemError, InvalidInput, MarketError
 from ..ledger import Ledger
 from ..market.certificates import Role, SessionCA, security_for
 from ..market.matching import Demand, offers_with_reputations
@@ -226,7 +226,7 @@ class GolemCluster(SpecCluster):
 
     def _connect_and_rank(self) -> None:
         network = resolve(self._network_spec)
-        self.wallet = self._wallet or _default_wallet(network)
+        self.wallet = self._wallet or default_wallet(network)
         self.chain = Chain.connect(network, self.wallet)
         self.negotiator = Negotiator(self.wallet.account, network.chain_id)
         self.session = EscrowSession(
@@ -451,13 +451,3 @@ def _refused(reasons: list[str], shown: int = 3) -> str:
         return ""
     more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
     return ": " + "; ".join(reasons[:shown]) + more
-
-
-def _default_wallet(network: Network) -> Wallet:
-    if os.environ.get(KEY_ENV):
-        return Wallet.from_env()
-    if network.accounts:
-        return Wallet.from_key(network.accounts[0].private_key, "devnet account 0")
-    raise ConfigurationError(
-        f"No wallet given: pass wallet=Wallet.load(...) or set {KEY_ENV}. Only a devnet comes with funded accounts."
-    )

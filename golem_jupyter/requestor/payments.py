@@ -29,11 +29,10 @@ from typing import Any
 
 from distributed.core import rpc
 
-from ..amounts import format_wei
-from ..chain.vouchers import Release
 from ..errors import GolemError, MarketError
 from ..ledger import Payout
 from ..market.pricing import Tariff
+from . import closing
 from .escrow_session import EscrowSession
 from .negotiation import Negotiator
 from .settlement import Settler
@@ -91,6 +90,8 @@ class Payments:
         self._collector: asyncio.Task | None = None
         self._voucher_tasks: set[asyncio.Task] = set()
         self._settler: Settler | None = None
+        self.closing: closing.Closing | None = None
+        """What closing the session did (None until it is closed)."""
         self.close_note = ""
         """What closing the session gave back, in a sentence (empty until it is closed)."""
 
@@ -332,79 +333,20 @@ class Payments:
         session = self.session
         if session.tx_hash is None:
             return  # never opened
-        escrow = session.chain.escrow
         sid = session.session_id
-        ledger = session.ledger
-        await asyncio.to_thread(ledger.update_session, sid, status="closing")
+        await asyncio.to_thread(session.ledger.update_session, sid, status="closing")
         allocated = [a for a in self.accounts.values() if a.allocated and not a.released]
-        await asyncio.gather(*(self._release(account) for account in allocated))
-        state = await asyncio.to_thread(escrow.session, sid)
-        if state.closed:
-            return
-        if state.open_allocations == 0:
-            receipt = await asyncio.to_thread(escrow.close_session, sid)
-            refund = state.reclaimed + state.unallocated
-            await asyncio.to_thread(
-                ledger.update_session, sid, status="closed", close_tx=receipt.tx_hash, refund=refund
-            )
-            logger.info("Closed session 0x%s: %d wei refunded (tx %s)", sid.hex(), state.unallocated, receipt.tx_hash)
-            self.close_note = (
-                f"session 0x{sid.hex()[:8]}… closed: {format_wei(state.unallocated)} of the deposit is back in the "
-                "wallet"
-            )
-            return
-        tx_hash = None
-        if state.unallocated:
-            tx_hash = (await asyncio.to_thread(escrow.reclaim, sid)).tx_hash
-        refund = state.reclaimed + state.unallocated
-        await asyncio.to_thread(ledger.update_session, sid, status="closing", close_tx=tx_hash, refund=refund)
-        holdouts = [a.provider for a in allocated if not a.released]
-        self.close_note = (
-            f"session 0x{sid.hex()[:8]}…: {format_wei(state.unallocated)} of the deposit is back in the wallet; "
-            f"{format_wei(state.locked)} stays allocated to {', '.join(holdouts)}, which did not release it, until "
-            "the session's claim window ends"
+        refused = await closing.release_all(
+            self.negotiator,
+            session.chain,
+            sid,
+            (closing.Releasable(a.provider, a.endpoint, a.agreement_id, a.cumulative) for a in allocated),
         )
-        logger.warning(
-            "Session 0x%s: %s did not release their allocations (%d wei stay locked until the claim window ends, "
-            "when they may claim with their vouchers); %d wei were returned now.",
-            sid.hex(),
-            ", ".join(holdouts),
-            state.locked,
-            state.unallocated,
-        )
-
-    async def _release(self, account: Account) -> None:
-        """Ask ``account``'s provider for its release at its last voucher and submit it; failures are logged."""
-        escrow = self.session.chain.escrow
-        sid = self.session.session_id
-        final = account.cumulative
-        try:
-            allocation = await asyncio.to_thread(escrow.allocation, sid, account.provider)
-            if allocation.released:
-                account.released = True
-                return
-            if allocation.allocated < final:  # a top-up that never got through: the release must fit
-                await asyncio.to_thread(escrow.allocate, sid, {account.provider: final - allocation.allocated})
-            answer = await self.negotiator.request(
-                account.endpoint,
-                account.provider,
-                "release",
-                {"agreementId": account.agreement_id, "finalAmount": final},
-            )
-            if answer.kind != "released" or answer.body["finalAmount"] != final:
-                raise GolemError(f"it answered {answer.kind} instead of its release for {final} wei")
-            release = Release(sid, account.provider, final, answer.body["signature"])
-            if release.signer(escrow.domain) != account.provider:
-                raise GolemError("its release is not signed by it")
-            await asyncio.to_thread(escrow.release, release)
-            account.released = True
-        except GolemError as error:
-            account.release_error = str(error)
-            logger.warning(
-                "Provider %s did not release its allocation (%s); it keeps it until the claim window ends.",
-                account.provider,
-                error,
-            )
+        for account in allocated:
+            account.released = account.provider not in refused
+            account.release_error = refused.get(account.provider, "")
+        self.closing = await asyncio.to_thread(closing.finish, session.chain, session.ledger, sid, refused)
+        self.close_note = self.closing.describe()
 
     async def finish(self) -> None:
         """Price what the meter still holds, pay it, deliver the vouchers, settle everything."""

@@ -176,6 +176,7 @@ class Rental(ProcessInterface):
             start_fee=self.tariff.start_fee,
             gpus=self.gpus,
             worker_name=offer.provider,
+            agreement_id=agreement_id,
         )
         self.account = Account(
             offer.provider, offer.endpoint, agreement_id, self.tariff, exposure=exposure, threads=offer.cpus

@@ -23,7 +23,16 @@ from typing import Any
 from jupyter_server.utils import url_path_join
 
 from .devnet_control import DevnetControl
-from .handlers import DevnetHandler, JobHandler, JobsHandler, MissingHandler, ProvidersHandler, StatusHandler
+from .handlers import (
+    DevnetHandler,
+    JobHandler,
+    JobsHandler,
+    MissingHandler,
+    ProvidersHandler,
+    SessionCloseHandler,
+    SessionsHandler,
+    StatusHandler,
+)
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -42,6 +51,8 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
             (url_path_join(api, "providers"), ProvidersHandler),
             (url_path_join(api, "jobs"), JobsHandler),
             (url_path_join(api, "jobs", "([^/]+)"), JobHandler),
+            (url_path_join(api, "sessions"), SessionsHandler),
+            (url_path_join(api, "sessions", "([^/]+)", "close"), SessionCloseHandler),
             (url_path_join(api, "devnet"), DevnetHandler),
             (url_path_join(api, "(.*)"), MissingHandler),  # last: the first rule that matches wins
         ],

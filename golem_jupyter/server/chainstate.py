@@ -17,10 +17,13 @@ from web3.exceptions import Web3Exception
 from ..chain import Chain
 from ..chain.network import NETWORK_ENV, Network, connect, resolve
 from ..chain.registry import Offer
-from ..chain.wallet import KEY_ENV, Wallet
+from ..chain.wallet import KEY_ENV, Wallet, default_wallet
 from ..devnet import running_devnet
-from ..errors import ChainMismatch, ConfigurationError, NetworkUnreachable
+from ..errors import ChainMismatch, ConfigurationError, GolemError, NetworkUnreachable
 from ..market.matching import offers_with_reputations
+from ..requestor.closing import close_recorded
+from ..requestor.negotiation import Negotiator
+from ..requestor.sessions import wallet_sessions
 from . import records, views
 
 PROBE_TIMEOUT = 1.0
@@ -111,6 +114,45 @@ def _locked(chain: Chain, address: str) -> tuple[int, int]:
             locked += state.remaining
             count += 1
     return locked, count
+
+
+def read_sessions(spec: str | None, include_closed: bool) -> dict[str, Any]:
+    """The wallet's escrow sessions the ledger recorded on this network, with the chain's numbers now."""
+    network = network_for(spec)
+    chain = connected(network)
+    address = requestor_address(network)
+    try:
+        with records.open_ledger() as ledger:
+            summaries = [] if ledger is None else wallet_sessions(ledger, chain, address, include_closed=include_closed)
+        now = chain.w3.eth.get_block("latest")["timestamp"]
+    except RPC_FAILURES as error:
+        raise _stopped(network, error) from None
+    return {
+        "network": network.name,
+        "wallet": address,
+        "sessions": [views.escrow_session_view(s, now) for s in summaries],
+    }
+
+
+async def close_session(spec: str | None, session_id: str) -> dict[str, Any]:
+    """Close one of the wallet's recorded sessions (releases, then the cooperative close or a reclaim)."""
+    network = await asyncio.to_thread(network_for, spec)
+    chain = await asyncio.to_thread(connected, network)
+    wallet = default_wallet(network)
+    chain = Chain(chain.w3, network, wallet)
+    with records.open_ledger() as ledger:
+        if ledger is None or await asyncio.to_thread(ledger.session, session_id) is None:
+            raise SessionUnknown(f"The ledger {records.ledger_path()} has no session {session_id}.")
+        negotiator = Negotiator(wallet.account, network.chain_id)
+        try:
+            closing = await close_recorded(chain, ledger, negotiator, bytes.fromhex(session_id[2:]))
+        except RPC_FAILURES as error:
+            raise _stopped(network, error) from None
+    return {"closing": views.closing_view(closing)}
+
+
+class SessionUnknown(GolemError):
+    """The session to close is not in the ledger (so its providers and vouchers are unknown)."""
 
 
 def read_offers(spec: str | None) -> tuple[Network, list[Offer], dict[str, float]]:

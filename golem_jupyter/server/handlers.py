@@ -29,7 +29,8 @@ ID = re.compile(r"^0x[0-9a-fA-F]{64}$")
 # What a refusal by Jupyter itself (no token, a bad method) means to the side panel.
 _STATUS_MESSAGES = {
     403: "This request carries no valid Jupyter token; reload JupyterLab, or pass the server's token.",
-    404: "There is no such Golem API endpoint; the API lives under /golem/api/ (status, providers, jobs, devnet).",
+    404: "There is no such Golem API endpoint; the API lives under /golem/api/ (status, providers, jobs, sessions, "
+    "devnet).",
     405: "This Golem API endpoint does not accept that method.",
 }
 
@@ -137,6 +138,32 @@ class JobHandler(GolemHandler):
         if job is None:
             raise ApiError(404, f"No job {graph_id} in the ledger {records.ledger_path()}.")
         self.reply({"job": job})
+
+
+class SessionsHandler(GolemHandler):
+    """The wallet's escrow sessions (``?all=1``: closed ones too), as ``golem sessions`` lists them."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        include_closed = self.get_argument("all", "0") not in ("0", "", "false")
+        try:
+            self.reply(await asyncio.to_thread(chainstate.read_sessions, self.network_argument(), include_closed))
+        except chainstate.UNAVAILABLE as error:
+            raise ApiError(503, str(error)) from None
+
+
+class SessionCloseHandler(GolemHandler):
+    """POST: close a session of the wallet, as ``golem sessions close`` does (behind Jupyter's XSRF check)."""
+
+    @web.authenticated
+    async def post(self, session_id: str) -> None:
+        session_id = graph_id_argument(session_id, "A session id")
+        try:
+            self.reply(await chainstate.close_session(self.network_argument(), session_id))
+        except chainstate.SessionUnknown as error:
+            raise ApiError(404, str(error)) from None
+        except chainstate.UNAVAILABLE as error:
+            raise ApiError(503, str(error)) from None
 
 
 class DevnetHandler(GolemHandler):

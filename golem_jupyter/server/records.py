@@ -26,7 +26,8 @@ def ledger_path() -> Path:
 
 
 @contextmanager
-def _ledger() -> Iterator[Ledger | None]:
+def open_ledger() -> Iterator[Ledger | None]:
+    """The ledger, closed again after the block; None when no ledger file exists yet."""
     path = ledger_path()
     if not path.exists():
         yield None
@@ -40,7 +41,7 @@ def _ledger() -> Iterator[Ledger | None]:
 
 def jobs(limit: int, offset: int, session_id: str | None = None) -> dict[str, Any]:
     """A page of jobs, newest first, of one session if ``session_id`` is given."""
-    with _ledger() as ledger:
+    with open_ledger() as ledger:
         if ledger is None:
             return views.jobs_page_view([], 0, limit, offset)
         # Counted first: a graph recorded in between shows in the total before it shows in a page.
@@ -56,7 +57,7 @@ def jobs(limit: int, offset: int, session_id: str | None = None) -> dict[str, An
 
 def job(graph_id: str) -> dict[str, Any] | None:
     """One job in full, or None if the ledger has no such graph."""
-    with _ledger() as ledger:
+    with open_ledger() as ledger:
         graph = ledger.graph(graph_id) if ledger is not None else None
         if graph is None:
             return None
@@ -66,7 +67,7 @@ def job(graph_id: str) -> dict[str, Any] | None:
 def open_sessions(requestor: str, chain_id: int, escrow: str) -> list[SessionRecord]:
     """Sessions of ``requestor`` on this escrow that the ledger has as open."""
     found: list[SessionRecord] = []
-    with _ledger() as ledger:
+    with open_ledger() as ledger:
         if ledger is None:
             return found
         offset = 0

@@ -15,6 +15,8 @@ from ..chain.registry import Offer
 from ..devnet import DevnetProvider
 from ..ledger import GraphRecord, Payout, SessionRecord
 from ..market.matching import offer_sandbox
+from ..requestor.closing import Closing
+from ..requestor.sessions import SessionSummary
 
 
 def wei(amount: int | None) -> str | None:
@@ -137,6 +139,40 @@ def session_view(session: SessionRecord) -> dict[str, Any]:
         "tx_hash": session.tx_hash,
         "deadline": session.deadline,
         "run_id": session.run_id,
+    }
+
+
+def escrow_session_view(summary: SessionSummary, now: int) -> dict[str, Any]:
+    """One of the wallet's sessions as ``golem sessions`` lists it: the escrow's numbers now."""
+    return {
+        "session_id": summary.session_id,
+        "label": summary.record.label,
+        "status": "closed" if summary.closed else summary.record.status,
+        "created_at": summary.record.created_at,
+        "deposited_wei": wei(summary.deposited),
+        "paid_wei": wei(summary.paid),
+        "allocated_wei": wei(summary.allocated),
+        "refundable_now_wei": wei(summary.refundable_now),
+        "returned_wei": wei(summary.returned),
+        "open_allocations": summary.open_allocations,
+        "closed": summary.closed,
+        "closable_at": summary.closable_at,
+        "closable": summary.closable(now),
+    }
+
+
+def closing_view(closing: Closing) -> dict[str, Any]:
+    """What a Close did, and the sentence the panel shows."""
+    return {
+        "session_id": "0x" + closing.session_id.hex(),
+        "closed": closing.closed,
+        "returned_wei": wei(closing.returned),
+        "tx_hash": closing.tx_hash,
+        "holdouts": [
+            {"provider": h.provider, "locked_wei": wei(h.locked), "reason": h.reason} for h in closing.holdouts
+        ],
+        "closable_at": closing.closable_at,
+        "message": closing.describe(),
     }
 
 
