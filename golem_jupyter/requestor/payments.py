@@ -29,7 +29,7 @@ from typing import Any
 
 from distributed.core import rpc
 
-from ..amounts import format_wei
+from ..amounts import format_wei_exact
 from ..chain.vouchers import Release
 from ..errors import GolemError, MarketError
 from ..ledger import Payout
@@ -348,10 +348,8 @@ class Payments:
                 ledger.update_session, sid, status="closed", close_tx=receipt.tx_hash, refund=refund
             )
             logger.info("Closed session 0x%s: %d wei refunded (tx %s)", sid.hex(), state.unallocated, receipt.tx_hash)
-            self.close_note = (
-                f"session 0x{sid.hex()[:8]}… closed: {format_wei(state.unallocated)} of the deposit is back in the "
-                "wallet"
-            )
+            refunded = format_wei_exact(state.unallocated)
+            self.close_note = f"session 0x{sid.hex()[:8]}… closed: {refunded} of the deposit is back in the wallet"
             return
         tx_hash = None
         if state.unallocated:
@@ -360,9 +358,9 @@ class Payments:
         await asyncio.to_thread(ledger.update_session, sid, status="closing", close_tx=tx_hash, refund=refund)
         holdouts = [a.provider for a in allocated if not a.released]
         self.close_note = (
-            f"session 0x{sid.hex()[:8]}…: {format_wei(state.unallocated)} of the deposit is back in the wallet; "
-            f"{format_wei(state.locked)} stays allocated to {', '.join(holdouts)}, which did not release it, until "
-            "the session's claim window ends"
+            f"session 0x{sid.hex()[:8]}…: {format_wei_exact(state.unallocated)} of the deposit is back in the "
+            f"wallet; {format_wei_exact(state.locked)} stays allocated to {', '.join(holdouts)}, which did not "
+            "release it, until the session's claim window ends"
         )
         logger.warning(
             "Session 0x%s: %s did not release their allocations (%d wei stay locked until the claim window ends, "
