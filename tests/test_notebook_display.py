@@ -411,3 +411,14 @@ def test_widget_view_settled_from_another_thread(shown: list[object]) -> None:
     assert view.box.children == children and view.header.value == header
     assert view.receipt == later
     assert shown == [view.box]
+
+
+def test_offer_table_html_gives_the_exact_prices_on_hover() -> None:
+    from golem_jupyter.chain import Offer
+    from golem_jupyter.notebook.display import OfferTable
+
+    offer = Offer("tcp://h:1", provider=A, price_per_cpu_second=25_804, price_per_gpu_second=10**10)
+    html = OfferTable([offer], "devnet", {}, set())._repr_html_()
+    assert '<td><span title="25804 wei">0.0000258 gwei</span></td>' in html
+    assert '<td><span title="10000000000 wei">10 gwei</span></td>' in html
+    assert f"<td>{A}</td>" in html and "<td>tcp://h:1</td>" in html
