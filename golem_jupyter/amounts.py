@@ -1,4 +1,5 @@
-"""Amounts of money as people type them (``0.01``, ``0.01 ETH``, ``5 gwei``, ``1000wei``) and read them."""
+"""Amounts of money as people type them (``0.01``, ``0.01 ETH``, ``5 gwei``, ``1000wei``) and read them
+(:func:`format_wei`, 4 significant digits, with the exact :func:`exact_wei` a column or a click away)."""
 
 from __future__ import annotations
 
@@ -31,28 +32,40 @@ def parse_amount(text: str, default_unit: str = "eth") -> int:
 
 
 def format_wei(amount: int) -> str:
-    """``amount`` wei for humans: "123 wei", "1.5 gwei" (9 significant digits) or "0.0123 ETH" (exact).
+    """``amount`` wei for people to read: at most 4 significant digits, in a unit chosen for the size.
 
-    Integer arithmetic only, so large amounts never pass through a float.
+    The convention (the panel's TypeScript follows the same one):
+
+    * round the amount in wei half up to 4 significant digits (a negative amount: its absolute
+      value, with "-" in front);
+    * choose the unit from the rounded amount: below 10_000 wei "wei" (exact), below 10**14 wei
+      (0.0001 ETH) "gwei", from there on "ETH";
+    * write the value as a plain decimal without trailing zeros, exponent or thousands separator,
+      so that :func:`parse_amount` reads it back.
+
+    ``0 wei``, ``9999 wei``, ``0.0000258 gwei``, ``1.235 gwei``, ``0.0123 ETH``, ``12.35 ETH``,
+    ``123500 ETH``. The exact amount is :func:`exact_wei`'s. Integer arithmetic only: large amounts
+    never pass through a float.
     """
     if amount < 0:
         return "-" + format_wei(-amount)
-    if amount < GWEI:
-        return f"{amount} wei"
-    if amount < 10**15:
-        # Round half up to 9 significant digits: with n digits before the gwei point
-        # the last digit kept is worth 10**n wei.
-        step = 10 ** len(str(amount // GWEI))
-        rounded = (amount + step // 2) // step * step
-        if rounded < 10**15:
-            return f"{_decimal(rounded, GWEI)} gwei"
-        amount = rounded
-    return f"{_decimal(amount, ETH)} ETH"
+    step = 10 ** max(len(str(amount)) - 4, 0)  # the 4th significant digit's worth
+    rounded = (amount + step // 2) // step * step
+    if rounded < 10_000:
+        return f"{rounded} wei"
+    if rounded < 10**14:
+        return f"{_decimal(rounded, GWEI)} gwei"
+    return f"{_decimal(rounded, ETH)} ETH"
 
 
 def exact_wei(amount: int) -> str:
-    """``amount`` exactly, in wei: what the short form of :func:`format_wei` rounds."""
+    """``amount`` exactly, in wei: ``12345678901234567890 wei``."""
     return f"{amount} wei"
+
+
+def format_wei_exact(amount: int) -> str:
+    """The short form, the exact wei in parentheses: ``12.35 ETH (12345678901234567890 wei)``."""
+    return f"{format_wei(amount)} ({exact_wei(amount)})"
 
 
 def _decimal(amount: int, unit: int) -> str:

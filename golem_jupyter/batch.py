@@ -513,25 +513,28 @@ def bill(ledger: Ledger, run_id: str) -> list[CellBill]:
 
 
 def bill_table(bills: tuple[CellBill, ...] | list[CellBill], run_id: str) -> str:
-    """The cost table ``golem run`` prints: one row per cell, a transaction per graph, and the total."""
+    """The cost table ``golem run`` prints: one row per cell, a transaction per graph, and the total.
+
+    Amounts short (:func:`~.amounts.format_wei`) in "amount", exactly in "wei"."""
     from .amounts import format_wei
 
     if not bills:
         return f"Bill for run {run_id[:10]}…: nothing ran on the market."
-    header = ("cell", "graphs", "providers", "compute-s", "amount", "transaction")
+    header = ("cell", "graphs", "providers", "compute-s", "amount", "wei", "transaction")
     rows: list[tuple[str, ...]] = []
     for b in bills:
         txs = [_tx_text(g) for g in b.graphs]
         seconds = f"{b.compute_seconds:.3f}"
-        rows.append((b.cell, str(len(b.graphs)), str(len(b.providers)), seconds, format_wei(b.amount), txs[0]))
-        rows += [("", "", "", "", "", tx) for tx in txs[1:]]
+        amount = (format_wei(b.amount), str(b.amount))
+        rows.append((b.cell, str(len(b.graphs)), str(len(b.providers)), seconds, *amount, txs[0]))
+        rows += [("", "", "", "", "", "", tx) for tx in txs[1:]]
     providers = set().union(*(b.providers for b in bills))
     seconds = sum(b.compute_seconds for b in bills)
     total = sum(b.amount for b in bills)
     n_graphs = sum(len(b.graphs) for b in bills)
-    rows.append(("total", str(n_graphs), str(len(providers)), f"{seconds:.3f}", format_wei(total), ""))
+    rows.append(("total", str(n_graphs), str(len(providers)), f"{seconds:.3f}", format_wei(total), str(total), ""))
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    align = [str.ljust, str.rjust, str.rjust, str.rjust, str.rjust, str.ljust]
+    align = [str.ljust, str.rjust, str.rjust, str.rjust, str.rjust, str.rjust, str.ljust]
     lines = [f"Bill for run {run_id[:10]}…:"]
     for row in (header, *rows):
         cells = [fit(cell, width) for fit, cell, width in zip(align, row, widths, strict=True)]

@@ -445,7 +445,7 @@ def _local_gpus(providers: int) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from .amounts import format_wei
+    from .amounts import format_wei, format_wei_exact
     from .ledger import Ledger
 
     with Ledger() as ledger:
@@ -455,15 +455,16 @@ def _ledger(args: argparse.Namespace) -> int:
                 code = "running" if r.exit_code is None else f"exit {r.exit_code}"
                 print(
                     f"  {r.run_id[:10]}… {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.created_at))} "
-                    f"{r.status:<11} {code:<8} {format_wei(r.spent):>16} {r.sessions} session(s)  {r.notebook}"
+                    f"{r.status:<11} {code:<8} {format_wei(r.spent):>14} {r.spent:>22} wei "
+                    f"{r.sessions} session(s)  {r.notebook}"
                 )
                 if r.error:
                     print(f"      {r.error}")
         else:
             for s in ledger.sessions(limit=args.limit):
                 print(
-                    f"  0x{s.session_id[2:12]}… {s.status:<8} chain {s.chain_id} spent {format_wei(s.spent)} "
-                    f"of {format_wei(s.budget)}  {s.label or ''}"
+                    f"  0x{s.session_id[2:12]}… {s.status:<8} chain {s.chain_id} spent {format_wei_exact(s.spent)} "
+                    f"of {format_wei_exact(s.budget)}  {s.label or ''}"
                 )
     return 0
 

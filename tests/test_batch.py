@@ -574,8 +574,56 @@ def test_the_bill_groups_graphs_by_cell_in_cell_order(tmp_path):
     assert "no transaction (pending)" in table and "(abandoned)" in table
     total = next(line for line in table.splitlines() if line.strip().startswith("total"))
     assert total.split()[1:3] == ["5", "2"]  # graphs, providers
-    assert "25 wei" in total
+    assert total.split()[4:7] == ["25", "wei", "25"]  # short, then exactly in the "wei" column
     assert ten.graphs[0].graph_id == first and ten.graphs[1].graph_id == third
+
+
+def test_the_bill_shows_the_exact_wei_beside_the_short_amount(tmp_path):
+    run_id = "0x" + "11" * 32
+    session = "0x" + "22" * 32
+    a, b = (to_checksum_address("0x" + c * 20) for c in ("aa", "bb"))
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.record_session(
+            session_id=session, network="devnet", chain_id=1, escrow="0x" + "cc" * 20, requestor="0x" + "dd" * 20,
+            token="0x" + "00" * 20, budget=10**20, deadline=2**40, run_id=run_id,
+        )  # fmt: skip
+        _graph(ledger, session, 1, "In [1]", 12_345_678_901_234_567_890, a)
+        _graph(ledger, session, 2, "In [2]", 25_804, b)
+        table = bill_table(bill(ledger, run_id), run_id)
+    lines = table.splitlines()
+    assert lines[1].split() == ["cell", "graphs", "providers", "compute-s", "amount", "wei", "transaction"]
+    one, two, total = (next(x for x in lines if x.strip().startswith(c)) for c in ("In [1]", "In [2]", "total"))
+    assert one.split()[5:8] == ["12.35", "ETH", "12345678901234567890"]
+    assert two.split()[5:8] == ["0.0000258", "gwei", "25804"]
+    assert total.split()[4:7] == ["12.35", "ETH", "12345678901234593694"]
+    # The exact column lines up under its header.
+    end = lines[1].index(" wei ") + len(" wei")
+    assert all(line[end - 1] != " " and line[end : end + 1] in ("", " ") for line in (one, two, total))
+
+
+def test_golem_ledger_shows_the_exact_wei(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from golem_jupyter.cli import _ledger
+
+    monkeypatch.setenv("GOLEM_HOME", str(tmp_path))
+    run_id = "0x" + "11" * 32
+    session = "0x" + "22" * 32
+    a = to_checksum_address("0x" + "aa" * 20)
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.record_run(run_id=run_id, notebook="nb.ipynb", output="out.ipynb", kernel="python3", parameters={})
+        ledger.record_session(
+            session_id=session, network="devnet", chain_id=1, escrow="0x" + "cc" * 20, requestor="0x" + "dd" * 20,
+            token="0x" + "00" * 20, budget=10**20, deadline=2**40, run_id=run_id,
+        )  # fmt: skip
+        _graph(ledger, session, 1, "In [1]", 12_345_678_901_234_567_890, a)
+    spent = 12_345_678_901_234_567_890
+    assert _ledger(argparse.Namespace(what="runs", limit=5)) == 0
+    out = capsys.readouterr().out
+    assert f" 12.35 ETH {spent} wei 1 session(s) " in " ".join(out.split()) and "nb.ipynb" in out
+    assert _ledger(argparse.Namespace(what="sessions", limit=5)) == 0
+    out = capsys.readouterr().out
+    assert f"spent 12.35 ETH ({spent} wei) of 100 ETH ({10**20} wei)" in out
 
 
 def test_an_empty_bill_says_so():

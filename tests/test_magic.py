@@ -18,6 +18,7 @@ from magic_cells import CELLS
 from magic_shell import text_shell
 from marketkit import assert_paid_as_metered, local_market
 
+from golem_jupyter.amounts import format_wei_exact
 from golem_jupyter.chain import Offer, Wallet
 from golem_jupyter.errors import BudgetExceeded, GolemError, MarketError
 from golem_jupyter.notebook.execution import RemoteTraceback
@@ -330,7 +331,11 @@ def test_market_cell_prints_a_receipt_and_settles(shell, market, capsys):
     record = cluster.ledger.graph(graph["graph_id"])
     assert record.status == "confirmed" and record.tx_hash
     shell.run_line_magic("golem", "status")
-    assert record.tx_hash in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert record.tx_hash in out
+    # Short amounts, each with its exact wei beside it.
+    assert f"  spent {format_wei_exact(cluster.spent)} of {format_wei_exact(cluster.budget)};" in out
+    assert f" {format_wei_exact(graph['total'])} confirmed " in out
 
 
 def test_budget_cap_stops_the_cell_and_pays_what_ran(shell, market, capsys):
@@ -375,8 +380,12 @@ def test_budget_command_tops_the_escrow_up(shell, market, capsys):
     shell.run_line_magic("golem", f"budget {cluster.deposit + 10**15}wei")
     after = cluster.chain.escrow.session(cluster.session_id)
     assert after.deposited - before.deposited == 10**15
+    capsys.readouterr()
     shell.run_line_magic("golem", "budget")
-    assert "budget" in capsys.readouterr().out
+    assert capsys.readouterr().out == (
+        f"golem: budget {format_wei_exact(cluster.budget)}, spent {format_wei_exact(cluster.spent)}, "
+        f"left {format_wei_exact(cluster.remaining)}\n"
+    )
 
 
 def test_providers_lists_the_offers(shell, market, capsys):

@@ -8,7 +8,10 @@ import threading
 
 import ipywidgets
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from golem_jupyter.amounts import exact_wei, format_wei, format_wei_exact, parse_amount
 from golem_jupyter.notebook import display as gd
 from golem_jupyter.notebook.display import (
     NullProgressView,
@@ -16,7 +19,6 @@ from golem_jupyter.notebook.display import (
     TextProgressView,
     WidgetProgressView,
     display_mode,
-    format_wei,
     progress_view,
     receipt_html,
     receipt_text,
@@ -67,25 +69,58 @@ def receipt(**changes) -> Receipt:
     [
         (0, "0 wei"),
         (1, "1 wei"),
-        (999_999_999, "999999999 wei"),
-        (10**9, "1 gwei"),
+        (2_580, "2580 wei"),
+        (9_999, "9999 wei"),  # 4 digits: exact, in wei
+        (10_000, "0.00001 gwei"),
+        (25_804, "0.0000258 gwei"),
         (1_500_000_000, "1.5 gwei"),
-        (1_234_567_891, "1.23456789 gwei"),  # 9 significant digits
-        (1_234_567_895, "1.2345679 gwei"),  # rounds half up, trailing zero stripped
-        (123_456_789_123_456, "123456.789 gwei"),
-        (999_999_999_999_999, "0.001 ETH"),  # rounding reaches the ETH range
-        (10**15, "0.001 ETH"),
+        (1_234_567_895, "1.235 gwei"),  # 4 significant digits, half up
+        (1_234_449_999, "1.234 gwei"),
+        (99_994_999_999_999, "99990 gwei"),
+        (99_995_000_000_000, "0.0001 ETH"),  # rounding reaches the ETH range
+        (10**14, "0.0001 ETH"),
+        (10**16, "0.01 ETH"),
         (123 * 10**14, "0.0123 ETH"),
+        (12 * 10**15 + 1_500_000_000, "0.012 ETH"),
         (10**18, "1 ETH"),
-        (10**18 + 1, "1.000000000000000001 ETH"),
-        (12345678901234567890, "12.34567890123456789 ETH"),
-        (10**40 + 7, "10000000000000000000000.000000000000000007 ETH"),
-        (2**256 - 1, f"{(2**256 - 1) // 10**18}.{(2**256 - 1) % 10**18:018d} ETH"),
+        (10**18 + 1, "1 ETH"),
+        (12_345_678_901_234_567_890, "12.35 ETH"),
+        (123_456 * 10**18, "123500 ETH"),  # no exponent, no separator
+        (2**256 - 1, "115800000000000000000000000000000000000000000000000000000000 ETH"),
         (-1_500_000_000, "-1.5 gwei"),
+        (-99_995_000_000_000, "-0.0001 ETH"),  # away from zero
     ],
 )
 def test_format_wei(amount: int, text: str) -> None:
     assert format_wei(amount) == text
+
+
+def test_exact_wei() -> None:
+    assert exact_wei(12_345_678_901_234_567_890) == "12345678901234567890 wei"
+    assert format_wei_exact(12_345_678_901_234_567_890) == "12.35 ETH (12345678901234567890 wei)"
+
+
+def _significant_digits(text: str) -> int:
+    return len(text.split()[0].lstrip("-").replace(".", "").strip("0"))
+
+
+@given(st.integers(min_value=-(10**30), max_value=10**30))
+@example(9_999)
+@example(99_995)
+@example(99_994_999_999_999)
+@example(99_995_000_000_000)
+@example(-(10**30))
+def test_format_wei_keeps_four_significant_digits(amount: int) -> None:
+    text = format_wei(amount)
+    assert _significant_digits(text) <= 4
+    assert "e" not in text.split()[0].lower() and "," not in text
+    back = -parse_amount(text[1:]) if text.startswith("-") else parse_amount(text)  # it reads no sign
+    assert abs(back - amount) * 2 * 10**4 <= abs(amount) * 10  # relative error at most 5e-4
+    magnitude = abs(back)  # the rounded amount chooses the unit
+    unit = text.split()[1]
+    assert unit == ("wei" if magnitude < 10_000 else "gwei" if magnitude < 10**14 else "ETH")
+    if abs(amount) < 10_000:
+        assert back == amount
 
 
 def test_short_address() -> None:
@@ -201,17 +236,17 @@ def test_text_receipt_layout() -> None:
     lines = out.splitlines()
     assert lines[0] == "golem: receipt: 10 tasks on 2 providers in 12.4 s"
     header, row_a, row_b, total = lines[1:5]
-    assert row_a.split() == [A, "12.500", "0.000", "1.5", "gwei"]
-    assert row_b.split() == [B, "0.250", "3.125", "0.012", "ETH"]
-    assert total.split() == ["total", "12.750", "3.125", "0.0120000015", "ETH"]
+    assert row_a.split() == [A, "12.500", "0.000", "1.5", "gwei", "1500000000"]
+    assert row_b.split() == [B, "0.250", "3.125", "0.012", "ETH", "12000000000000000"]
+    assert total.split() == ["total", "12.750", "3.125", "0.012", "ETH", "12000001500000000"]
     # Columns line up: every number column ends where its header ends.
-    for column in ("cpu s", "gpu s", "amount"):
+    for column in ("cpu s", "gpu s", "amount", "wei"):
         end = header.index(column) + len(column)
         assert all(line[end - 1] != " " and (len(line) == end or line[end] == " ") for line in (row_a, row_b, total))
     assert f"  graph        {GRAPH}" in lines
     assert "  transaction  pending" in lines
     assert "  status       pending (not submitted yet)" in lines
-    assert "  budget left  1 ETH" in lines
+    assert "  budget left  1 ETH (1000000000000000000 wei)" in lines
     assert lines[-1] == "  Interrupted; what ran is paid."
 
 
@@ -268,7 +303,16 @@ def test_receipt_html_content() -> None:
     out = receipt_html(receipt(status="confirmed", tx_hash=TX))
     assert f'title="{A}"' in out and short_address(A) in out
     assert f'title="{B}"' in out
-    assert "1.5 gwei" in out and "0.012 ETH" in out and "0.0120000015 ETH" in out
+    assert '<span title="1500000000 wei">1.5 gwei</span>' in out
+    assert '<span title="12000000000000000 wei">0.012 ETH</span>' in out
+    assert '<span title="12000001500000000 wei">0.012 ETH</span>' in out  # the total
+    assert '<span title="1000000000000000000 wei">1 ETH</span>' in out  # budget left
+    # One click away: the exact amounts per provider and in total.
+    details = out[out.index("<details>") : out.index("</details>")]
+    assert "<summary>amounts in wei</summary>" in details
+    assert f"<code>{A}</code></td><td><code>1500000000</code>" in details
+    assert f"<code>{B}</code></td><td><code>12000000000000000</code>" in details
+    assert "<th>total</th><th><code>12000001500000000</code>" in details
     assert TX in out and GRAPH in out and "confirmed" in out
     local = receipt_html(receipt(status="local", n_tasks=3, elapsed=0.5))
     assert "Ran 3 tasks on the local cluster in 0.5 s (no payment)." in local and "<table>" not in local
@@ -314,7 +358,10 @@ def test_widget_view_progress_rows(shown: list[object]) -> None:
     assert view.overall.bar_style == "warning"
     assert view.overall_count.value == "6/10, 1 erred"
     assert "training" in view.header.value and "5.0 s" in view.header.value
-    assert "spent 1.2 gwei of 0.01 ETH left" in view.header.value
+    assert (
+        'spent <span title="1200000000 wei">1.2 gwei</span> of <span title="10000000000000000 wei">0.01 ETH</span> left'
+        in view.header.value
+    )
 
 
 def test_widget_view_finish_success(shown: list[object]) -> None:
@@ -327,7 +374,10 @@ def test_widget_view_finish_success(shown: list[object]) -> None:
     assert [bar.value for bar in bars] == [10, 7, 3]
     assert view.box.children[-1] is view.receipt_widget
     assert view.receipt_widget.value == receipt_html(done)
-    assert "spent 0.0120000015 ETH, 1 ETH left" in view.header.value
+    assert (
+        'spent <span title="12000001500000000 wei">0.012 ETH</span>, '
+        '<span title="1000000000000000000 wei">1 ETH</span> left' in view.header.value
+    )
     assert view.receipt == done
 
 
@@ -361,3 +411,14 @@ def test_widget_view_settled_from_another_thread(shown: list[object]) -> None:
     assert view.box.children == children and view.header.value == header
     assert view.receipt == later
     assert shown == [view.box]
+
+
+def test_offer_table_html_gives_the_exact_prices_on_hover() -> None:
+    from golem_jupyter.chain import Offer
+    from golem_jupyter.notebook.display import OfferTable
+
+    offer = Offer("tcp://h:1", provider=A, price_per_cpu_second=25_804, price_per_gpu_second=10**10)
+    html = OfferTable([offer], "devnet", {}, set())._repr_html_()
+    assert '<td><span title="25804 wei">0.0000258 gwei</span></td>' in html
+    assert '<td><span title="10000000000 wei">10 gwei</span></td>' in html
+    assert f"<td>{A}</td>" in html and "<td>tcp://h:1</td>" in html

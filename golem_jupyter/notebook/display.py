@@ -8,7 +8,9 @@ IPython, papermill batch runs or ``$GOLEM_DISPLAY=text`` (:class:`TextProgressVi
 
 The magic calls ``update()`` every ~0.2 s from the kernel's main thread while the graph runs,
 ``finish()`` once when it has ended, and possibly ``settled()`` later, from the settlement
-thread, when the payment's status changes. Amounts are integers in wei throughout.
+thread, when the payment's status changes. Amounts are integers in wei throughout, shown short
+(:func:`~..amounts.format_wei`) with the exact wei a column away in text and on hover (and in the
+receipt's "amounts in wei" details) in HTML.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO, runtime_checkable
 
 from IPython.display import display
 
-from ..amounts import format_wei
+from ..amounts import exact_wei, format_wei
 from ..market.matching import offer_sandbox
 from .receipts import Progress, ProviderProgress, Receipt
 
@@ -164,16 +166,22 @@ def _tx_text(receipt: Receipt) -> str:
     return "none" if receipt.status == "nothing to pay" else "pending"
 
 
-def _facts(receipt: Receipt) -> list[tuple[str, str]]:
-    """The receipt's key/value lines below the table, full length (users copy them)."""
-    facts = [
-        ("graph", receipt.graph_id or "-"),
-        ("transaction", _tx_text(receipt)),
-        ("status", STATUS_TEXT.get(receipt.status, receipt.status)),
+def _facts(receipt: Receipt) -> list[tuple[str, str, int | None]]:
+    """The receipt's key/value lines below the table, full length (users copy them): label, text, and
+    the amount in wei where the value is one."""
+    facts: list[tuple[str, str, int | None]] = [
+        ("graph", receipt.graph_id or "-", None),
+        ("transaction", _tx_text(receipt), None),
+        ("status", STATUS_TEXT.get(receipt.status, receipt.status), None),
     ]
     if receipt.budget_left is not None:
-        facts.append(("budget left", format_wei(receipt.budget_left)))
+        facts.append(("budget left", format_wei(receipt.budget_left), receipt.budget_left))
     return facts
+
+
+def _amount_html(amount: int) -> str:
+    """The short amount, the exact wei on hover."""
+    return f'<span title="{escape(exact_wei(amount))}">{escape(format_wei(amount))}</span>'
 
 
 def receipt_text(receipt: Receipt) -> str:
@@ -188,9 +196,15 @@ def receipt_text(receipt: Receipt) -> str:
         f"golem: receipt: {_plural(receipt.n_tasks, 'task')} on {_plural(len(receipt.lines), 'provider')} "
         f"in {format_seconds(receipt.elapsed)}"
     )
-    table = [("provider", "cpu s", "gpu s", "amount")]
+    table = [("provider", "cpu s", "gpu s", "amount", "wei")]
     table += [
-        (line.provider, f"{line.cpu_seconds:.3f}", f"{line.gpu_seconds:.3f}", format_wei(line.amount))
+        (
+            line.provider,
+            f"{line.cpu_seconds:.3f}",
+            f"{line.gpu_seconds:.3f}",
+            format_wei(line.amount),
+            str(line.amount),
+        )
         for line in receipt.lines
     ]
     table.append(
@@ -199,16 +213,20 @@ def receipt_text(receipt: Receipt) -> str:
             f"{sum(line.cpu_seconds for line in receipt.lines):.3f}",
             f"{sum(line.gpu_seconds for line in receipt.lines):.3f}",
             format_wei(receipt.total),
+            str(receipt.total),
         )
     )
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = [header]
     for row in table:
         cells = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
         lines.append(("  " + "  ".join(cells)).rstrip())
     facts = _facts(receipt)
-    label_width = max(len(label) for label, _ in facts)
-    lines += [f"  {label.ljust(label_width)}  {value}" for label, value in facts]
+    label_width = max(len(label) for label, _, _ in facts)
+    lines += [
+        f"  {label.ljust(label_width)}  {value}" + ("" if wei is None else f" ({exact_wei(wei)})")
+        for label, value, wei in facts
+    ]
     if receipt.note:
         lines.append(f"  {receipt.note}")
     return "\n".join(lines)
@@ -262,7 +280,7 @@ def receipt_html(receipt: Receipt) -> str:
             "<tr>"
             f'<td title="{escape(line.provider)}"><code>{escape(short_address(line.provider))}</code></td>'
             f"<td>{line.cpu_seconds:.3f}</td><td>{line.gpu_seconds:.3f}</td>"
-            f"<td>{escape(format_wei(line.amount))}</td>"
+            f"<td>{_amount_html(line.amount)}</td>"
             "</tr>"
             for line in receipt.lines
         ]
@@ -274,10 +292,23 @@ def receipt_html(receipt: Receipt) -> str:
             f"{escape(format_seconds(receipt.elapsed))})</th>"
             f"<th>{sum(line.cpu_seconds for line in receipt.lines):.3f}</th>"
             f"<th>{sum(line.gpu_seconds for line in receipt.lines):.3f}</th>"
-            f"<th>{escape(format_wei(receipt.total))}</th></tr></tfoot>"
+            f"<th>{_amount_html(receipt.total)}</th></tr></tfoot>"
             "</table>"
         )
-        facts = "<br>".join(f"{escape(label)}: <code>{escape(value)}</code>" for label, value in _facts(receipt))
+        exact = [
+            f"<tr><td><code>{escape(line.provider)}</code></td><td><code>{line.amount}</code></td></tr>"
+            for line in receipt.lines
+        ]
+        exact.append(f"<tr><th>total</th><th><code>{receipt.total}</code></th></tr>")
+        parts.append(
+            "<details><summary>amounts in wei</summary>"
+            f"<table><thead><tr><th>provider</th><th>wei</th></tr></thead><tbody>{''.join(exact)}</tbody></table>"
+            "</details>"
+        )
+        facts = "<br>".join(
+            f"{escape(label)}: <code>{escape(value) if wei is None else _amount_html(wei)}</code>"
+            for label, value, wei in _facts(receipt)
+        )
         parts.append(f"<p>{facts}</p>")
     if receipt.note:
         parts.append(f"<p><i>{escape(receipt.note)}</i></p>")
@@ -379,7 +410,7 @@ class WidgetProgressView:
         parts = [f"<b>{escape(self.title or 'golem')}</b>", escape(format_seconds(elapsed))]
         if budget_left is not None:
             joint = ", " if final else " of "
-            parts.append(f"spent {escape(format_wei(spent))}{joint}{escape(format_wei(budget_left))} left")
+            parts.append(f"spent {_amount_html(spent)}{joint}{_amount_html(budget_left)} left")
         return " · ".join(parts)
 
 
@@ -428,6 +459,13 @@ class OfferTable(list):
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{escape(h)}</th>" for h in self._HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in self._rows())
+        body = "".join(
+            "<tr>"
+            + f"<td>{escape(row[0])}</td>"
+            + f"<td>{_amount_html(o.price_per_cpu_second)}</td><td>{_amount_html(o.price_per_gpu_second)}</td>"
+            + "".join(f"<td>{escape(c)}</td>" for c in row[3:])
+            + "</tr>"
+            for o, row in zip(self, self._rows(), strict=True)
+        )
         caption = escape(f"{len(self)} offer(s) on {self.network}")
         return f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..amounts import parse_amount
+from ..amounts import format_wei_exact, parse_amount
 from ..errors import BudgetExceeded, GolemError, InvalidInput
 from ..market.matching import SANDBOX_TIERS
 from .cellgraph import analyze
@@ -313,12 +313,12 @@ class GolemMagics(Magics):
             print(f"golem: {session.describe()}")
             if isinstance(session, MarketSession):
                 c = session.cluster
-                print(f"  spent {format_wei(c.spent)} of {format_wei(c.budget)}; {len(c.graphs)} graph(s)")
+                print(f"  spent {format_wei_exact(c.spent)} of {format_wei_exact(c.budget)}; {len(c.graphs)} graph(s)")
                 for graph in c.graphs[-10:]:
                     record = c.ledger.graph(graph["graph_id"]) if graph.get("paid") else None
                     status = record.status if record else "nothing to pay"
                     tx = record.tx_hash if record and record.tx_hash else ""
-                    amount = format_wei(graph["total"])
+                    amount = format_wei_exact(graph["total"])
                     print(f"  graph {graph['graph_id'][:18]}… {graph['n_tasks']} tasks {amount} {status} {tx}")
 
     @magic_arguments(name="golem providers")
@@ -357,7 +357,8 @@ class GolemMagics(Magics):
             else:
                 c = session.cluster
                 print(
-                    f"golem: budget {format_wei(c.budget)}, spent {format_wei(c.spent)}, left {format_wei(c.remaining)}"
+                    f"golem: budget {format_wei_exact(c.budget)}, spent {format_wei_exact(c.spent)}, "
+                    f"left {format_wei_exact(c.remaining)}"
                 )
             return
         try:
@@ -366,7 +367,7 @@ class GolemMagics(Magics):
             raise UsageError(str(error)) from None
         if session is None:
             self.connection = replace(self.connection, budget=amount)
-            print(f"golem: the next session gets a budget of {format_wei(amount)}.")
+            print(f"golem: the next session gets a budget of {format_wei_exact(amount)}.")
             return
         left = self._allowance_left()
         if left is not None and amount - session.cluster.budget > left:
@@ -375,7 +376,7 @@ class GolemMagics(Magics):
                 f"({format_wei(self.budget_limit)} in all, golem run --budget)."
             )
         session.cluster.set_budget(amount)
-        print(f"golem: budget {format_wei(amount)}; left {format_wei(session.cluster.remaining)}.")
+        print(f"golem: budget {format_wei_exact(amount)}; left {format_wei_exact(session.cluster.remaining)}.")
 
     @magic_arguments(name="golem close")
     @_help_option

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..amounts import exact_wei, format_wei
+from ..amounts import format_wei_exact
 from ..chain import Chain
 from ..chain.escrow import Allocation
 from ..chain.vouchers import Release
@@ -73,12 +73,12 @@ class Closing:
     def describe(self) -> str:
         """One sentence for people: what came back, and what stays where until when."""
         short = f"session 0x{self.session_id.hex()[:8]}…"
-        back = f"{format_wei(self.returned)} ({exact_wei(self.returned)}) is back in the wallet"
+        back = f"{format_wei_exact(self.returned)} is back in the wallet"
         if self.closed:
             return f"{short} closed: {back}"
         names = ", ".join(h.provider for h in self.holdouts)
         return (
-            f"{short}: {back}; {format_wei(self.locked)} stays allocated to {names}, which did not release it, "
+            f"{short}: {back}; {format_wei_exact(self.locked)} stays allocated to {names}, which did not release it, "
             f"until the claim window ends (then `golem sessions close` returns what they did not claim)"
         )
 
