@@ -4,7 +4,8 @@ driven by Playwright in Debian's Chromium.
 One walk through what a user does: open the panel with no market running, start the local market
 from it, see its two providers' offers and the dev wallet, insert the connect cell from the panel,
 run a ``%%golem`` cell, watch its job appear and turn confirmed, open the receipt and check its
-transaction on the chain, switch to the dark theme, and stop the market from the panel.
+transaction on the chain, close a session a dead kernel left open, switch to the dark theme, and
+stop the market from the panel.
 Screenshots of each step go to ``test-artifacts/side-panel/``.
 """
 
@@ -28,6 +29,8 @@ import pytest
 import requests
 from jupyter_core.paths import jupyter_config_path, jupyter_path
 
+from golem_jupyter.chain import Chain, Wallet
+from golem_jupyter.chain.types import new_id
 from golem_jupyter.devnet import process_alive, running_devnet, running_providers, stop_devnet
 from golem_jupyter.ledger import Ledger
 
@@ -174,6 +177,30 @@ def _wait_until_answering(url: str, token: str, server: subprocess.Popen, log: P
     pytest.fail(f"JupyterLab did not answer within {LAB_START:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def _open_abandoned_session(network, golem_home: Path, deposit: int) -> str:
+    """A session of the dev wallet opened on-chain and recorded as open, nothing allocated: what a
+    kernel that died while renting leaves behind."""
+    chain = Chain.connect(network, Wallet.dev(0))
+    session_id = new_id()
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 3600
+    receipt = chain.escrow.open_session(session_id, deposit, deadline)
+    with contextlib.closing(Ledger(golem_home / "ledger.sqlite")) as ledger:
+        ledger.record_session(
+            session_id=session_id,
+            network=network.name,
+            chain_id=network.chain_id,
+            escrow=network.escrow,
+            requestor=Wallet.dev(0).address,
+            token="0x" + "00" * 20,
+            budget=deposit,
+            deadline=deadline,
+            tx_hash=receipt.tx_hash,
+            status="open",
+            label="abandoned.ipynb",
+        )
+    return "0x" + session_id.hex()
+
+
 def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel(
     lab: Lab, chromium_path: str, golem_home: Path
 ):
@@ -258,6 +285,37 @@ def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel
             assert mined["status"] == "0x1" and mined["to"].lower() == network.escrow.lower()
             shot("4-receipt")
 
+            # Sessions: the notebook's `%golem close` closed its own. A session a dead kernel left open
+            # (nothing allocated, the whole deposit refundable) shows, with its amounts one click from
+            # the exact wei; a POST without Jupyter's XSRF token is refused; its Close button closes it.
+            expect(golem("sessions-message")).to_have_text("No open sessions.")
+            deposit = 3 * 10**15 + 7
+            session_id = _open_abandoned_session(network, golem_home, deposit)
+            row = page.locator(f"[data-golem='session-row'][data-session='{session_id}']")
+            expect(row).to_have_count(1)
+            expect(row.locator("[data-golem='session-refundable']")).to_have_text("0.003 ETH")
+            expect(row.locator("[data-golem='session-closable']")).to_have_text("now")
+            deposited = row.locator("[data-golem='session-deposited']")
+            expect(deposited).to_have_text("0.003 ETH")
+            deposited.click()
+            expect(deposited).to_have_text(f"{deposit} wei")
+            forged = page.request.post(f"{lab.url}/golem/api/sessions/{session_id}/close", data="{}")
+            assert forged.status == 403, (forged.status, forged.text())
+            escrow = Chain.connect(network).escrow
+            assert not escrow.session(session_id).closed
+            shot("5-session-left-open")
+            row.locator("[data-golem='close-session']").click()
+            page.locator(".jp-Dialog .jp-mod-warn").click()
+            expect(golem("close-result")).to_contain_text("closed", timeout=60_000)
+            expect(golem("close-result")).to_contain_text(f"{deposit} wei")
+            expect(row).to_have_count(0)
+            assert escrow.session(session_id).closed
+            [event] = escrow.events("SessionClosed", sessionId=session_id)
+            assert event["refund"] == deposit
+            with contextlib.closing(Ledger(golem_home / "ledger.sqlite")) as ledger:
+                assert ledger.session(session_id).status == "closed"
+            shot("6-session-closed")
+
             # The theme's CSS variables: the panel follows JupyterLab into the dark theme.
             light = golem("panel").evaluate("node => getComputedStyle(node).backgroundColor")
             page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
@@ -265,7 +323,7 @@ def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel
             page.wait_for_timeout(500)  # the theme's stylesheet settles
             dark = golem("panel").evaluate("node => getComputedStyle(node).backgroundColor")
             assert dark != light
-            shot("5-dark-theme")
+            shot("7-dark-theme")
 
             # Stop: the market's processes end and the panel says so.
             pids = [network.pid, *(agent.pid for agent in running_providers())]
@@ -274,7 +332,7 @@ def test_a_user_starts_the_market_runs_a_cell_and_reads_its_receipt_in_the_panel
             expect(toggle).to_have_text("Start")
             assert running_devnet() is None
             assert not any(process_alive(pid) for pid in pids)
-            shot("6-market-stopped")
+            shot("8-market-stopped")
         finally:
             browser.close()
     assert page_errors == []

@@ -128,6 +128,43 @@ export interface IReceipt extends IJob {
   session: ISession | null;
 }
 
+/** One of the wallet's escrow sessions, with the chain's numbers now (`golem sessions`). */
+export interface IEscrowSession {
+  session_id: string;
+  label: string | null;
+  status: string;
+  created_at: number;
+  deposited_wei: string;
+  paid_wei: string;
+  /** Held in open allocations and not paid: only their providers can draw on it or release it. */
+  allocated_wei: string;
+  /** The unallocated remainder, which a close (or reclaim) returns at once. */
+  refundable_now_wei: string;
+  returned_wei: string;
+  open_allocations: number;
+  closed: boolean;
+  closable_at: number;
+  /** When the rest can be closed, in words ("now", "closed", ...). */
+  closable: string;
+}
+
+export interface IEscrowSessions {
+  network: string;
+  wallet: string;
+  sessions: IEscrowSession[];
+}
+
+/** What a Close did. */
+export interface IClosing {
+  session_id: string;
+  closed: boolean;
+  returned_wei: string;
+  tx_hash: string | null;
+  holdouts: { provider: string; locked_wei: string; reason: string }[];
+  closable_at: number;
+  message: string;
+}
+
 /** A request to the Golem API that failed; `message` is meant for the user. */
 export class ApiError extends Error {
   constructor(
@@ -164,6 +201,21 @@ export class GolemApi {
   async job(graphId: string): Promise<IReceipt> {
     const reply = await this.request<{ job: IReceipt }>(['jobs', graphId]);
     return reply.job;
+  }
+
+  /** The wallet's escrow sessions that are not closed (`all`: closed ones too). */
+  sessions(all = false): Promise<IEscrowSessions> {
+    return this.request<IEscrowSessions>(['sessions'], { network: this.network, all: all ? '1' : '' });
+  }
+
+  /** Close a session: the providers' releases, then the cooperative close (or a reclaim). */
+  async closeSession(sessionId: string): Promise<IClosing> {
+    const reply = await this.request<{ closing: IClosing }>(
+      ['sessions', sessionId, 'close'],
+      { network: this.network },
+      { method: 'POST', body: '{}' }
+    );
+    return reply.closing;
   }
 
   devnet(): Promise<IDevnet> {

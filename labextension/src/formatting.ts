@@ -3,12 +3,11 @@
  *
  * Amounts arrive from the server as decimal strings of wei; they are parsed
  * with BigInt and never pass through a float, like golem_jupyter.amounts.format_wei
- * (the CLI's bills and the panel read the same).
+ * (the CLI's bills and the panel write them the same way).
  */
 
 const GWEI = 10n ** 9n;
 const ETH = 10n ** 18n;
-const MILLI_ETH = 10n ** 15n;
 
 /** A decimal string (or bigint/number) of wei as a BigInt, or null when it is not one. */
 export function parseWei(value: string | number | bigint | null | undefined): bigint | null {
@@ -25,8 +24,12 @@ export function parseWei(value: string | number | bigint | null | undefined): bi
 }
 
 /**
- * `amount` wei for humans: "123 wei", "1.5 gwei" (9 significant digits) or
- * "0.0123 ETH" (exact). Anything that is not an integer is shown as given.
+ * `amount` wei for humans, the convention of golem_jupyter.amounts.format_wei:
+ * rounded half up to 4 significant digits, then in wei below 10 000 wei
+ * (exact), in gwei below 10^14 wei, in ETH from 0.0001 ETH up; trailing zeros
+ * dropped ("0.0000258 gwei", "1.235 gwei", "0.01 ETH", "12.35 ETH"). The exact
+ * amount is `exactWei`, one click away wherever the panel shows an amount
+ * (see amount.ts). Anything that is not an integer is shown as given.
  */
 export function formatWei(value: string | number | bigint | null | undefined): string {
   if (value === null || value === undefined || value === '') {
@@ -39,24 +42,33 @@ export function formatWei(value: string | number | bigint | null | undefined): s
   return formatBigWei(amount);
 }
 
+/** The exact amount: "12345678901234567890 wei" (or '—'). */
+export function exactWei(value: string | number | bigint | null | undefined): string {
+  const amount = parseWei(value ?? null);
+  return amount === null ? (value === null || value === undefined || value === '' ? '—' : String(value)) : `${amount} wei`;
+}
+
+const SIGNIFICANT = 4;
+const WEI_BELOW = 10n ** 4n;
+const GWEI_BELOW = 10n ** 14n;
+
 function formatBigWei(amount: bigint): string {
   if (amount < 0n) {
     return '-' + formatBigWei(-amount);
   }
-  if (amount < GWEI) {
-    return `${amount} wei`;
+  const digits = amount.toString().length;
+  let rounded = amount;
+  if (digits > SIGNIFICANT) {
+    const step = 10n ** BigInt(digits - SIGNIFICANT);
+    rounded = ((amount + step / 2n) / step) * step;
   }
-  if (amount < MILLI_ETH) {
-    // Round half up to 9 significant digits: with n digits before the gwei
-    // point, the last digit kept is worth 10**n wei.
-    const step = 10n ** BigInt((amount / GWEI).toString().length);
-    const rounded = ((amount + step / 2n) / step) * step;
-    if (rounded < MILLI_ETH) {
-      return `${decimal(rounded, GWEI)} gwei`;
-    }
-    amount = rounded;
+  if (rounded < WEI_BELOW) {
+    return `${rounded} wei`;
   }
-  return `${decimal(amount, ETH)} ETH`;
+  if (rounded < GWEI_BELOW) {
+    return `${decimal(rounded, GWEI)} gwei`;
+  }
+  return `${decimal(rounded, ETH)} ETH`;
 }
 
 /** `amount / unit` written out exactly, without trailing zeros. */

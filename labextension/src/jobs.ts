@@ -2,7 +2,7 @@
 
 import { IJob, IReceipt } from './api';
 import { h, replaceChildren } from './dom';
-import { formatAge, formatTimestamp, formatWei, notebookName } from './formatting';
+import { exactWei, formatAge, formatTimestamp, formatWei, notebookName } from './formatting';
 import { renderReceipt, statusBadge } from './receipt';
 
 /** Newest first (by creation time; ties keep the server's order). */
@@ -137,7 +137,7 @@ export class JobsSection {
           'div',
           { className: 'jp-GolemPanel-jobMeta jp-GolemPanel-muted' },
           `${job.n_tasks} task${job.n_tasks === 1 ? '' : 's'} · `,
-          h('span', { title: `${job.amount_wei} wei` }, formatWei(job.amount_wei)),
+          h('span', { title: `${exactWei(job.amount_wei)}; the receipt shows it exactly` }, formatWei(job.amount_wei)),
           ` · ${formatAge(job.created_at)}`
         ),
         progressBar(job.status)

@@ -2,7 +2,8 @@
 
 import { IOffer } from './api';
 import { h, replaceChildren } from './dom';
-import { compareWei, formatWei, shortAddress } from './formatting';
+import { amount } from './amount';
+import { compareWei, shortAddress } from './formatting';
 
 export type SortKey = 'provider' | 'cpu' | 'gpu' | 'gpus' | 'reputation' | 'sandbox' | 'reachable';
 
@@ -35,7 +36,7 @@ const COLUMNS: IColumn[] = [
     label: 'CPU',
     title: 'Price per CPU-second',
     numeric: true,
-    cell: offer => h('td', { title: `${offer.price_per_cpu_second_wei} wei per CPU-second` }, formatWei(offer.price_per_cpu_second_wei)),
+    cell: offer => h('td', { title: 'per CPU-second' }, amount(offer.price_per_cpu_second_wei)),
     value: offer => offer.price_per_cpu_second_wei,
     compare: (a, b) => compareWei(a.price_per_cpu_second_wei, b.price_per_cpu_second_wei)
   },
@@ -46,7 +47,7 @@ const COLUMNS: IColumn[] = [
     numeric: true,
     cell: offer =>
       offer.gpus > 0
-        ? h('td', { title: `${offer.price_per_gpu_second_wei} wei per GPU-second` }, formatWei(offer.price_per_gpu_second_wei))
+        ? h('td', { title: 'per GPU-second' }, amount(offer.price_per_gpu_second_wei))
         : h('td', { className: 'jp-GolemPanel-muted' }, '—'),
     value: offer => (offer.gpus > 0 ? offer.price_per_gpu_second_wei : null),
     compare: (a, b) => compareWei(a.price_per_gpu_second_wei, b.price_per_gpu_second_wei)

@@ -13,6 +13,7 @@ import { h, replaceChildren } from './dom';
 import { golemIcon } from './icon';
 import { JobsSection } from './jobs';
 import { OffersSection } from './offers';
+import { SessionsSection } from './sessions';
 import { WalletSection } from './wallet';
 
 export const DEFAULT_POLL_INTERVAL = 3000;
@@ -68,6 +69,7 @@ export class GolemPanel extends Widget {
   private _devnet: DevnetSection;
   private _offers = new OffersSection();
   private _jobs = new JobsSection();
+  private _sessions: SessionsSection;
   private _insert: HTMLButtonElement;
   private _interval = DEFAULT_POLL_INTERVAL;
   private _polling = false;
@@ -88,6 +90,8 @@ export class GolemPanel extends Widget {
     this._devnet = new DevnetSection(api);
     this._devnet.onError = message => this._errors.set('devnet', message);
     this._devnet.onChanged = () => void this.refresh();
+    this._sessions = new SessionsSection(api);
+    this._sessions.onChanged = () => void this.refresh();
     this._jobs.onSelect = graphId => {
       this._receipt = null;
       if (graphId !== null) {
@@ -129,7 +133,8 @@ export class GolemPanel extends Widget {
         this._wallet.node,
         this._devnet.node,
         this._offers.node,
-        this._jobs.node
+        this._jobs.node,
+        this._sessions.node
       )
     );
     this._errors.set('init', null);
@@ -258,7 +263,12 @@ export class GolemPanel extends Widget {
   private async _refresh(): Promise<void> {
     const api = this._api;
     const network = api.network;
-    const [status, providers, jobs] = await Promise.allSettled([api.status(), api.providers(), api.jobs(JOB_LIMIT)]);
+    const [status, providers, jobs, sessions] = await Promise.allSettled([
+      api.status(),
+      api.providers(),
+      api.jobs(JOB_LIMIT),
+      api.sessions()
+    ]);
     if (network !== api.network || this.isDisposed) {
       return; // the network changed meanwhile: these answers are about the old one
     }
@@ -294,6 +304,15 @@ export class GolemPanel extends Widget {
     } else {
       const text = messageOf(jobs.reason);
       this._jobs.update(null, null, text === serverError ? 'Unavailable.' : text);
+    }
+
+    if (sessions.status === 'fulfilled') {
+      this._sessions.update(sessions.value.sessions ?? []);
+    } else if (noNetwork) {
+      this._sessions.update(null, 'No sessions to show: there is no network.');
+    } else {
+      const text = messageOf(sessions.reason);
+      this._sessions.update(null, text === serverError ? 'Unavailable.' : text);
     }
 
     const selected = this._jobs.selected;

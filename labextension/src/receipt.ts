@@ -2,7 +2,8 @@
 
 import { IReceipt } from './api';
 import { Child, h } from './dom';
-import { formatSeconds, formatTimestamp, formatWei, notebookName, shortAddress } from './formatting';
+import { amount } from './amount';
+import { exactWei, formatSeconds, formatTimestamp, formatWei, notebookName, shortAddress } from './formatting';
 
 /** A status badge: pending, submitted, confirmed, failed, abandoned (or whatever the server says). */
 export function statusBadge(status: string): HTMLElement {
@@ -30,7 +31,7 @@ export function renderReceipt(receipt: IReceipt): HTMLElement {
       h('td', { className: 'jp-GolemPanel-mono', title: payout.provider }, shortAddress(payout.provider)),
       h('td', { className: 'jp-GolemPanel-num' }, formatSeconds(payout.cpu_seconds)),
       h('td', { className: 'jp-GolemPanel-num' }, formatSeconds(payout.gpu_seconds)),
-      h('td', { className: 'jp-GolemPanel-num', title: `${payout.amount_wei} wei (cumulative ${formatWei(payout.cumulative_wei)})` }, formatWei(payout.amount_wei))
+      h('td', { className: 'jp-GolemPanel-num', title: `cumulative ${formatWei(payout.cumulative_wei)} (${exactWei(payout.cumulative_wei)})` }, amount(payout.amount_wei))
     )
   );
   if (!payoutRows.length) {
@@ -68,7 +69,7 @@ export function renderReceipt(receipt: IReceipt): HTMLElement {
       receipt.error ? field('Error', h('span', { className: 'jp-GolemPanel-errorText' }, receipt.error)) : null,
       field('Cell', [receipt.label || '—', receipt.notebook ? ` · ${notebookName(receipt.notebook)}` : '']),
       field('Tasks', String(receipt.n_tasks)),
-      field('Amount', h('span', { title: `${receipt.amount_wei} wei` }, formatWei(receipt.amount_wei))),
+      field('Amount', amount(receipt.amount_wei, 'receipt-amount')),
       field('Created', formatTimestamp(receipt.created_at))
     ),
     h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Payouts'),
@@ -84,7 +85,7 @@ export function renderReceipt(receipt: IReceipt): HTMLElement {
             field('Status', statusBadge(session.status)),
             field(
               'Budget',
-              `${formatWei(session.budget_wei)}; spent ${formatWei(session.spent_wei)}, settled ${formatWei(session.settled_wei)}`
+              h('span', {}, amount(session.budget_wei), '; spent ', amount(session.spent_wei), ', settled ', amount(session.settled_wei))
             ),
             field('Network', `${session.network ?? '—'}${session.chain_id !== null && session.chain_id !== undefined ? ` (chain ${session.chain_id})` : ''}`),
             field('Escrow', mono(session.escrow)),

@@ -2,7 +2,7 @@
 
 import { IStatus } from './api';
 import { h, replaceChildren } from './dom';
-import { formatWei } from './formatting';
+import { amount } from './amount';
 
 export class WalletSection {
   readonly node: HTMLElement;
@@ -51,26 +51,23 @@ export class WalletSection {
     const wallet = status?.wallet ?? null;
     this._address.textContent = wallet?.address ?? '—';
     this._address.title = wallet?.address ?? '';
-    this._balance.textContent = wallet ? formatWei(wallet.balance_wei) : '—';
-    this._balance.title = wallet ? `${wallet.balance_wei} wei` : '';
+    replaceChildren(this._balance, wallet ? amount(wallet.balance_wei) : '—');
 
     const escrow = status?.escrow ?? null;
     if (escrow && status?.reachable !== false) {
       const sessions = escrow.open_sessions;
       replaceChildren(
         this._locked,
-        formatWei(escrow.locked_wei),
+        amount(escrow.locked_wei),
         h('span', { className: 'jp-GolemPanel-muted' }, ` in ${sessions} open session${sessions === 1 ? '' : 's'}`)
       );
-      this._locked.title = `${escrow.locked_wei} wei`;
     } else {
       replaceChildren(this._locked, '—');
-      this._locked.title = '';
     }
 
     const credited = wallet?.credited_wei;
     if (credited && credited !== '0') {
-      this._note.textContent = `${formatWei(credited)} credited to you in escrow, ready to withdraw (golem wallet withdraw).`;
+      replaceChildren(this._note, amount(credited), ' credited to you in escrow, ready to withdraw (golem wallet withdraw).');
     } else if (status && !status.reachable && !status.error) {
       this._note.textContent = network ? 'The chain is not reachable.' : 'No network: start a local market below, or set one in the settings.';
     } else {
