@@ -6,7 +6,8 @@ restricted decoder. Keeping them apart lets each process have one rule.
 
 ``python -m golem_jupyter.scheduler --credentials DIR --scheduler-file FILE``
 listens with TLS and mutual authentication (only certificates from the session's CA get in),
-meters graphs with :class:`~.metering.GraphMeter`, and exits when its parent process dies, so a
+meters graphs with :class:`~.metering.GraphMeter`, holds sampled results until the requestor
+checked them (:class:`~.verify.Verifier`), and exits when its parent process dies, so a
 killed kernel never leaves a scheduler behind. A task no worker can run (its providers stopped
 serving) fails after ``distributed.scheduler.no-workers-timeout``, 30 s unless configured,
 instead of waiting forever for a worker that is not coming back.
@@ -28,6 +29,7 @@ from distributed import Scheduler
 from ..market.certificates import security_for
 from ..trust._authorization import authorize_by_role
 from .metering import GraphMeter
+from .verify import Verifier
 
 PARENT_POLL_SECONDS = 0.5
 NO_WORKERS_TIMEOUT = "30s"
@@ -48,7 +50,11 @@ async def serve(args: argparse.Namespace) -> None:
         idle_timeout=None,
     )
     authorize_by_role(scheduler)  # before it listens: a worker's certificate gets the worker protocol only
-    scheduler.add_plugin(GraphMeter())
+    meter = GraphMeter()
+    # The verifier first: it wraps the scheduler's own "task-finished" handler, so the meter (which
+    # wraps what it finds) charges a report when it arrives, and the verifier holds it from Dask.
+    scheduler.add_plugin(Verifier(meter))
+    scheduler.add_plugin(meter)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

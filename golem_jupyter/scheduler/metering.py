@@ -166,6 +166,8 @@ class GraphRun:
     usage: dict[str, Usage] = field(default_factory=dict)
     erred: int = 0
     budget_exceeded: bool = False
+    forfeited: set[str] = field(default_factory=set)
+    """Providers voted down by verification in this graph: nothing of it is paid to them."""
 
 
 class GraphMeter(SchedulerPlugin):
@@ -449,6 +451,8 @@ class GraphMeter(SchedulerPlugin):
         else:
             graph_id, gpu = self.key_graph.get(key), _holds_gpu(self.scheduler.tasks.get(key))
         run = self.graphs.get(graph_id) if graph_id else None
+        if run is not None and provider in run.forfeited:
+            return  # voted down in this graph: none of its work in it is paid
         if run is not None:
             usage = run.usage.setdefault(provider, Usage())
         else:
@@ -511,6 +515,18 @@ class GraphMeter(SchedulerPlugin):
         if count <= LOGGED_REPORTS or count % 1000 == 0:
             logger.warning(message + " [%s report %d from this provider]", *args, kind, count)
 
+    def forfeit(self, graph_id: str, provider: str) -> None:
+        """``provider`` returned a result of graph ``graph_id`` that verification voted down: nothing of
+        the graph is paid to it (what it was charged so far is taken back from the budget's count)."""
+        run = self.graphs.get(graph_id)
+        if run is None:
+            return
+        run.forfeited.add(provider)
+        usage = run.usage.pop(provider, None)
+        if usage is not None and provider in self.prices:
+            tariff = self.prices[provider]
+            self.spent -= tariff.charge(usage.cpu_seconds, gpu=False) + tariff.charge(usage.gpu_seconds, gpu=True)
+
     def _price_late_work(self) -> None:
         """Price the late work as a graph of its own (no cell's receipt takes on another's work)."""
         self._late = None
@@ -541,6 +557,7 @@ class GraphMeter(SchedulerPlugin):
                 "result_root": self._result_root(run),
                 "budget_exceeded": run.budget_exceeded,
                 "outputs": [str(key) for key in run.outputs],
+                "forfeited": sorted(run.forfeited),
             }
         )
         self.finished_total += 1

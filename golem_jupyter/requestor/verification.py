@@ -1,0 +1,274 @@
+"""The requestor's half of ``--verify``: judging the results its scheduler holds back.
+
+DESIGN.md section 6, "Results". The scheduler's :class:`~golem_jupyter.scheduler.verify.Verifier`
+holds a sampled task's result and re-runs the task under a fresh key on another provider; here,
+in the kernel, both results are fetched through the scheduler and decoded with the restricted
+decoder, and compared (:func:`golem_jupyter.trust.compare`: exact for integers, strings and other
+values, ``allclose`` for floating point). When they agree the result is released to Dask. When
+they do not, a referee decides: a third provider, or with none left, the requestor's own machine
+(the task's spec, which came from this process, run once in a child process on inputs fetched
+from the scheduler). Every provider outvoted is a :class:`Fault`: the scheduler charges it nothing
+for the graph, removes its workers and drops its result (so the task, and whatever else of it is
+still needed, is computed again elsewhere), and the cluster reports it on-chain and replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import pickle
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..trust import compare, digest
+
+logger = logging.getLogger(__name__)
+
+REQUESTOR = "requestor"
+"""The vote of the requestor's own machine (a referee that is never outvoted)."""
+
+LOCAL_TIMEOUT = 600.0
+"""Seconds a task re-run on the requestor's machine may take."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A provider outvoted on one task of one graph."""
+
+    provider: str
+    graph_id: str | None
+    key: str
+    evidence: bytes
+    """sha256 over the task's key and the digest of every result compared: what ``reportFault`` records."""
+    detail: str
+
+
+@dataclass
+class VerificationStats:
+    """What verification did in a session: the receipts and the benchmark read it."""
+
+    checked: int = 0
+    mismatches: int = 0
+    referees: int = 0
+    local_runs: int = 0
+    faults: list[Fault] = field(default_factory=list)
+
+
+class _Failed:
+    """A re-run that raised instead of returning (it disagrees with any value)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"<failed: {self.error}>"
+
+
+class Verification:
+    """Judges the checks the scheduler announces, one task at a time, until closed."""
+
+    def __init__(
+        self,
+        scheduler: Any,
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        on_fault: Callable[[Fault], Awaitable[None]] | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.rtol = rtol
+        self.atol = atol
+        self.on_fault = on_fault
+        self.stats = VerificationStats()
+        self._votes: dict[str, dict[str, Any]] = {}
+        """Per open check: provider -> the result it gave (the held one first)."""
+        self._mismatched: set[str] = set()
+        self._loop_task: asyncio.Task | None = None
+        self._judging: set[asyncio.Task] = set()
+
+    async def start(self, fraction: float) -> None:
+        await self.scheduler.golem_verify_configure(fraction=fraction)
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def configure(self, fraction: float) -> None:
+        await self.scheduler.golem_verify_configure(fraction=fraction)
+
+    async def close(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self._judging:
+            await asyncio.gather(*self._judging, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                events = await self.scheduler.golem_verify_events(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 (the scheduler is gone: nothing is held any more)
+                logger.debug("Verification stops: %s", error)
+                return
+            for event in events:
+                task = asyncio.create_task(self._judge(event))
+                self._judging.add(task)
+                task.add_done_callback(self._judging.discard)
+
+    async def _judge(self, event: dict[str, Any]) -> None:
+        check = event["check"]
+        try:
+            verdict = await self._verdict(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 (a check that cannot be judged is released, and said)
+            logger.warning("Could not check task %r (%s); its result is used unchecked.", event["key"], error)
+            await self.scheduler.golem_verify_decide(check_id=check, release=True, faulty=[])
+            self._votes.pop(check, None)
+            return
+        if verdict is None:
+            return  # a referee is running: the check comes back when it is done
+        release, faulty = verdict
+        votes = self._votes.pop(check, {})
+        self._mismatched.discard(check)
+        await self.scheduler.golem_verify_decide(check_id=check, release=release, faulty=faulty)
+        for fault in _faults(event, faulty, votes):
+            self.stats.faults.append(fault)
+            logger.warning(
+                "Provider %s returned a wrong result for task %s: %s", fault.provider, fault.key, fault.detail
+            )
+            if self.on_fault is not None:
+                await self.on_fault(fault)
+
+    async def _verdict(self, event: dict[str, Any]) -> tuple[bool, list[str]] | None:
+        """(release the held result?, providers outvoted), or None while a referee runs."""
+        check, key = event["check"], event["key"]
+        votes = self._votes.setdefault(check, {})
+        if event["provider"] not in votes:
+            self.stats.checked += 1
+            votes[event["provider"]] = await self._fetch(check, key)
+        for twin, rerun in event["reruns"].items():
+            provider = rerun.get("provider") or twin
+            if provider in votes:
+                continue
+            if rerun["state"] == "erred":
+                votes[provider] = _Failed(rerun.get("error", "the re-run failed"))
+            else:
+                votes[provider] = await self._fetch(check, twin)
+        if len(votes) == 1:  # no other provider could re-run it
+            votes[REQUESTOR] = await self._run_locally(check)
+        first, *others = votes.values()
+        if check not in self._mismatched and not all(self._same(first, other) for other in others):
+            self._mismatched.add(check)
+            self.stats.mismatches += 1
+        decided = self._count(votes)
+        if decided is not None:
+            return decided
+        # Two results that disagree, and no referee yet.
+        self.stats.referees += 1
+        started = await self.scheduler.golem_verify_rerun(check_id=check, exclude=list(votes))
+        if started.get("started"):
+            return None
+        votes[REQUESTOR] = await self._run_locally(check)
+        return self._count(votes)
+
+    def _count(self, votes: dict[str, Any]) -> tuple[bool, list[str]] | None:
+        """The verdict the votes give, or None if two disagree with no third to decide."""
+        providers = list(votes)
+        original = providers[0]
+        if REQUESTOR in votes:
+            truth = votes[REQUESTOR]
+            faulty = [p for p in providers if p != REQUESTOR and not self._same(truth, votes[p])]
+        else:
+            groups: list[list[str]] = []
+            for provider in providers:
+                for group in groups:
+                    if self._same(votes[group[0]], votes[provider]):
+                        group.append(provider)
+                        break
+                else:
+                    groups.append([provider])
+            if len(groups) == 1:
+                return True, []
+            majority = max(groups, key=len)
+            if len(majority) < 2:
+                return None
+            faulty = [p for p in providers if p not in majority]
+        return original not in faulty, faulty
+
+    def _same(self, a: Any, b: Any) -> bool:
+        if isinstance(a, _Failed) or isinstance(b, _Failed):
+            return False
+        return compare(a, b, rtol=self.rtol, atol=self.atol) is None
+
+    async def _fetch(self, check: str, key: Any) -> Any:
+        """A result, fetched through the scheduler and decoded here (with the restricted decoder)."""
+        reply = await self.scheduler.golem_verify_fetch(check_id=check, key=key)
+        if reply.get("status") != "OK":
+            return _Failed(reply.get("error") or "the result is gone")
+        return reply["data"][key]
+
+    async def _run_locally(self, check: str) -> Any:
+        """Run the task on the requestor's machine: its spec (from the scheduler, which got it from this
+        process) on its inputs (decoded with the restricted decoder), in a child process."""
+        self.stats.local_runs += 1
+        spec_bytes = await self.scheduler.golem_verify_spec(check_id=check)
+        if spec_bytes is None:
+            raise RuntimeError("the task's spec is gone")
+        spec = pickle.loads(spec_bytes)  # trusted: the requestor's own graph, from its own scheduler
+        dependencies = list(spec.dependencies)
+        inputs: dict[Any, Any] = {}
+        if dependencies:
+            reply = await self.scheduler.gather(keys=dependencies)
+            if reply.get("status") != "OK":
+                raise RuntimeError(f"the task's inputs could not be fetched ({reply.get('status')})")
+            inputs = reply["data"]
+        return await asyncio.to_thread(_run_in_child, spec_bytes, inputs)
+
+
+def _faults(event: dict[str, Any], faulty: list[str], votes: dict[str, Any]) -> list[Fault]:
+    """The faults of a check's verdict, each with the evidence: sha256 over the key and every vote's digest."""
+    key = str(event["key"])
+    evidence = hashlib.sha256(key.encode())
+    for provider in sorted(votes):
+        evidence.update(provider.encode() + _digest(votes[provider]))
+    return [
+        Fault(provider, event.get("graph_id"), key, evidence.digest(), "outvoted by the re-runs of its task")
+        for provider in faulty
+    ]
+
+
+def _digest(value: Any) -> bytes:
+    if isinstance(value, _Failed):
+        return hashlib.sha256(value.error.encode()).digest()
+    try:
+        return digest(value)
+    except Exception:  # noqa: BLE001 (a value digest cannot walk still counts as evidence by its repr)
+        return hashlib.sha256(repr(value).encode()).digest()
+
+
+_CHILD = """
+import pickle, sys
+import cloudpickle
+spec, inputs = pickle.load(sys.stdin.buffer)
+result = spec(inputs)
+sys.stdout.buffer.write(cloudpickle.dumps(result))
+"""
+
+
+def _run_in_child(spec_bytes: bytes, inputs: dict[Any, Any]) -> Any:
+    """``spec(inputs)`` in a fresh Python process; its result (the requestor's own computation)."""
+    import cloudpickle
+
+    payload = cloudpickle.dumps((pickle.loads(spec_bytes), inputs))  # trusted: see _run_locally
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD], input=payload, capture_output=True, timeout=LOCAL_TIMEOUT, check=False
+    )
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return _Failed(f"the task failed on the requestor's machine: {tail[0]}")
+    return pickle.loads(done.stdout)  # trusted: our own child ran our own task

@@ -1,0 +1,350 @@
+"""Holding sampled results in the requestor's scheduler until the requestor has checked them.
+
+DESIGN.md section 6, "Results". :class:`Verifier` is a Dask ``SchedulerPlugin`` in the
+requestor's scheduler process; the judging happens in the requestor's kernel
+(:mod:`golem_jupyter.requestor.verification`), which decodes provider bytes only through the
+restricted decoder (this process never decodes a result).
+
+When a worker reports a task finished, the verifier draws a coin for it (``secrets``: no
+provider sees it) with the verify fraction of the task's cell (the ``golem_verify`` annotation)
+or of the session. A sampled report is *held*: the scheduler does not learn that the task is in
+memory, so no client future resolves, no dependent starts and the task's graph stays open (the
+meter prices a graph, and the requestor signs its vouchers, only once every task of it is done).
+Meanwhile the same task runs again under a fresh key on a worker of another provider (a *twin*,
+with the same inputs), and the kernel is told when both are ready (``golem_verify_events``). The
+kernel compares the two results and either releases the held report (``golem_verify_decide``)
+or asks for a referee (``golem_verify_rerun`` on a third provider; with none, it runs the task
+on the requestor's own machine, reading the task's spec with ``golem_verify_spec``). A provider
+voted down is charged nothing for the graph, its workers are removed (so every result of it that
+is still needed is computed again elsewhere), and the held report is dropped.
+
+A report of a task that cannot be checked (no other provider and no kernel answer within
+``CHECK_TIMEOUT``) is released with a warning: unchecked is not voted down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import secrets
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+from distributed.core import Status
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.worker import get_data_from_worker
+
+logger = logging.getLogger(__name__)
+
+ANNOTATION = "golem_verify"
+"""Task annotation holding a cell's own verify fraction (``%%golem --verify F``)."""
+
+CLIENT = "golem-verifier"
+"""The scheduler-side client that wants the twins (no real client connects under this name)."""
+
+TWIN_PREFIX = "golem-verify-"
+
+CHECK_TIMEOUT = 300.0
+"""Seconds a held report waits for the kernel's verdict before it is released unchecked."""
+
+
+@dataclass
+class Check:
+    """One held report and the re-runs made to judge it."""
+
+    check_id: str
+    key: Any
+    worker: str
+    """The address of the worker whose report is held."""
+    provider: str
+    message: dict[str, Any]
+    graph_id: str | None
+    held_at: float = field(default_factory=time.monotonic)
+    reruns: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    """Twin key -> {"provider", "worker", "state"} for each re-run of the task."""
+    decided: bool = False
+
+
+class Verifier(SchedulerPlugin):
+    """Holds sampled reports, runs their twins, and carries out the kernel's verdicts."""
+
+    name = "golem-verifier"
+
+    def __init__(self, meter: Any = None) -> None:
+        self.scheduler: Any = None
+        self.meter = meter
+        self.fraction = 0.0
+        self.rng = secrets.SystemRandom()
+        self.checks: dict[str, Check] = {}
+        self.by_key: dict[Any, str] = {}
+        self.twins: dict[Any, str] = {}
+        self.events: deque[dict[str, Any]] = deque()
+        self._event: asyncio.Event | None = None
+        self._finished: Any = None
+        self.excluded: set[str] = set()
+        """Providers voted down in this session: no task of theirs is trusted again."""
+        self.counts = {"held": 0, "released": 0, "dropped": 0, "unchecked": 0, "reruns": 0}
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self._event = asyncio.Event()
+        scheduler.handlers["golem_verify_configure"] = self.configure
+        scheduler.handlers["golem_verify_events"] = self.next_events
+        scheduler.handlers["golem_verify_rerun"] = self.rerun
+        scheduler.handlers["golem_verify_decide"] = self.decide
+        scheduler.handlers["golem_verify_spec"] = self.spec
+        scheduler.handlers["golem_verify_state"] = self.state
+        scheduler.handlers["golem_verify_fetch"] = self.fetch
+        self._finished = scheduler.stream_handlers["task-finished"]
+        scheduler.stream_handlers["task-finished"] = self._on_finished
+        asyncio.get_running_loop().call_later(CHECK_TIMEOUT / 10, self._expire)
+
+    # ------------------------------------------------------------------ handlers
+
+    def configure(self, fraction: float | None = None) -> dict[str, Any]:
+        """Set the session's verify fraction (a cell's ``golem_verify`` annotation overrides it)."""
+        if fraction is not None:
+            fraction = float(fraction)
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"verify fraction must be from 0 to 1, not {fraction}")
+            self.fraction = fraction
+        return self.state()
+
+    def state(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "open_checks": len(self.checks), **self.counts}
+
+    async def next_events(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Checks ready to judge (the held result and its re-runs are in memory or failed)."""
+        assert self._event is not None
+        if not self.events:
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                pass
+        out = list(self.events)
+        self.events.clear()
+        return out
+
+    def rerun(self, check_id: str, exclude: list[str]) -> dict[str, Any]:
+        """Run the check's task once more on a provider not in ``exclude``; says whether one was found."""
+        check = self.checks.get(check_id)
+        if check is None or check.decided:
+            return {"started": False, "reason": "no such open check"}
+        twin = self._twin(check, set(exclude) | self.excluded)
+        return {"started": twin is not None, "twin": twin}
+
+    async def fetch(self, check_id: str, key: Any) -> dict[str, Any]:
+        """The bytes of the held result or of one of its re-runs, from the worker holding it, for the
+        kernel to decode (this process does not decode them): ``{"status": "OK", "data": {key: ...}}``."""
+        check = self.checks.get(check_id)
+        if check is None:
+            return {"status": "gone"}
+        if key == check.key:
+            worker = check.worker
+        elif str(key) in check.reruns:
+            worker = check.reruns[str(key)]["worker"]
+        else:
+            return {"status": "gone"}
+        try:
+            response = await get_data_from_worker(self.scheduler.rpc, [key], worker, who=self.scheduler.address)
+        except (OSError, TimeoutError) as error:
+            return {"status": "error", "error": f"{type(error).__name__}: {error}"}
+        if response.get("status") != "OK" or key not in response.get("data", {}):
+            return {"status": "error", "error": f"the worker answered {response.get('status')!r} without the result"}
+        return {"status": "OK", "data": {key: response["data"][key]}}
+
+    def spec(self, check_id: str) -> bytes | None:
+        """The task's spec, pickled, for a re-run on the requestor's own machine (trusted: it came
+        from the requestor's client)."""
+        check = self.checks.get(check_id)
+        ts = self.scheduler.tasks.get(check.key) if check else None
+        if ts is None or ts.run_spec is None:
+            return None
+        return cloudpickle.dumps(ts.run_spec, protocol=pickle.HIGHEST_PROTOCOL)
+
+    async def decide(self, check_id: str, release: bool, faulty: list[str] | None = None) -> dict[str, Any]:
+        """Carry out a verdict: release (or drop) the held report; charge each provider in ``faulty``
+        nothing for the graph and remove its workers."""
+        check = self.checks.pop(check_id, None)
+        if check is None:
+            return {"done": False}
+        check.decided = True
+        self.by_key.pop(check.key, None)
+        faulty = [str(p) for p in faulty or []]
+        for provider in faulty:
+            self.excluded.add(provider)
+            if self.meter is not None and check.graph_id is not None:
+                self.meter.forfeit(check.graph_id, provider)
+        self._forget_twins(check)
+        if release and check.provider not in faulty:
+            self._release(check)
+        else:
+            self.counts["dropped"] += 1
+        for provider in faulty:
+            await self._remove_provider(provider)
+        return {"done": True, "graph_id": check.graph_id}
+
+    # ------------------------------------------------------------------ holding reports
+
+    def _on_finished(self, **msg: Any) -> Any:
+        key, worker = msg.get("key"), msg.get("worker")
+        ws = self.scheduler.workers.get(worker) if isinstance(worker, str) else None
+        if ws is not None and str(ws.name) in self.excluded:
+            return None  # a provider voted down: its late reports are not believed
+        try:
+            twin_of = self.twins.get(key)
+        except TypeError:
+            twin_of = None
+        if twin_of is not None or not self._sampled(key, ws):
+            return self._finished(**msg)
+        check = Check(uuid.uuid4().hex, key, worker, str(ws.name), msg, self._graph_of(key))
+        self.checks[check.check_id] = check
+        self.by_key[key] = check.check_id
+        self.counts["held"] += 1
+        if self._twin(check, {check.provider} | self.excluded) is None:
+            self._announce(check)  # no other provider: the kernel re-runs it on the requestor's machine
+        return None
+
+    def _sampled(self, key: Any, ws: Any) -> bool:
+        if ws is None or key in self.by_key:
+            return False
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or ts.state != "processing" or ts.run_spec is None:
+            return False
+        fraction = (ts.annotations or {}).get(ANNOTATION, self.fraction)
+        try:
+            fraction = float(fraction)
+        except (TypeError, ValueError):
+            fraction = self.fraction
+        return fraction > 0 and (fraction >= 1 or self.rng.random() < fraction)
+
+    def _graph_of(self, key: Any) -> str | None:
+        return self.meter.key_graph.get(key) if self.meter is not None else None
+
+    def _twin(self, check: Check, exclude: set[str]) -> Any:
+        """Start a re-run of ``check``'s task under a fresh key on a worker of a provider not in
+        ``exclude``; its key, or None when there is no such worker."""
+        scheduler = self.scheduler
+        ts = scheduler.tasks.get(check.key)
+        if ts is None or ts.run_spec is None:
+            return None
+        workers = [
+            ws.address
+            for ws in scheduler.workers.values()
+            if str(ws.name) not in exclude and ws.status == Status.running
+        ]
+        if not workers:
+            return None
+        twin = f"{TWIN_PREFIX}{uuid.uuid4().hex}"
+        spec = ts.run_spec.substitute({}, key=twin)
+        self.twins[twin] = check.check_id
+        check.reruns[twin] = {"provider": None, "worker": None, "state": "waiting"}
+        self.counts["reruns"] += 1
+        scheduler._create_taskstate_from_graph(
+            start=time.time(),
+            dsk={twin: spec},
+            keys={twin},
+            ordered={twin: 0},
+            client=CLIENT,
+            annotations_by_type={"workers": {twin: workers}, "allow_other_workers": {twin: False}},
+            global_annotations=None,
+            stimulus_id=f"golem-verify-{time.time()}",
+            submitting_task=None,
+            span_metadata={"collections": []},
+            user_priority=1,
+        )
+        return twin
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
+        try:
+            check_id = self.twins.get(key)
+        except TypeError:
+            return
+        if check_id is None or finish not in ("memory", "erred"):
+            return
+        check = self.checks.get(check_id)
+        if check is None:
+            return
+        ts = self.scheduler.tasks.get(key)
+        rerun = check.reruns[key]
+        rerun["state"] = finish
+        if finish == "memory" and ts is not None and ts.who_has:
+            ws = next(iter(ts.who_has))
+            rerun["worker"], rerun["provider"] = ws.address, str(ws.name)
+        elif finish == "erred":
+            rerun["error"] = str(kwargs.get("exception_text") or "the re-run failed")[:500]
+            worker = kwargs.get("worker")
+            ws = self.scheduler.workers.get(worker) if isinstance(worker, str) else None
+            rerun["worker"], rerun["provider"] = worker, str(ws.name) if ws is not None else None
+        if all(r["state"] in ("memory", "erred") for r in check.reruns.values()):
+            self._announce(check)
+
+    def _announce(self, check: Check) -> None:
+        self.events.append(
+            {
+                "check": check.check_id,
+                "key": check.key,
+                "worker": check.worker,
+                "provider": check.provider,
+                "graph_id": check.graph_id,
+                "reruns": {str(k): dict(v) for k, v in check.reruns.items()},
+            }
+        )
+        if self._event is not None:
+            self._event.set()
+
+    def _release(self, check: Check) -> None:
+        """Hand the held report to the scheduler, if the task still waits for that very report."""
+        ts = self.scheduler.tasks.get(check.key)
+        message = check.message
+        if (
+            ts is not None
+            and ts.state == "processing"
+            and ts.processing_on is not None
+            and ts.processing_on.address == check.worker
+            and ts.run_id == message.get("run_id")
+        ):
+            self.counts["released"] += 1
+            self._finished(**message)
+        # Otherwise the task moved on (its worker left, it was cancelled): Dask would drop this report too.
+
+    def _forget_twins(self, check: Check) -> None:
+        for twin in check.reruns:
+            self.twins.pop(twin, None)
+        if check.reruns:
+            self.scheduler.client_releases_keys(
+                keys=list(check.reruns), client=CLIENT, stimulus_id=f"golem-verify-done-{time.time()}"
+            )
+
+    async def _remove_provider(self, provider: str) -> None:
+        for ws in [ws for ws in self.scheduler.workers.values() if str(ws.name) == provider]:
+            logger.warning("Removing the workers of %s: it returned a result the check voted down.", provider)
+            await self.scheduler.remove_worker(ws.address, stimulus_id=f"golem-verify-fault-{time.time()}", close=True)
+
+    def _expire(self) -> None:
+        """Release reports held past ``CHECK_TIMEOUT`` (no kernel answered): unchecked, not voted down."""
+        now = time.monotonic()
+        for check in [c for c in self.checks.values() if now - c.held_at > CHECK_TIMEOUT]:
+            logger.warning("Task %r could not be checked within %.0f s; its result is used unchecked.", check.key,
+                           CHECK_TIMEOUT)  # fmt: skip
+            del self.checks[check.check_id]
+            self.by_key.pop(check.key, None)
+            self._forget_twins(check)
+            self.counts["unchecked"] += 1
+            self._release(check)
+        if self.scheduler.status == Status.running:
+            asyncio.get_running_loop().call_later(CHECK_TIMEOUT / 10, self._expire)
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        """A held report of a worker that left is void (Dask recomputes the task); a twin it held is
+        gone too: the kernel hears of the check again once the task's next report is judged."""
+        for check in [c for c in self.checks.values() if c.worker == worker]:
+            del self.checks[check.check_id]
+            self.by_key.pop(check.key, None)
+            self._forget_twins(check)
