@@ -299,6 +299,24 @@ def test_i_code_compiled_for_a_cell_inherits_no_compiler_flags():
     assert calls and all(flag for _, _, flag in calls), calls
 
 
+J_SETUP = "import collections\nfrom fractions import Fraction\nwords = ['a', 'b', 'a']"
+J_CELLS = [
+    "import array\nL = list(range(10))\nA = array.array('i', L)\nsize = A.itemsize * len(A)",
+    "import pathlib\ncounts = collections.Counter(words)\nhome = pathlib.PurePosixPath('/tmp', *words)\n"
+    "half = Fraction(1, 2)\nn = len(counts) + len(home.parts)",
+    "from collections import deque, Counter\nq = deque(words, maxlen=2)\nc = Counter(q)",
+]
+
+
+@pytest.mark.parametrize("cell", J_CELLS)
+def test_j_values_that_cannot_come_back_are_made_in_the_kernel(shell, cell):
+    """Plain Python: ``array.array('i', L)``, ``collections.Counter(words)`` and a ``pathlib`` path are values
+    of the notebook like any other. A provider cannot send them back (the restricted decoder rebuilds only
+    data types), so a statement whose value is an instance of a library class the decoder does not rebuild
+    runs in the kernel; ``Fraction`` and ``deque``, which come back, still run in tasks."""
+    check(shell, J_SETUP, cell)
+
+
 # ---------------------------------------------------------------------------- item 4: --dry-run says why
 
 
@@ -324,6 +342,9 @@ def test_dry_run_says_why_statements_run_in_the_kernel_or_together(shell, capsys
     assert "in-place change: xs is changed in place by line 3 and used by line 2" in out
     out = dry_run(shell, B_CELLS[0], "", capsys)
     assert "`global counter`" in out
+    out = dry_run(shell, J_CELLS[0], "", capsys)
+    assert "kernel (after the graph), line 4: A = array.array('i', L)" in out
+    assert "why: no way back: its value is an instance of array.array, which a provider cannot send back" in out
 
 
 # ---------------------------------------------------------------------------- the market
