@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from exactness import check
 from magic_shell import text_shell
 from marketkit import local_market
 
@@ -31,143 +32,6 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "golem_jupyter"
 def shell():
     with text_shell() as ip:
         yield ip
-
-
-# ---------------------------------------------------------------------------- running a cell both ways
-
-HIDDEN = ("In", "Out", "exit", "quit", "get_ipython")
-
-
-def user_names(namespace: dict, shell=None) -> dict:
-    hidden = set(shell.user_ns_hidden) if shell is not None else set()
-    return {k: v for k, v in namespace.items() if not k.startswith("_") and k not in hidden and k not in HIDDEN}
-
-
-def run_plain(setup: str, cells: list[str], probe: str | None) -> tuple[dict, object]:
-    namespace: dict = {"__name__": "__main__"}
-    exec(compile(setup, "<setup>", "exec", dont_inherit=True), namespace)
-    for cell in cells:
-        exec(compile(cell, "<cell>", "exec", dont_inherit=True), namespace)
-    probed = eval(compile(probe, "<probe>", "eval", dont_inherit=True), namespace) if probe else None
-    return user_names(namespace), probed
-
-
-def run_golem(shell, setup: str, cells: list[str], probe: str | None, line: str) -> tuple[dict, object]:
-    shell.reset()
-    if setup:
-        shell.run_cell(setup).raise_error()
-    for cell in cells:
-        shell.run_cell_magic("golem", line, cell)
-    namespace = shell.user_ns
-    probed = eval(compile(probe, "<probe>", "eval", dont_inherit=True), namespace) if probe else None
-    return user_names(namespace, shell), probed
-
-
-def check(shell, setup: str, cells: str | list[str], *, probe: str | None = None, line: str = "--local") -> dict:
-    """Run ``cells`` after ``setup`` plainly and with ``%%golem {line}``; assert the notebooks are the same."""
-    cells = [cells] if isinstance(cells, str) else cells
-    expected, expected_probe = run_plain(setup, cells, probe)
-    got, got_probe = run_golem(shell, setup, cells, probe, line)
-    assert sorted(got) == sorted(expected), "the names differ"
-    for name in expected:
-        same(got[name], expected[name], name)
-    same(got_probe, expected_probe, "the probe")
-    assert sharing(got) == sharing(expected), "which names share memory differs"
-    return got
-
-
-def same(a, b, path: str) -> None:
-    """``a`` (from the magic) is exactly ``b`` (from plain Python): type, value, state."""
-    assert type(a).__qualname__ == type(b).__qualname__, f"{path}: {type(a)} != {type(b)}"
-    assert type(a).__module__ == type(b).__module__, path
-    if a is np.ma.masked or b is np.ma.masked:
-        assert a is b, path
-    elif isinstance(a, np.ma.MaskedArray):
-        same(np.asarray(a.data), np.asarray(b.data), f"{path}.data")
-        same(np.ma.getmaskarray(a), np.ma.getmaskarray(b), f"{path}.mask")
-        assert (a._mask is np.ma.nomask) == (b._mask is np.ma.nomask), path
-        same(a.fill_value, b.fill_value, f"{path}.fill_value")
-        assert a.hardmask == b.hardmask, path
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.shape == b.shape, f"{path}: {a.dtype}{a.shape} != {b.dtype}{b.shape}"
-        nan = a.dtype.kind in "fc"
-        assert np.array_equal(a, b, equal_nan=nan), f"{path}: {a!r} != {b!r}"
-    elif isinstance(a, np.random.Generator):
-        same(a.bit_generator, b.bit_generator, f"{path}.bit_generator")
-    elif isinstance(a, np.random.RandomState):
-        same(a.get_state(legacy=False), b.get_state(legacy=False), f"{path}.state")
-        same(a._bit_generator, b._bit_generator, f"{path}.bit_generator")
-    elif isinstance(a, np.random.BitGenerator):
-        same(a.state, b.state, f"{path}.state")
-        same(a._seed_seq, b._seed_seq, f"{path}.seed_seq")
-    elif isinstance(a, np.random.SeedSequence):
-        same(a.state, b.state, f"{path}.state")
-        assert a.n_children_spawned == b.n_children_spawned, path
-    elif isinstance(a, np.polynomial.polynomial.ABCPolyBase):
-        for part in ("coef", "domain", "window"):
-            same(getattr(a, part), getattr(b, part), f"{path}.{part}")
-        assert a.symbol == b.symbol, path
-    elif isinstance(a, types.FunctionType) and a.__module__ != "__main__":
-        assert a is b, path  # a library function
-    elif isinstance(a, types.FunctionType):
-        assert a.__name__ == b.__name__ and a.__qualname__ == b.__qualname__, path
-        assert a.__code__.co_names == b.__code__.co_names, f"{path}: other code"
-        assert [c for c in a.__code__.co_consts if not isinstance(c, types.CodeType)] == [
-            c for c in b.__code__.co_consts if not isinstance(c, types.CodeType)
-        ], f"{path}: other code"
-        same(a.__defaults__, b.__defaults__, f"{path}.__defaults__")
-        same(a.__kwdefaults__, b.__kwdefaults__, f"{path}.__kwdefaults__")
-        assert a.__module__ == b.__module__ == "__main__", path
-    elif isinstance(a, type) and a.__module__ == "__main__":
-        assert a.__qualname__ == b.__qualname__, path  # each run defines its own class
-    elif isinstance(a, types.ModuleType | types.BuiltinFunctionType | type):
-        assert a is b, path
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), f"{path}: {a!r} != {b!r}"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            same(x, y, f"{path}[{i}]")
-    elif isinstance(a, dict):
-        assert list(a) == list(b), f"{path}: keys {list(a)} != {list(b)}"
-        for k in a:
-            same(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    elif type(a).__module__ == "__main__" and hasattr(a, "__dict__"):
-        same(vars(a), vars(b), f"{path}.__dict__")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-def _mutable(value) -> bool:
-    return not isinstance(
-        value, int | float | complex | str | bytes | tuple | frozenset | type(None) | types.ModuleType | np.generic
-    ) and not isinstance(value, type | types.BuiltinFunctionType)
-
-
-def _items(value) -> list:
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, dict):
-        return list(value.values())
-    return []
-
-
-def sharing(namespace: dict) -> set[tuple[str, str, str]]:
-    """Which names hold the same object, arrays over the same memory, or one another (as an item)."""
-    names = sorted(n for n, v in namespace.items() if _mutable(v))
-    found = set()
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            x, y = namespace[a], namespace[b]
-            if x is y:
-                found.add((a, b, "same object"))
-            elif isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and np.shares_memory(x, y):
-                found.add((a, b, "shared memory"))
-    for a in names:
-        for b in names:
-            if a != b and any(item is namespace[b] for item in _items(namespace[a])):
-                found.add((a, b, "holds"))
-    return found
 
 
 def dry_run(shell, cell: str, setup: str = "", capsys=None) -> str:
@@ -261,6 +125,9 @@ D_CELLS = [
     "gone = np.ma.masked_array([1], mask=[1])[0]\nbig = m.max()",
     # the notebook's own masked array and generator, changed in place
     "hm[1] = 9.0\nhm[0] = 5.0\nhs = float(hm.sum())\nfirst = nb_rng.random()\nsecond = nb_rng.integers(0, 9, 3)",
+    # record arrays computed by a task
+    "rec = np.rec.fromarrays([np.arange(3), xs[:3]], names='n,x')\nlight = rec[rec.n < 2]\nrow = rec[1]\n"
+    "plain_rec = np.arange(4.0).view(np.recarray) * 2",
 ]
 
 
@@ -268,8 +135,9 @@ D_CELLS = [
 def test_d_numpy_generators_series_and_masked_arrays_come_back(shell, cell):
     """Plain Python: ``rng`` is a Generator whose next draw continues after the five integers; the five bit
     generators, a RandomState (with its cached Gaussian), a SeedSequence that spawned two children, the
-    polynomial series (fit domain and window, symbol) and masked arrays (mask, fill value, hard mask,
-    ``np.ma.masked``) stay what they are, and the other names of the cell are there too."""
+    polynomial series (fit domain and window, symbol), masked arrays (mask, fill value, hard mask,
+    ``np.ma.masked``) and record arrays (and their ``np.record`` items) stay what they are, and the other names
+    of the cell are there too."""
     probe = "rng.random()" if "default_rng" in cell else "nb_rng.random()"
     check(shell, D_SETUP, cell, probe=probe)
 
@@ -303,6 +171,9 @@ def test_d_crafted_generator_pickles_are_refused():
         _crafted(state.polynomial, "Polynomial", [1, 2], None, None, "x"),  # coefficients that are no array
         _crafted(state.masked_array, np.zeros(2), np.zeros(3, dtype=bool), None, False),  # a mask that does not fit
         _crafted(state.seed_sequence, 1, (), 2**20, 0),
+        _crafted(state.record_array, [1, 2]),  # record data that is no array
+        _crafted(state.record, np.zeros(())),  # a record of no fields
+        _crafted(state.record, np.zeros(2, dtype=[("a", "i4")])),  # a record of more than one item
         _crafted(print, "hello"),  # another callable
     ]
     for data in refused:
@@ -344,7 +215,7 @@ def test_e_in_place_changes_of_arrays(shell, cell):
 F_SETUP = (
     "import numpy as np\nx2 = np.arange(16).reshape(4, 4)\ngrid = np.arange(12.0).reshape(4, 3)\nitems = [1, 2]\n"
     "rows = [[1, 2], [3], [4, 5, 6]]\nclass Model:\n    def __init__(self):\n        self.weights = np.ones(3)\n"
-    "model = Model()"
+    "model = Model()\nrecords = np.zeros(2, dtype=[('age', 'i4'), ('weight', 'f8')])"
 )
 F_CELLS = [
     ["sub = x2[:2, :2]\nupper, lower = np.vsplit(grid, [2])\nsub[0, 0] = 99\nt = x2.T\ns = int(x2.sum())",
@@ -353,6 +224,9 @@ F_CELLS = [
      "pair = (x2, grid)"],
     ["for row in rows:\n    size = len(row)\nfirst = rows[0]\nlongest = max(rows, key=len)\nweights = model.weights\n"
      "same_model = model if size else None"],
+    # indices and arguments that name a module's attribute: np.newaxis, a class to view as
+    ["col = x2[0][:, np.newaxis]\ncol[1, 0] = -7\nrec = records.view(np.recarray)\nrec.age[0] = 5\n"
+     "as_bytes = grid.view(np.uint8)\nn = int(x2.sum())"],
 ]  # fmt: skip
 
 
@@ -362,7 +236,9 @@ def test_f_views_and_aliases_share_memory(shell, cells):
     and in the next one), ``np.vsplit`` gives views of ``grid``, ``t`` is a view of ``x2``; ``v`` is a view of
     the array the cell computed (``a[0] == -5``); ``alias`` is the notebook's ``items`` (``items == [1, 2, 3]``);
     after ``for row in rows`` the name ``row`` is the list ``rows[-1]``, ``longest`` is an item of ``rows`` too,
-    ``weights`` is ``model.weights`` and ``same_model`` is ``model``."""
+    ``weights`` is ``model.weights`` and ``same_model`` is ``model``; ``x2[0][:, np.newaxis]`` and
+    ``records.view(np.recarray)`` are views too (``col[1, 0] = -7`` changes ``x2``, ``rec.age[0] = 5`` changes
+    ``records``)."""
     check(shell, F_SETUP, cells)
 
 
@@ -423,6 +299,24 @@ def test_i_code_compiled_for_a_cell_inherits_no_compiler_flags():
     assert calls and all(flag for _, _, flag in calls), calls
 
 
+J_SETUP = "import collections\nfrom fractions import Fraction\nwords = ['a', 'b', 'a']"
+J_CELLS = [
+    "import array\nL = list(range(10))\nA = array.array('i', L)\nsize = A.itemsize * len(A)",
+    "import pathlib\ncounts = collections.Counter(words)\nhome = pathlib.PurePosixPath('/tmp', *words)\n"
+    "half = Fraction(1, 2)\nn = len(counts) + len(home.parts)",
+    "from collections import deque, Counter\nq = deque(words, maxlen=2)\nc = Counter(q)",
+]
+
+
+@pytest.mark.parametrize("cell", J_CELLS)
+def test_j_values_that_cannot_come_back_are_made_in_the_kernel(shell, cell):
+    """Plain Python: ``array.array('i', L)``, ``collections.Counter(words)`` and a ``pathlib`` path are values
+    of the notebook like any other. A provider cannot send them back (the restricted decoder rebuilds only
+    data types), so a statement whose value is an instance of a library class the decoder does not rebuild
+    runs in the kernel; ``Fraction`` and ``deque``, which come back, still run in tasks."""
+    check(shell, J_SETUP, cell)
+
+
 # ---------------------------------------------------------------------------- item 4: --dry-run says why
 
 
@@ -448,6 +342,9 @@ def test_dry_run_says_why_statements_run_in_the_kernel_or_together(shell, capsys
     assert "in-place change: xs is changed in place by line 3 and used by line 2" in out
     out = dry_run(shell, B_CELLS[0], "", capsys)
     assert "`global counter`" in out
+    out = dry_run(shell, J_CELLS[0], "", capsys)
+    assert "kernel (after the graph), line 4: A = array.array('i', L)" in out
+    assert "why: no way back: its value is an instance of array.array, which a provider cannot send back" in out
 
 
 # ---------------------------------------------------------------------------- the market

@@ -1431,7 +1431,7 @@ def _view_bases(expr: ast.expr, modules: frozenset[str]) -> frozenset[str] | Non
     if isinstance(expr, ast.Constant):
         return frozenset()
     if isinstance(expr, ast.Subscript):
-        return _view_bases(expr.value, modules) if _simple(expr.slice) else None
+        return _view_bases(expr.value, modules) if _simple(expr.slice, modules) else None
     if isinstance(expr, ast.Attribute):
         # An attribute of an object is that object's (`w = model.weights`); of a module, a library value.
         if _module_chain(expr.value, modules):
@@ -1439,7 +1439,7 @@ def _view_bases(expr: ast.expr, modules: frozenset[str]) -> frozenset[str] | Non
         return _view_bases(expr.value, modules)
     if isinstance(expr, ast.IfExp):  # `a if flag else b` is one of them
         parts = [_view_bases(e, modules) for e in (expr.body, expr.orelse)]
-        if not _simple(expr.test) or any(p is None for p in parts):
+        if not _simple(expr.test, modules) or any(p is None for p in parts):
             return None
         return frozenset().union(*parts)
     if isinstance(expr, ast.BoolOp):  # `a or b` is one of them
@@ -1457,14 +1457,14 @@ def _view_bases(expr: ast.expr, modules: frozenset[str]) -> frozenset[str] | Non
         return None
     func = expr.func
     if any(isinstance(a, ast.Starred) for a in expr.args) or not all(
-        k.arg is not None and _simple(k.value) for k in expr.keywords
+        k.arg is not None and _simple(k.value, modules) for k in expr.keywords
     ):
         return None
     if _module_chain(func.value, modules):
-        if func.attr not in _VIEW_FUNCTIONS or not expr.args or not all(_simple(a) for a in expr.args[1:]):
+        if func.attr not in _VIEW_FUNCTIONS or not expr.args or not all(_simple(a, modules) for a in expr.args[1:]):
             return None
         return _view_bases(expr.args[0], modules)
-    if func.attr in _VIEW_METHODS and all(_simple(a) for a in expr.args):
+    if func.attr in _VIEW_METHODS and all(_simple(a, modules) for a in expr.args):
         return _view_bases(func.value, modules)
     return None
 
@@ -1476,18 +1476,21 @@ def _module_chain(expr: ast.expr, modules: frozenset[str]) -> bool:
     return isinstance(expr, ast.Name) and expr.id in modules
 
 
-def _simple(expr: ast.expr) -> bool:
-    """An index or argument that calls nothing: constants, names, slices and arithmetic of those."""
+def _simple(expr: ast.expr, modules: frozenset[str]) -> bool:
+    """An index or argument that calls nothing: constants, names, a module's attributes (``np.newaxis``,
+    ``np.recarray``), slices and arithmetic of those."""
     if isinstance(expr, ast.Constant | ast.Name):
         return True
+    if isinstance(expr, ast.Attribute):
+        return _module_chain(expr, modules)
     if isinstance(expr, ast.Slice):
-        return all(part is None or _simple(part) for part in (expr.lower, expr.upper, expr.step))
+        return all(part is None or _simple(part, modules) for part in (expr.lower, expr.upper, expr.step))
     if isinstance(expr, ast.Tuple | ast.List):
-        return all(_simple(e) for e in expr.elts)
+        return all(_simple(e, modules) for e in expr.elts)
     if isinstance(expr, ast.UnaryOp):
-        return _simple(expr.operand)
+        return _simple(expr.operand, modules)
     if isinstance(expr, ast.BinOp):
-        return _simple(expr.left) and _simple(expr.right)
+        return _simple(expr.left, modules) and _simple(expr.right, modules)
     return False
 
 

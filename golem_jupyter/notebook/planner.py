@@ -9,7 +9,9 @@ Where each statement runs:
 * In the kernel: definitions (cheap, and the notebook needs them); statements that only make
   views or aliases (memory sharing is part of the result); statements that touch hidden state
   (``np.random.seed``, ``random.*``, ``np.seterr``: the kernel's module state must end as plain
-  Python leaves it); star imports; in-place changes of an object that shares memory with another
+  Python leaves it); statements that bind an instance of a library class a provider cannot send back
+  (``A = array.array('i', L)``, ``c = Counter(words)``: the restricted decoder rebuilds only data
+  types); star imports; in-place changes of an object that shares memory with another
   name (the notebook's objects are checked when a namespace is given); and whole cells that look
   at the notebook's namespace (``globals()``, ``get_ipython()``). A kernel statement runs before
   the graph when everything it depends on did; otherwise after the graph, and then every
@@ -33,6 +35,8 @@ from the kernel's own compiled code, with the defaults the task reports.
 from __future__ import annotations
 
 import ast
+import builtins
+import importlib
 import re
 import sys
 import types
@@ -40,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..trust import rebuilds
 from ..worker.runner import (
     ITEM,
     Bind,
@@ -205,7 +210,7 @@ def plan_cell(
     statements = graph.statements
     shared = _sharing(graph, namespace)
     edges = set(graph.edges) | _sharing_edges(graph, shared)
-    reasons = _kernel_reasons(graph, shared)
+    reasons = _kernel_reasons(graph, shared, namespace)
     preds: dict[int, set[int]] = {s.index: set() for s in statements}
     for i, j in edges:
         preds[j].add(i)
@@ -288,10 +293,18 @@ def plan_cell(
 # ---------------------------------------------------------------------------- where statements run
 
 
-def _kernel_reasons(graph: CellGraph, shared: Mapping[str, frozenset[str]]) -> dict[int, str]:
+def _kernel_reasons(
+    graph: CellGraph, shared: Mapping[str, frozenset[str]], namespace: Mapping[str, Any] | None = None
+) -> dict[int, str]:
     """Why each statement that must run in the kernel must (definitions excepted: they always do)."""
     reasons: dict[int, str] = {}
     for s in graph.statements:
+        if s.kind == "compute" and not graph.serial_reason and (kind := _unreturnable(graph, s, namespace)):
+            reasons[s.index] = (
+                f"no way back: its value is an instance of {kind}, which a provider cannot send back (the "
+                "restricted decoder rebuilds only data types), so it is made in the kernel"
+            )
+            continue
         if graph.serial_in_kernel:
             reasons[s.index] = _kernel_text(graph.serial_reason or "")
         elif s.star_import:
@@ -323,6 +336,67 @@ def _kernel_reasons(graph: CellGraph, shared: Mapping[str, frozenset[str]]) -> d
                 "a task would change a copy"
             )
     return reasons
+
+
+def _unreturnable(graph: CellGraph, statement: Statement, namespace: Mapping[str, Any] | None) -> str | None:
+    """``name = cls(...)`` where ``cls`` is a library class whose instances the restricted decoder does not
+    rebuild (``array.array``, ``collections.Counter``, ``zip``): the class's name; else None."""
+    node = statement.node
+    if not isinstance(node, ast.Assign) or not all(isinstance(t, ast.Name) for t in node.targets):
+        return None
+    if not isinstance(node.value, ast.Call):
+        return None
+    cls = _library_object(graph, statement.index, node.value.func, namespace or {})
+    if not isinstance(cls, type) or rebuilds(cls):
+        return None
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_UNKNOWN = object()
+
+
+def _library_object(graph: CellGraph, index: int, expr: ast.expr, namespace: Mapping[str, Any]) -> object:
+    """What ``expr`` names when statement ``index`` runs, where that is sure without running anything: a builtin,
+    a notebook's value, or an attribute of a module (imported by the notebook or by a top-level import of the
+    cell); ``_UNKNOWN`` otherwise."""
+    attributes = []
+    while isinstance(expr, ast.Attribute):
+        attributes.append(expr.attr)
+        expr = expr.value
+    if not isinstance(expr, ast.Name):
+        return _UNKNOWN
+    writer = graph.last_writer(expr.id, index)
+    if writer is not None:
+        value = _imported(graph.statements[writer].node, expr.id)
+    elif expr.id in namespace:
+        value = namespace[expr.id]
+    else:
+        value = getattr(builtins, expr.id, _UNKNOWN)
+    for attribute in reversed(attributes):
+        if not isinstance(value, types.ModuleType):
+            return _UNKNOWN
+        value = getattr(value, attribute, _UNKNOWN)
+    return value
+
+
+def _imported(node: ast.stmt, name: str) -> object:
+    """The value the import statement ``node`` binds to ``name`` (the module imported; ``_UNKNOWN`` if it fails,
+    or if ``node`` is no import). The import runs now, before the cell's own (which then finds the module)."""
+    try:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname == name:
+                    return importlib.import_module(alias.name)
+                if alias.asname is None and alias.name.split(".")[0] == name:
+                    importlib.import_module(alias.name)
+                    return importlib.import_module(name)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    return getattr(importlib.import_module(node.module), alias.name, _UNKNOWN)
+    except Exception:  # noqa: BLE001 (the cell's own import raises it when it runs)
+        return _UNKNOWN
+    return _UNKNOWN
 
 
 def _reads_rewritten(graph: CellGraph, index: int) -> bool:

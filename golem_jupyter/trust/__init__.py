@@ -40,7 +40,7 @@ from ._hooks import is_installed as is_decoder_installed
 from ._hooks import release as release_decoder
 from ._hooks import uninstall as uninstall_decoder
 from ._reader import decode_exception, restricted_loads
-from ._rules import allow_class, allow_namespace, disallow_class, notebook_class
+from ._rules import allow_class, allow_namespace, disallow_class, notebook_class, rebuilds
 
 __all__ = [
     "PEER_HANDLERS",
@@ -61,6 +61,7 @@ __all__ = [
     "install_decoder",
     "is_decoder_installed",
     "notebook_class",
+    "rebuilds",
     "release_decoder",
     "restricted_loads",
     "serve_peers_by_role",

@@ -1,4 +1,4 @@
-"""NumPy objects that come back from providers rebuilt from plain data: generators, series, masked arrays.
+"""NumPy objects that come back from providers rebuilt from plain data: generators, series, masked and record arrays.
 
 A cell that draws from ``rng = np.random.default_rng(seed)``, fits an ``np.polynomial`` series or
 masks an array leaves those objects in the notebook; they come back through the restricted decoder
@@ -14,7 +14,9 @@ write them differently (:data:`REDUCERS`, used by the pickler in
   cache of a ``RandomState``);
 * a series (Polynomial, Chebyshev, Legendre, Hermite, HermiteE, Laguerre) as its kind's name and its
   coefficient, domain and window arrays and symbol;
-* a masked array as its data, mask and fill value, and ``np.ma.masked`` as itself.
+* a masked array as its data, mask and fill value, and ``np.ma.masked`` as itself;
+* a record array (``np.recarray``) as its data, a plain array (structured where its fields are), and
+  an ``np.record`` (an item of one) as a 0-d structured array.
 
 :func:`numpy_state_rules` gives the decoder's rules for these functions (``_rules`` adds them to its
 static allowlist). Nothing here calls anything a provider chose: every name is looked up in a fixed
@@ -42,6 +44,8 @@ __all__ = [
     "numpy_state_rules",
     "polynomial",
     "random_state",
+    "record",
+    "record_array",
     "seed_sequence",
 ]
 
@@ -217,12 +221,28 @@ def masked_constant() -> Any:
     return np.ma.masked
 
 
+def record_array(data: object) -> np.recarray:
+    """``np.recarray`` viewing ``data``, a plain array (a structured one's fields become attributes)."""
+    return _array(data, "a record array's data").view(np.recarray)
+
+
+def record(data: object) -> np.record:
+    """An ``np.record`` (an item of a record array) from its data, a 0-d structured array."""
+    data = _array(data, "a record's data", ndim=0)
+    if data.dtype.names is None:
+        raise _refuse("numpy.record", "its data must be a structured array")
+    return data.view(np.recarray)[()]
+
+
 # ---------------------------------------------------------------------------- both directions
 
 
 def numpy_state_rules() -> dict[tuple[str, str], _Rule]:
     """The restricted decoder's rules for this module's functions (each checks its arguments)."""
-    functions = (seed_sequence, bit_generator, generator, random_state, polynomial, masked_array, masked_constant)
+    functions = (
+        seed_sequence, bit_generator, generator, random_state, polynomial, masked_array, masked_constant, record_array,
+        record,
+    )  # fmt: skip
     return {(__name__, f.__name__): _function(f"{__name__}.{f.__name__}", f) for f in functions}
 
 
@@ -268,12 +288,20 @@ def _reduce_masked(array: np.ma.MaskedArray) -> tuple[Any, ...]:
     return masked_array, (np.asarray(array.data), mask, fill, bool(array._hardmask))
 
 
+def _plain_array(array: np.ndarray) -> np.ndarray:
+    """The array as a plain ``numpy.ndarray``, a dtype of ``np.record`` items as the plain structured dtype."""
+    plain = array.view(np.ndarray)
+    return plain.view(np.dtype((np.void, plain.dtype))) if plain.dtype.type is np.record else plain
+
+
 REDUCERS: Mapping[type, Callable[[Any], tuple[Any, ...]]] = {
     np.random.Generator: lambda g: (generator, (g.bit_generator,)),
     np.random.RandomState: _reduce_random_state,
     np.random.SeedSequence: _reduce_seed_sequence,
     np.ma.MaskedArray: _reduce_masked,
     type(np.ma.masked): lambda _: (masked_constant, ()),
+    np.recarray: lambda a: (record_array, (_plain_array(a),)),
+    np.record: lambda r: (record, (_plain_array(np.array(r)),)),
     **dict.fromkeys(BIT_GENERATORS.values(), _reduce_bit_generator),
     **dict.fromkeys(SERIES.values(), _reduce_series),
 }

@@ -858,6 +858,21 @@ def _resolve(module: str, name: str) -> _Rule | None:
     return None
 
 
+def rebuilds(cls: type) -> bool:
+    """Whether instances of ``cls`` can come back from a provider: the decoder has a rule for the class (or
+    rebuilds it from plain data), it is a NumPy scalar type, or the notebook defines it. For the planner, which
+    makes the instances of other classes in the kernel; False where unsure (the kernel is always exact)."""
+    from ._numpy_state import REDUCERS
+
+    if cls in REDUCERS or cls is np.ndarray:
+        return True
+    if issubclass(cls, np.generic):
+        return cls is not np.object_ and cls in _LEAF_TYPES
+    if issubclass(cls, BaseException) or not isinstance(cls.__qualname__, str):
+        return False
+    return _resolve(cls.__module__, cls.__qualname__) is not None
+
+
 def allow_class(cls: type) -> None:
     """Let instances of ``cls`` be rebuilt from provider bytes, from their state.
 
