@@ -204,6 +204,11 @@ def test_values_under_a_mask_do_not_count() -> None:
     b = np.ma.masked_array([1.0, 99.0, 3.0], mask=[False, True, False])
     assert compare(a, b) is None
     assert digest(a) == digest(b)
+    huge = np.ma.masked_array([1.0, 1e300, 3.0], mask=[False, True, False])  # nor widen the tolerance
+    off = np.ma.masked_array([1.0, 1e300, 3.1], mask=[False, True, False])
+    assert compare(huge, off).path == "[2]"
+    s = np.ma.masked_array(np.array([(1, 2.0), (3, 4.0)], "i4,f8"), mask=[(0, 0), (1, 1)])
+    assert compare(s, s.copy()) is None and digest(s) == digest(s.copy())
 
 
 def test_an_unpicklable_object_without_eq_says_it_cannot_be_compared() -> None:

@@ -211,10 +211,7 @@ class _Comparison:
             masks = np.ma.getmaskarray(expected), np.ma.getmaskarray(actual)
             if not np.array_equal(*masks):
                 return _first_difference(path, masks[0] != masks[1], masks[0], masks[1], "mask")
-            if np.ma.is_masked(expected):  # values under the mask mean nothing: compare the others
-                keep = ~masks[0]
-                return self._array(np.asarray(expected.data)[keep], np.asarray(actual.data)[keep], path)
-            return self._array(np.asarray(expected.data), np.asarray(actual.data), path)
+            return self._array(_unmasked(expected, masks[0]), _unmasked(actual, masks[0]), path)
         dtype = expected.dtype
         if dtype.names is not None:  # structured: field by field
             for name in dtype.names:
@@ -311,6 +308,24 @@ def _first_difference(
     if what == "mask":
         detail = f"the masks differ at {count} element(s); first at {list(index)}"
     return Mismatch(f"{path}{_index(index)}", "value", detail)
+
+
+def _unmasked(array: np.ma.MaskedArray, mask: np.ndarray) -> np.ndarray:
+    """The data of ``array`` with zeros under ``mask``: what is masked means nothing (nor may it
+    widen the tolerance of the rest)."""
+    data = np.array(array.data, copy=True)
+    _clear(data, mask)
+    return data
+
+
+def _clear(data: np.ndarray, mask: np.ndarray) -> None:
+    if mask.dtype.names is not None:  # a structured array's mask: field by field
+        for name in mask.dtype.names:
+            _clear(data[name], mask[name])
+    elif data.dtype.kind == "O":
+        data[mask] = None
+    else:
+        data[mask] = np.zeros((), data.dtype)
 
 
 def _raw(array: np.ndarray) -> np.ndarray:
@@ -421,11 +436,8 @@ class _Encoder:
         self.field(repr(array.shape).encode())
         if isinstance(array, np.ma.MaskedArray):
             mask = np.ma.getmaskarray(array)
-            self.field(np.packbits(mask).tobytes())
-            data = np.asarray(array.data).copy()
-            if data.dtype.names is None and data.dtype.kind != "O":
-                data[mask] = np.zeros((), data.dtype)  # what the mask hides does not count
-            array = data
+            self.field(np.ascontiguousarray(mask).tobytes())  # a structured array's mask is structured
+            array = _unmasked(array, mask)  # what the mask hides does not count
         if array.dtype.kind == "O":
             for index in np.ndindex(array.shape):
                 self.encode(array[index])
