@@ -61,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     devnet.add_argument(
         "--gpu-providers", type=int, default=0, metavar="M", help="of those, M offer a GPU (needs one here)"
     )
+    devnet.add_argument(
+        "--liars",
+        type=int,
+        default=0,
+        metavar="N",
+        help="of those, the last N LIE: their workers return wrong values for some tasks (to test --verify)",
+    )
+    devnet.add_argument(
+        "--lie-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="the fraction of tasks a liar corrupts (default 0.5)",
+    )
     devnet.set_defaults(run=_devnet)
 
     deploy = commands.add_parser(
@@ -286,6 +300,8 @@ def _devnet(args: argparse.Namespace) -> int:
         claim_window=args.claim_window or DEFAULT_CLAIM_WINDOW,
         providers=args.providers,
         gpu_providers=args.gpu_providers,
+        liars=args.liars,
+        **({"lie_fraction": args.lie_fraction} if args.lie_fraction is not None else {}),
     )
 
     def ready(network) -> None:
@@ -313,7 +329,8 @@ def _print_providers(providers) -> None:
     print(f"  Providers         {len(providers)}")
     for p in providers:
         gpu = f", {p.gpus} GPU at {p.price_per_gpu_second} wei/s" if p.gpus else ""
-        print(f"    {p.address} at {p.endpoint} (pid {p.pid}): {p.price_per_cpu_second} wei per CPU-second{gpu}")
+        liar = f"  LIAR (devnet): wrong values for {p.lie_fraction:.0%} of tasks" if p.liar else ""
+        print(f"    {p.address} at {p.endpoint} (pid {p.pid}): {p.price_per_cpu_second} wei per CPU-second{gpu}{liar}")
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -358,7 +375,8 @@ def _wallet_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provider_run(args: argparse.Namespace) -> int:
+def _provider_run(args: argparse.Namespace, *, lie_fraction: float | None = None) -> int:
+    """``golem provider run``; ``lie_fraction`` only from the devnet's liars (provider._devnet_liar)."""
     import logging
     from pathlib import Path
 
@@ -389,6 +407,7 @@ def _provider_run(args: argparse.Namespace) -> int:
         min_deposit_seconds=args.min_deposit_seconds,
         withdraw_offer_on_exit=args.withdraw_offer,
         ready_file=Path(args.ready_file) if args.ready_file else None,
+        lie_fraction=lie_fraction,
     )
     agent = ProviderAgent(config)
 

@@ -6,6 +6,12 @@ agents, kernels, ``golem`` commands) find the chain. With ``providers=N`` it als
 provider agents as separate processes, each with its own dev key (accounts 1..N; account 0 is
 the requestor's) and its own prices, and lists them in ``devnet-providers.json`` beside the
 connection file. Both files are removed when the devnet stops.
+
+``liars=N`` (``golem devnet --liars N``) makes the last N of those agents LIARS: their workers
+return wrong values for ``lie_fraction`` of their tasks (:mod:`golem_jupyter.worker._liar`), so
+that ``--verify`` has someone to catch. They are started through
+:mod:`golem_jupyter.provider._devnet_liar` (``golem provider run`` cannot make a liar), log a
+warning saying so, and are listed with ``"liar": true``.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ BASE_CPU_PRICE = 10**9
 """Devnet provider i asks (1 + i/2) times this per CPU-second: distinct prices, a clear ranking."""
 BASE_GPU_PRICE = 10**10
 PROVIDER_START_TIMEOUT = 60.0
+DEFAULT_LIE_FRACTION = 0.5
+"""The fraction of its tasks a devnet liar corrupts unless told otherwise."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,9 @@ class DevnetProvider:
     price_per_gpu_second: int
     gpus: int
     log: str
+    liar: bool = False
+    """DEVNET ONLY: this agent's workers return wrong values for ``lie_fraction`` of their tasks."""
+    lie_fraction: float = 0.0
 
 
 def providers_file(connection_file: Path | None = None) -> Path:
@@ -74,11 +85,17 @@ class Devnet:
         providers: int = 0,
         gpu_providers: int = 0,
         provider_options: tuple[str, ...] = (),
+        liars: int = 0,
+        lie_fraction: float = DEFAULT_LIE_FRACTION,
     ) -> None:
         if not 0 <= providers < accounts:
             raise ConfigurationError(f"A devnet with {accounts} dev accounts can start 0 to {accounts - 1} providers.")
         if not 0 <= gpu_providers <= providers:
             raise ConfigurationError("--gpu-providers cannot exceed --providers.")
+        if not 0 <= liars <= providers:
+            raise ConfigurationError("--liars cannot exceed --providers (the last N providers lie).")
+        if not 0 <= lie_fraction <= 1:
+            raise ConfigurationError(f"--lie-fraction must be from 0 to 1, not {lie_fraction}.")
         self.host = host
         self.port = port
         self.claim_window = claim_window
@@ -87,6 +104,8 @@ class Devnet:
         self.providers = providers
         self.gpu_providers = gpu_providers
         self.provider_options = provider_options
+        self.liars = liars
+        self.lie_fraction = lie_fraction
         self.network: Network | None = None
         self.provider_agents: list[DevnetProvider] = []
         self._server: RPCServer | None = None
@@ -134,8 +153,13 @@ class Devnet:
             gpu_price = BASE_GPU_PRICE * (2 + i - 1) // 2
             ready = self._logdir / f"provider-{i}.ready"
             log = self._logdir / f"provider-{i}.log"
+            liar = i > self.providers - self.liars
+            if liar:  # DEVNET ONLY: an agent whose workers lie (see golem_jupyter.provider._devnet_liar)
+                start = ["golem_jupyter.provider._devnet_liar", repr(self.lie_fraction)]
+            else:
+                start = ["golem_jupyter.cli", "provider", "run"]
             command = [
-                sys.executable, "-m", "golem_jupyter.cli", "provider", "run",
+                sys.executable, "-m", *start,
                 "--network", str(self.connection_file),
                 "--dev-account", str(i),
                 "--price-cpu", str(cpu_price),
@@ -150,9 +174,9 @@ class Devnet:
                     command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
                 )
             self._processes.append(process)
-            pending.append((process, ready, log, cpu_price, gpu_price, gpus))
+            pending.append((process, ready, log, cpu_price, gpu_price, gpus, liar))
         deadline = time.monotonic() + PROVIDER_START_TIMEOUT
-        for process, ready, log, cpu_price, gpu_price, gpus in pending:
+        for process, ready, log, cpu_price, gpu_price, gpus, liar in pending:
             while not ready.exists():
                 if process.poll() is not None or time.monotonic() > deadline:
                     tail = log.read_text()[-2000:] if log.exists() else ""
@@ -160,7 +184,17 @@ class Devnet:
                 time.sleep(0.05)
             info = json.loads(ready.read_text())
             self.provider_agents.append(
-                DevnetProvider(info["address"], info["endpoint"], process.pid, cpu_price, gpu_price, gpus, str(log))
+                DevnetProvider(
+                    info["address"],
+                    info["endpoint"],
+                    process.pid,
+                    cpu_price,
+                    gpu_price,
+                    gpus,
+                    str(log),
+                    liar=liar,
+                    lie_fraction=self.lie_fraction if liar else 0.0,
+                )
             )
         write_json_atomic(providers_file(self.connection_file), [dataclasses.asdict(p) for p in self.provider_agents])
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from golem_jupyter.chain import Chain, Network, Wallet
-from golem_jupyter.devnet import Devnet, DevnetProvider
+from golem_jupyter.devnet import DEFAULT_LIE_FRACTION, Devnet, DevnetProvider
 from golem_jupyter.ledger import Ledger
 from golem_jupyter.provider.sandbox import SANDBOX_ENV, sandbox_available
 from golem_jupyter.worker.meter import read_meter
@@ -48,9 +48,18 @@ class Market:
 
 @contextlib.contextmanager
 def local_market(
-    home: Path, providers: int = 3, gpu_providers: int = 0, *, sandbox: str | None = None, options: tuple[str, ...] = ()
+    home: Path,
+    providers: int = 3,
+    gpu_providers: int = 0,
+    *,
+    sandbox: str | None = None,
+    options: tuple[str, ...] = (),
+    liars: int = 0,
+    lie_fraction: float = DEFAULT_LIE_FRACTION,
 ) -> Iterator[Market]:
     """Start a devnet of ``providers`` agents (``gpu_providers`` with a GPU) under ``home``; stop all after.
+
+    ``liars``: the last N agents lie (``golem devnet --liars``), for ``lie_fraction`` of their tasks.
 
     The agents run their workers in the sandbox ``sandbox`` ("bwrap" or "none"); by default in
     bubblewrap where it works here, else (outside CI) with none, as ``GOLEM_SANDBOX`` says to an
@@ -70,6 +79,8 @@ def local_market(
         gpu_providers=gpu_providers,
         connection_file=home / "devnet.json",
         provider_options=("--claim-grace", CLAIM_GRACE, "--min-deposit-seconds", "1", *options),
+        liars=liars,
+        lie_fraction=lie_fraction,
     )
     try:
         network = devnet.start()

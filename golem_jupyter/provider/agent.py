@@ -127,6 +127,11 @@ class ProviderConfig:
     sandbox: str = field(default_factory=default_sandbox)
     """What requestors' code runs in (:data:`.sandbox.SANDBOX_TIERS`): "bwrap" unless the operator
     chose "none" (here or with ``GOLEM_SANDBOX=none``); without bubblewrap, "bwrap" starts no worker."""
+    lie_fraction: float | None = None
+    """DEVNET ONLY: this agent's workers return wrong results for this fraction of their tasks
+    (:mod:`golem_jupyter.worker._liar`), so that ``--verify`` has a liar to catch. Set only by
+    ``golem devnet --liars`` (through :mod:`._devnet_liar`); ``golem provider run`` has no way to
+    set it, and an agent refuses it on any chain but a devnet's."""
 
 
 class ProviderAgent:
@@ -159,6 +164,14 @@ class ProviderAgent:
         await trio.to_thread.run_sync(require_sandbox, self.config.sandbox)
         self.chain = await trio.to_thread.run_sync(Chain.connect, self.config.network, self.config.wallet)
         self.chain_id = self.chain.network.chain_id
+        if self.config.lie_fraction is not None:
+            if self.chain.network.name != "devnet":
+                raise GolemError("A lying provider (lie_fraction) runs only on a devnet, for testing --verify.")
+            logger.warning(
+                "DEVNET LIAR: this provider's workers return WRONG results for %.0f%% of their tasks "
+                "(golem devnet --liars). It exists to test --verify; never a real provider.",
+                100 * self.config.lie_fraction,
+            )
         self.work_dir = self.config.work_dir or golem_home() / "provider" / self.address
         self.work_dir.mkdir(parents=True, exist_ok=True)
         gpu = await trio.to_thread.run_sync(detect_gpus)
@@ -595,6 +608,7 @@ class ProviderAgent:
             gpus=agreement.gpus,
             memory_limit=self._memory_per_worker(),
             sandbox=self.config.sandbox,
+            lie_fraction=self.config.lie_fraction,
         )
         with trio.CancelScope() as scope:
             self._scopes[agreement.agreement_id] = scope

@@ -68,6 +68,9 @@ class WorkerSpec:
     sandbox: str = "bwrap"
     pids: int = DEFAULT_PIDS
     scratch_bytes: int | None = None
+    lie_fraction: float | None = None
+    """DEVNET ONLY (``golem devnet --liars``): the worker returns wrong results for this fraction
+    of its tasks (:mod:`golem_jupyter.worker._liar`). None, always, for a real provider."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,14 @@ def worker_command(
     gpus: int,
     memory_limit: int | None,
     contact: str | None = None,
+    lie_fraction: float | None = None,
 ) -> list[str]:
     """The command line of a worker that joins ``scheduler`` with this agreement's certificate.
 
     ``contact``: the address the sandbox's relay receives connections for this worker at; the
     worker then speaks ``tls://`` through the relay (its first preload installs that).
+    ``lie_fraction``: DEVNET ONLY, a lying worker (:mod:`golem_jupyter.worker._liar`, loaded
+    before the meter so that the meter's digests are of the lies).
     """
     command = [
         sys.executable,
@@ -120,6 +126,10 @@ def worker_command(
         str(directory / "worker.pem"),
         "--tls-key",
         str(directory / "worker.key"),
+    ]
+    if lie_fraction is not None:
+        command += ["--preload", "golem_jupyter.worker._liar"]
+    command += [
         "--preload",
         "golem_jupyter.worker.meter",
         "--local-directory",
@@ -131,6 +141,10 @@ def worker_command(
         command += ["--resources", f"GPU={gpus}"]
     if memory_limit:
         command += ["--memory-limit", str(memory_limit)]
+    if lie_fraction is not None:  # the liar's own option (the worker hands what it does not know to the preload)
+        from ..worker._liar import OPTION
+
+        command += [OPTION, repr(float(lie_fraction))]
     return command
 
 
@@ -168,6 +182,7 @@ async def _run_unconfined(worker: WorkerSpec, task_status) -> int:
         nthreads=worker.nthreads,
         gpus=worker.gpus,
         memory_limit=worker.memory_limit,
+        lie_fraction=worker.lie_fraction,
     )
     # Unconfined, but not handed the agent's secrets (the operator chose no sandbox, not that).
     env = {name: value for name, value in os.environ.items() if not _secret(name)}
@@ -233,6 +248,7 @@ async def _run_sandboxed(worker: WorkerSpec, task_status) -> WorkerExit:
         gpus=worker.gpus,
         memory_limit=memory,
         contact=f"tls://{sandbox.contact}",
+        lie_fraction=worker.lie_fraction,
     )
     log_read, log_write = os.pipe()
     meter = _MeterFile(worker.directory / "meter.json", sandbox)

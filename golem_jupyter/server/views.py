@@ -89,6 +89,7 @@ def devnet_view(
                 "pid": p.pid,
                 "price_per_cpu_second_wei": wei(p.price_per_cpu_second),
                 "gpus": p.gpus,
+                "liar": p.liar,  # DEVNET ONLY: golem devnet --liars
             }
             for p in providers
         ],

@@ -19,7 +19,12 @@ every unpickle distributed does in this process through it (``_hooks.py``).
 In the scheduler process, :func:`authorize_by_role` serves each peer by the role its
 certificate names: a provider's worker gets the worker protocol and nothing else
 (``_authorization.py``); in a provider's worker, :func:`serve_peers_by_role` lets the
-session's other workers fetch data and nothing else. Result verification goes here too (DESIGN.md section 6).
+session's other workers fetch data and nothing else.
+
+Result verification (DESIGN.md section 6, ``--verify FRACTION``): :class:`Sampler` picks the tasks
+to re-run on another provider with randomness held in this process, :func:`compare` judges two
+results (exact, or ``allclose`` for floating point), and :func:`digest` hashes a result for the
+evidence of ``reportFault`` (``_sampling.py``, ``_compare.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ._authorization import (
     authorize_by_role,
     serve_peers_by_role,
 )
+from ._compare import DEFAULT_ATOL, DEFAULT_RTOL, Mismatch, compare, default_tolerances, digest
 from ._errors import PayloadTooDeep, PayloadTooLarge, RemoteTaskError, UnsafePayload
 from ._hooks import hold as hold_decoder
 from ._hooks import install as install_decoder
@@ -41,21 +47,30 @@ from ._hooks import release as release_decoder
 from ._hooks import uninstall as uninstall_decoder
 from ._reader import decode_exception, restricted_loads
 from ._rules import allow_class, allow_namespace, disallow_class, notebook_class, rebuilds
+from ._sampling import Sampler, catch_probability
 
 __all__ = [
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
     "PEER_HANDLERS",
     "WORKER_HANDLERS",
     "WORKER_STREAM",
+    "Mismatch",
     "PayloadTooDeep",
     "PayloadTooLarge",
     "PeerRefused",
     "RemoteTaskError",
+    "Sampler",
     "UnsafePayload",
     "allow_class",
     "allow_namespace",
     "authorize_by_role",
+    "catch_probability",
+    "compare",
     "decode_exception",
     "decoder_installed",
+    "default_tolerances",
+    "digest",
     "disallow_class",
     "hold_decoder",
     "install_decoder",
