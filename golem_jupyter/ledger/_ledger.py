@@ -24,6 +24,7 @@ from ._records import (
     SESSION_STATUSES,
     UNSETTLED_GRAPH_STATUSES,
     AgreementRecord,
+    FaultRecord,
     GraphRecord,
     LedgerError,
     Payout,
@@ -381,6 +382,49 @@ class Ledger:
             rows = connection.execute(query, (_id(session_id, "session_id"),))
             return [_record(AgreementRecord, row) for row in rows]
 
+    # -- faults
+
+    def record_fault(
+        self,
+        *,
+        session_id: str | bytes,
+        graph_id: str | bytes | None,
+        provider: str,
+        key: str,
+        evidence: bytes | str,
+        tx_hash: str | bytes | None = None,
+    ) -> None:
+        """Record that ``provider`` was outvoted on task ``key`` of ``graph_id`` (reported in ``tx_hash``)."""
+        row = {
+            "session_id": _id(session_id, "session_id"),
+            "graph_id": _id(_prefixed(graph_id), "graph_id", optional=True),
+            "provider": _address(provider, "provider"),
+            "task": _text(key, "key")[:200],
+            "evidence": _id(evidence, "evidence"),
+            "tx_hash": _id(tx_hash, "tx_hash", optional=True),
+        }  # fmt: skip
+        with self._write() as connection:
+            self._require_session(connection, row["session_id"])
+            _insert(connection, "faults", row)
+
+    def faults(self, provider: str | None = None, session_id: str | bytes | None = None) -> list[FaultRecord]:
+        """Recorded faults, oldest first; only ``provider``'s or only the session's if given."""
+        where, args = [], []
+        if provider is not None:
+            where.append("provider = ?")
+            args.append(_address(provider, "provider"))
+        if session_id is not None:
+            where.append("session_id = ?")
+            args.append(_id(session_id, "session_id"))
+        query = "SELECT * FROM faults" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        with self._read() as connection:
+            return [_record(FaultRecord, row) for row in connection.execute(query, args)]
+
+    def reported_providers(self) -> set[str]:
+        """Every provider this ledger recorded a fault of."""
+        with self._read() as connection:
+            return {row[0] for row in connection.execute("SELECT DISTINCT provider FROM faults")}
+
     # -- graphs
 
     def record_graph(
@@ -526,6 +570,13 @@ class Ledger:
         # Foreign keys would refuse it too; this says which session is missing and what to do.
         if connection.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
             raise LedgerError(f"No session {session_id} in the ledger {self.path}; record_session first.")
+
+
+def _prefixed(value: str | bytes | None) -> str | bytes | None:
+    """A hex id as the ledger writes it: 0x in front (the meter names graphs without it)."""
+    if isinstance(value, str) and not value.startswith(("0x", "0X")):
+        return "0x" + value
+    return value
 
 
 def _record(cls: type, row: sqlite3.Row, **extra: Any) -> Any:

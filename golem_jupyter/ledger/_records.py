@@ -120,3 +120,17 @@ class GraphRecord:
     payouts: tuple[Payout, ...]
     seq: int | None = None
     """Its settlement number in the escrow session, once a settlement was prepared (None before)."""
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """A provider outvoted by verification on one task of one graph, and its ``reportFault`` transaction."""
+
+    session_id: str
+    graph_id: str | None
+    provider: str
+    task: str
+    evidence: str
+    tx_hash: str | None
+    created_at: float
+    updated_at: float

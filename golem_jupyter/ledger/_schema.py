@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each table has an explicit INTEGER PRIMARY KEY: it orders rows by insertion ("newest first") and,
 # unlike an implicit rowid, VACUUM never renumbers it. Amounts are decimal TEXT (see the module doc).
@@ -47,11 +47,23 @@ CREATE TABLE payouts (
     PRIMARY KEY (graph_id, position), UNIQUE (graph_id, provider));
 """
 _SCHEMA += _RUNS
+# A provider outvoted by verification (DESIGN.md section 6): one row per fault, with the reportFault
+# transaction (None when it could not be sent). A provider with a row here is not rented again
+# unless the user asks (GolemCluster(allow_reported=True)).
+_FAULTS = """
+CREATE TABLE faults (
+    id INTEGER PRIMARY KEY, session_id TEXT NOT NULL REFERENCES sessions (session_id), graph_id TEXT,
+    provider TEXT NOT NULL, task TEXT NOT NULL, evidence TEXT NOT NULL, tx_hash TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX faults_by_provider ON faults (provider);
+"""
+_SCHEMA += _FAULTS
 # From each older version to the next; a file is brought up one version at a time.
 _UPGRADES = {
     1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS,
     2: "ALTER TABLE graphs ADD COLUMN seq INTEGER;",
     3: "ALTER TABLE agreements ADD COLUMN agreement_id TEXT;",
+    4: _FAULTS,
 }
 # Columns that hold amounts as decimal TEXT, returned as int.
 _AMOUNTS = {"budget", "refund", "spent", "settled", "price_per_cpu_second", "price_per_gpu_second", "start_fee"}

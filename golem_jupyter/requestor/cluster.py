@@ -54,6 +54,7 @@ from .negotiation import Negotiator
 from .payments import Payments
 from .rental import OfferPool, Rental, RentalFailed
 from .scheduler_process import SchedulerProcess
+from .verification import Fault, Verification
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,19 @@ class GolemCluster(SpecCluster):
         outside a notebook.
     run_id:
         The ``golem run`` this session belongs to; default ``$GOLEM_RUN_ID``.
+    verify:
+        The fraction of tasks whose results are checked (DESIGN.md section 6): each task is drawn
+        with this probability (randomness no provider sees), its result held back, the task run
+        again under a fresh key on another provider, and the two compared (a referee decides a
+        mismatch: a third provider, or this machine). A provider outvoted is reported on-chain,
+        paid nothing for the graph, and replaced; its results are computed again elsewhere.
+        ``0`` (the default) checks nothing and costs nothing. A cell's ``%%golem --verify F``
+        overrides it for that cell.
+    verify_rtol, verify_atol:
+        Tolerances for floating-point results (``None``: per dtype, see
+        :func:`golem_jupyter.trust.compare`); integers, strings and other values compare exactly.
+    allow_reported:
+        Rent providers this ledger recorded a fault of, too (by default they are not rented again).
     quiet:
         Kept for compatibility: status goes to :mod:`logging` and ``get_logs()``, never to print.
     """
@@ -122,6 +136,10 @@ class GolemCluster(SpecCluster):
         ledger: Ledger | None = None,
         label: str | None = None,
         run_id: str | None = None,
+        verify: float = 0.0,
+        verify_rtol: float | None = None,
+        verify_atol: float | None = None,
+        allow_reported: bool = False,
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
@@ -133,6 +151,14 @@ class GolemCluster(SpecCluster):
             raise InvalidInput(f"budget must be an integer amount of wei, got {budget!r}.")
         if budget <= 0:
             raise InvalidInput(f"A budget of {budget} wei cannot pay for any work; give a budget above zero (in wei).")
+        self.verify = trust.Sampler(verify).fraction  # checked here, so a bad fraction fails before anything starts
+        self.verify_rtol = verify_rtol
+        self.verify_atol = verify_atol
+        self.allow_reported = allow_reported
+        self.verification: Verification | None = None
+        self.faults: list[dict[str, Any]] = []
+        """Providers reported in this session: provider, graph, task key, transaction, why."""
+        self._reported: set[str] = set()
         self.n_providers = n_providers
         # The session always pays in the native currency (EscrowSession), so only offers priced in it fit.
         self.demand = Demand(
@@ -214,6 +240,10 @@ class GolemCluster(SpecCluster):
                 plugin=dumps(WorkerGate()), name=WorkerGate.name, idempotent=True
             )
             await self.payments.start(self.scheduler_comm)
+            self.verification = Verification(
+                self.scheduler_comm, rtol=self.verify_rtol, atol=self.verify_atol, on_fault=self._on_fault
+            )
+            await self.verification.start(self.verify)
             for _ in range(self.n_providers):
                 self.worker_spec.update(self.new_worker_spec())
         except BaseException:
@@ -380,6 +410,51 @@ class GolemCluster(SpecCluster):
         self.payments.spending_cap = cap
         self.sync(self.payments.configure)
 
+    def set_verify(self, fraction: float) -> None:
+        """Check this fraction of the session's tasks from now on (a cell's ``--verify`` overrides it)."""
+        self.verify = trust.Sampler(fraction).fraction
+        if self.verification is not None:
+            self.sync(self.verification.configure, self.verify)
+
+    async def _on_fault(self, fault: Fault) -> None:
+        """A provider was outvoted: report it on-chain, record it, and rent the next offer in its place.
+
+        Once per provider: checks of its other tasks that were under way when it was caught may
+        outvote it again, but it is dropped already (its workers are gone, it is paid nothing more)."""
+        if fault.provider in self._reported:
+            return
+        self._reported.add(fault.provider)
+        tx_hash, error = None, None
+        if fault.graph_id is not None:
+            try:
+                receipt = await asyncio.to_thread(
+                    self.chain.escrow.report_fault, self.session_id, bytes.fromhex(fault.graph_id), fault.provider,
+                    fault.evidence,
+                )  # fmt: skip
+                tx_hash = receipt.tx_hash
+            except GolemError as failure:
+                error = str(failure)
+                self._log(f"Could not report {fault.provider} on-chain: {failure}")
+        reason = f"reported: a wrong result for task {fault.key[:60]}" + (f" (tx {tx_hash})" if tx_hash else "")
+        self.faults.append(
+            {"provider": fault.provider, "graph_id": fault.graph_id, "key": fault.key, "tx_hash": tx_hash,
+             "error": error, "reason": reason}
+        )  # fmt: skip
+        self._log(f"Provider {fault.provider} returned a wrong result and was {reason}; it is replaced.")
+        await asyncio.to_thread(
+            self.ledger.record_fault, session_id=self.session_id, graph_id=fault.graph_id, provider=fault.provider,
+            key=fault.key, evidence=fault.evidence, tx_hash=tx_hash,
+        )  # fmt: skip
+        rental = self.workers.get(fault.provider)
+        if rental is not None:
+            rental.fault = reason
+            self.pool.fail(rental.offer, reason)
+        if fault.provider in self.worker_spec and self.status == Status.running:
+            del self.worker_spec[fault.provider]
+            if self.pool.available():
+                self.worker_spec.update(self.new_worker_spec())
+            await self._correct_state()
+
     def wait_for_settlement(self, timeout: float | None = None) -> bool:
         """Block until every finished graph so far is confirmed on-chain."""
         if self.payments is None:
@@ -396,6 +471,8 @@ class GolemCluster(SpecCluster):
         for inquiry in list(self._inquiries):  # why a worker ended matters no more
             inquiry.cancel()
         closing = self.payments is not None and self.status != Status.closing
+        if self.verification is not None:
+            await self.verification.close()  # checks under way end first: their graphs can then be priced
         if closing:
             await self.payments.finish()
         await super()._close()

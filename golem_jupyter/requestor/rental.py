@@ -105,6 +105,8 @@ class Rental(ProcessInterface):
         self.account: Account | None = None
         self.worker_left = False
         """Its worker left the scheduler (killed, or its provider stopped serving)."""
+        self.fault: str | None = None
+        """Why it was dropped, when verification outvoted one of its results (it was reported)."""
         self.ended_because: str | None = None
         """Why the provider says its worker ended, once asked (e.g. past its memory limit)."""
 
@@ -242,7 +244,9 @@ class Rental(ProcessInterface):
                     await cluster.scheduler_comm.retire_workers(names=[self.provider], close_workers=True)
                 except OSError as error:
                     logger.warning("Could not retire the worker of %s: %s", self.provider, error)
-            if left_before:
+            if self.fault is not None:
+                await self._end(AgreementStatus.FAILED, self.fault)
+            elif left_before:
                 await self._end(AgreementStatus.FAILED, "its worker left the scheduler")
             else:
                 reason = "session closed" if cluster.status != Status.running else "scaled down"

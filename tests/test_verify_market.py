@@ -1,0 +1,59 @@
+"""``--verify`` on a real market with a lying provider (DESIGN.md section 6, "Results").
+
+The devnet's liar (``golem devnet --liars``, here lying on every task) returns ``i * i + 1`` for
+``square(i)``. With every task checked, its results are held back, re-run on the honest provider,
+found different, refereed on the requestor's own machine (a market of two has no third), and
+voted down: the liar is reported on-chain with ``reportFault``, paid nothing for the graph,
+dropped from the session, and every value the notebook receives is right.
+"""
+
+from __future__ import annotations
+
+import pytest
+from distributed import Client
+from market_tasks import square
+from marketkit import Market, local_market
+
+from golem_jupyter.requestor.cluster import GolemCluster
+
+pytestmark = pytest.mark.timeout(300)
+
+TASKS = 12
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory: pytest.TempPathFactory):
+    with local_market(tmp_path_factory.mktemp("verify"), providers=2, liars=1, lie_fraction=1.0) as market:
+        yield market
+
+
+def test_a_liar_is_caught_reported_paid_nothing_and_none_of_its_values_arrive(market: Market) -> None:
+    honest, liar = market.providers
+    ledger = market.ledger()
+    with (
+        GolemCluster(n_providers=2, network=market.network, ledger=ledger, budget=10**17, verify=1.0) as cluster,
+        Client(cluster) as client,
+    ):
+        results = client.gather(client.map(square, range(TASKS), pure=False))
+        assert results == [i * i for i in range(TASKS)]
+        stats = cluster.verification.stats
+        assert stats.checked >= TASKS and stats.mismatches >= 1 and stats.local_runs >= 1
+        assert [f["provider"] for f in cluster.faults] == [liar.address]
+        [fault] = cluster.faults
+        assert fault["tx_hash"] and fault["graph_id"]
+        session_id = cluster.session_id
+        # After the liar left, what runs is checked on this machine (no other provider is left).
+        assert client.submit(square, 12, pure=False).result() == 144
+        assert cluster.wait_for_settlement(60)
+    chain = market.chain()
+    [event] = chain.escrow.events("FaultReported", sessionId=session_id)
+    assert event["provider"] == liar.address and event["graphId"] == bytes.fromhex(fault["graph_id"])
+    [recorded] = ledger.faults(provider=liar.address)
+    assert recorded.tx_hash == fault["tx_hash"] and recorded.session_id == "0x" + session_id.hex()
+    assert ledger.reported_providers() == {liar.address}
+    # The graph the liar was caught in pays it nothing; the honest provider is paid for its work.
+    [graph] = [g for g in ledger.graphs(session_id=session_id) if g.graph_id == "0x" + fault["graph_id"]]
+    assert liar.address not in {p.provider for p in graph.payouts}
+    assert honest.address in {p.provider for p in graph.payouts}
+    agreements = {a.provider: a for a in ledger.agreements(session_id)}
+    assert agreements[liar.address].status == "failed" and "reported" in agreements[liar.address].reason
