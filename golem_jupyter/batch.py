@@ -94,6 +94,8 @@ class RunOptions:
     """A JSON-RPC URL or connection file; None starts an embedded devnet for the run."""
     budget: int | None = None
     """The most the notebook's sessions may spend together, in wei."""
+    verify: float | None = None
+    """The fraction of tasks checked in the notebook's sessions (``%golem connect --verify``'s default)."""
     kernel: str | None = None
     timeout: float | None = None
     """Per cell, in seconds."""
@@ -192,7 +194,7 @@ def run_notebook(options: RunOptions, *, out: Out = print, ledger: Ledger | None
     try:
         try:
             with _market(options, work, out) as network:
-                env = _kernel_environment(network, run_id, notebook, options.budget)
+                env = _kernel_environment(network, run_id, notebook, options.budget, options.verify)
                 out(f"Running {notebook.name} on kernel {kernel} ({_count_code(nb)} code cells)")
                 failure = _execute(nb, kernel, output, env, cwd, options.timeout, work / "kernel.log", out)
         except NetworkUnreachable as error:
@@ -297,9 +299,11 @@ def _market(options: RunOptions, work: Path, out: Out) -> Iterator[str]:
         out("Market stopped")
 
 
-def _kernel_environment(network: str, run_id: str, notebook: Path, budget: int | None) -> dict[str, str]:
+def _kernel_environment(
+    network: str, run_id: str, notebook: Path, budget: int | None, verify: float | None = None
+) -> dict[str, str]:
     from .chain.network import NETWORK_ENV
-    from .notebook.magics import BUDGET_ENV
+    from .notebook.magics import BUDGET_ENV, VERIFY_ENV
     from .requestor.cluster import RUN_ID_ENV
 
     env = dict(os.environ)
@@ -308,6 +312,10 @@ def _kernel_environment(network: str, run_id: str, notebook: Path, budget: int |
         env[BUDGET_ENV] = f"{budget}wei"
     else:
         env.pop(BUDGET_ENV, None)
+    if verify is not None:
+        env[VERIFY_ENV] = repr(float(verify))
+    else:
+        env.pop(VERIFY_ENV, None)
     return env
 
 

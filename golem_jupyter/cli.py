@@ -170,6 +170,12 @@ def _run_parser(commands) -> None:
     run.add_argument("-o", "--output", type=Path, help="where to write the executed notebook (default NAME.out.ipynb)")
     run.add_argument("--network", help="JSON-RPC URL or connection file (default: an embedded market for this run)")
     run.add_argument("--budget", metavar="X", help="the most the notebook may spend in all (0.01, 0.01eth, 5gwei)")
+    run.add_argument(
+        "--verify",
+        type=float,
+        metavar="F",
+        help="check a fraction F of every cell's tasks by running them again on another provider (default 0)",
+    )
     run.add_argument("--kernel", metavar="NAME", help="kernel to run (default: the notebook's, or golem-python)")
     run.add_argument("--timeout", type=float, metavar="S", help="interrupt a cell running longer than S seconds")
     run.add_argument("--cwd", type=Path, metavar="DIR", help="the kernel's working directory (default: the notebook's)")
@@ -436,6 +442,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigurationError("--timeout needs a number of seconds above 0.")
         if args.providers < 1:
             raise ConfigurationError("--providers needs at least 1 provider.")
+        if args.verify is not None and not 0 <= args.verify <= 1:
+            raise ConfigurationError("--verify needs a fraction from 0 to 1 (0.1 checks a tenth of the tasks).")
         gpu_providers = args.gpu_providers if args.gpu_providers is not None else _local_gpus(args.providers)
         options = RunOptions(
             notebook=args.notebook,
@@ -443,6 +451,7 @@ def _run(args: argparse.Namespace) -> int:
             parameters=parameters,
             network=args.network,
             budget=parse_amount(args.budget) if args.budget else None,
+            verify=args.verify,
             kernel=args.kernel,
             timeout=args.timeout,
             cwd=args.cwd,

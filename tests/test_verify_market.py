@@ -57,3 +57,25 @@ def test_a_liar_is_caught_reported_paid_nothing_and_none_of_its_values_arrive(ma
     assert honest.address in {p.provider for p in graph.payouts}
     agreements = {a.provider: a for a in ledger.agreements(session_id)}
     assert agreements[liar.address].status == "failed" and "reported" in agreements[liar.address].reason
+
+
+def test_a_cell_with_verify_writes_back_only_checked_values(market: Market, capsys: pytest.CaptureFixture) -> None:
+    """``%%golem --verify 1`` on the same kind of market, through the magic (a ledger of its own, which
+    knows nothing of the first test's fault): the liar's values never reach the notebook; the
+    graph it was caught in runs again without it, and the names are exactly plain Python's."""
+    from magic_shell import text_shell
+
+    cell = "squares = [n * n for n in range(16)]\ntotal = sum(squares)\nbig = [s * 3 for s in squares]"
+    expected: dict = {}
+    exec(cell, expected)
+    with text_shell() as shell:
+        shell.run_line_magic("golem", f"connect {market.home / 'devnet.json'} --providers 2 --budget 0.05")
+        try:
+            shell.run_cell_magic("golem", "--verify 1", cell)
+            for name in ("squares", "total", "big"):
+                assert shell.user_ns[name] == expected[name], name
+            session = shell.magics_manager.registry["GolemMagics"].market
+            assert [f["provider"] for f in session.cluster.faults] == [market.providers[1].address]
+            assert "runs again without it" in capsys.readouterr().out
+        finally:
+            shell.run_line_magic("golem", "close")

@@ -135,6 +135,10 @@ def register_source(filename: str, text: str) -> None:
     linecache.cache[filename] = (len(text), None, lines, filename)
 
 
+MAX_VERIFIED_RUNS = 3
+"""Runs of a cell's graph before a cell whose providers keep being voted down gives up (writing nothing)."""
+
+
 class CellRun:
     """Runs one planned cell on a session and updates the namespace."""
 
@@ -154,7 +158,7 @@ class CellRun:
         try:
             items = self._kernel_phase()
             if self.plan.units:
-                values = self._graph_phase(items, options)
+                values = self._verified_graph_phase(items, options)
             else:
                 values = {"values": b"", "types": {}, "printed": []}
             decoded = self._decode(values)
@@ -194,6 +198,23 @@ class CellRun:
         exec(self.plan.code(index), self.namespace)
 
     # -- the graph
+
+    def _verified_graph_phase(self, items: dict[int, list], options: RunOptions) -> dict[str, Any]:
+        """The graph's results, from a run in which verification voted no provider down.
+
+        A provider outvoted while the graph ran may have fed unchecked wrong values to other tasks of
+        it; it is gone from the session now, so the graph runs again (nothing was written yet)."""
+        __tracebackhide__ = True
+        for _ in range(MAX_VERIFIED_RUNS):
+            faults = self.session.faults()
+            values = self._graph_phase(items, options)
+            if self.session.faults() == faults:
+                return values
+            print("golem: a provider returned a wrong result and was reported; the cell's graph runs again without it.")
+        raise GolemError(
+            f"Providers returned wrong results in {MAX_VERIFIED_RUNS} runs of this cell's graph; nothing was written "
+            "back. `%golem status` lists them; they were reported and dropped."
+        )
 
     def _graph_phase(self, items: dict[int, list], options: RunOptions) -> dict[str, Any]:
         __tracebackhide__ = True

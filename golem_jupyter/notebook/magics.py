@@ -12,8 +12,10 @@ import itertools
 import os
 import shlex
 import textwrap
+from contextlib import nullcontext
 from dataclasses import replace
 
+import dask
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -21,6 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..amounts import format_wei_exact, parse_amount
 from ..errors import BudgetExceeded, GolemError, InvalidInput
 from ..market.matching import SANDBOX_TIERS
+from ..scheduler.verify import ANNOTATION as VERIFY_ANNOTATION
 from .cellgraph import analyze
 from .display import OfferTable, display_mode, format_wei, progress_view
 from .execution import CellRun, RunOptions, register_source
@@ -30,6 +33,8 @@ from .transport import notebook_functions, notebook_modules
 
 DEFAULT_BUDGET = "0.01"
 BUDGET_ENV = "GOLEM_BUDGET"
+VERIFY_ENV = "GOLEM_VERIFY"
+"""The verify fraction sessions of this kernel start with (``golem run --verify`` sets it)."""
 """The most this kernel's sessions may spend together (``golem run --budget`` sets it)."""
 _cell_numbers = itertools.count(1)
 
@@ -47,7 +52,7 @@ class GolemMagics(Magics):
         self.market: MarketSession | None = None
         self.gpu_market: MarketSession | None = None
         self.local: LocalSession | None = None
-        self.connection = Connection()
+        self.connection = Connection(verify=_verify_from_environment())
         """What sessions are opened with: ``%golem connect``'s choices, or the defaults."""
         limit = os.environ.get(BUDGET_ENV)
         self.budget_limit = parse_amount(limit) if limit else None
@@ -62,7 +67,12 @@ class GolemMagics(Magics):
     @argument("--providers", type=int, metavar="N", help="Have at least N providers rented before running.")
     @argument("--budget", metavar="X", help="Spend at most X on this cell (0.01, 0.01eth, 5gwei).")
     @argument("--max-price", metavar="X", help="Run only on providers charging at most X per CPU-second (e.g. 2gwei).")
-    @argument("--verify", type=float, metavar="FRACTION", help="Re-run a fraction of tasks elsewhere (not active yet).")
+    @argument(
+        "--verify",
+        type=float,
+        metavar="FRACTION",
+        help="Check this fraction of the cell's tasks: re-run each elsewhere and compare (default: the session's).",
+    )
     @argument("--timeout", type=float, metavar="S", help="Cancel the graph after S seconds.")
     @argument("--out", metavar="a,b", help="Write back only these names.")
     @argument("--local", action="store_true", help="Run the same graph on a local cluster: no market, no money.")
@@ -117,8 +127,6 @@ class GolemMagics(Magics):
             print(plan.describe())
             print(self._cost_bound(args))
             return
-        if args.verify is not None:
-            print("golem: --verify is accepted but not active yet; no task is re-run.")
         session = self._session_for(args) if plan.units else None
         options = self._run_options(args, session)
         cap = parse_amount(args.budget) if args.budget else None
@@ -127,8 +135,10 @@ class GolemMagics(Magics):
         market = session if isinstance(session, MarketSession) else None
         if market is not None and cap is not None:
             market.cluster.cap_next_graphs(cap)
+        checks = dask.annotate(**{VERIFY_ANNOTATION: args.verify}) if args.verify is not None else nullcontext()
         try:
-            CellRun(plan, namespace, session, view).run(options)
+            with checks:
+                CellRun(plan, namespace, session, view).run(options)
         finally:
             if market is not None and cap is not None:
                 market.cluster.cap_next_graphs(None)
@@ -140,6 +150,8 @@ class GolemMagics(Magics):
             raise UsageError("--timeout needs a number of seconds above 0.")
         if args.verify is not None and not 0 <= args.verify <= 1:
             raise UsageError("--verify needs a fraction between 0 and 1.")
+        if args.verify is not None and args.local:
+            raise UsageError("--verify checks providers' results; --local runs on this machine, with nothing to check.")
         if args.local and (args.gpu or args.max_price or args.budget):
             raise UsageError("--local runs without the market: --gpu, --max-price and --budget do not apply.")
         for option in ("budget", "max_price"):
@@ -274,6 +286,13 @@ class GolemMagics(Magics):
         help=f"Rent only providers whose sandbox is at least TIER ({' < '.join(SANDBOX_TIERS)}); "
         "bwrap: your code runs in a bubblewrap sandbox per agreement. Default: any.",
     )
+    @argument(
+        "--verify",
+        type=float,
+        metavar="FRACTION",
+        help="Check this fraction of every cell's tasks by running them again on another provider (default 0, "
+        f"or ${VERIFY_ENV}, set by golem run --verify).",
+    )
     def _connect(self, args) -> None:
         """Rent providers for this notebook's cells.
 
@@ -281,6 +300,9 @@ class GolemMagics(Magics):
         """
         if args.providers < 1:
             raise UsageError("--providers needs at least 1.")
+        verify = self.connection.verify if args.verify is None else args.verify
+        if not 0 <= verify <= 1:
+            raise UsageError("--verify needs a fraction between 0 and 1.")
         try:
             budget = parse_amount(args.budget)
             max_price = parse_amount(args.max_price, "wei") if args.max_price else None
@@ -294,6 +316,7 @@ class GolemMagics(Magics):
             max_price_cpu=None if args.gpu else max_price,
             max_price_gpu=max_price if args.gpu else None,
             sandbox=args.sandbox,
+            verify=verify,
         )
         self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"
@@ -405,6 +428,21 @@ class GolemMagics(Magics):
         if isinstance(session, MarketSession) and session.cluster.close_note:
             print(f"golem: {session.cluster.close_note}.")
         return True
+
+
+def _verify_from_environment() -> float:
+    """The verify fraction in ``$GOLEM_VERIFY`` (0 when unset); a bad value is said, and ignored."""
+    text = os.environ.get(VERIFY_ENV, "").strip()
+    if not text:
+        return 0.0
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = -1.0
+    if not 0 <= fraction <= 1:
+        print(f"golem: ${VERIFY_ENV}={text!r} is not a fraction from 0 to 1; no task is checked.")
+        return 0.0
+    return fraction
 
 
 def _subcommands_help() -> str:

@@ -38,6 +38,8 @@ class Connection:
     max_price_gpu: int | None = None
     sandbox: str | None = None
     """The weakest sandbox tier acceptable (``GolemCluster``'s ``sandbox``); None: any."""
+    verify: float = 0.0
+    """The fraction of tasks checked (``GolemCluster``'s ``verify``); a cell's ``--verify`` overrides it."""
 
 
 class Session:
@@ -67,6 +69,10 @@ class Session:
 
     def budget_left(self) -> int | None:
         return None
+
+    def faults(self) -> int:
+        """How many providers verification voted down in this session so far."""
+        return 0
 
     def receipt(self, collect_key: str, n_tasks: int, elapsed: float, note: str) -> Receipt:
         return Receipt((), 0, n_tasks, elapsed, "local", note=note)
@@ -124,6 +130,7 @@ class MarketSession(Session):
             max_price_cpu=connection.max_price_cpu,
             max_price_gpu=connection.max_price_gpu,
             sandbox=connection.sandbox,
+            verify=connection.verify,
             network=network if network is not None else connection.network,
             # Jupyter tells a kernel which notebook it serves (golem run too): the ledger says so.
             label=os.environ.get("JPY_SESSION_NAME") or "notebook",
@@ -150,6 +157,9 @@ class MarketSession(Session):
 
     def budget_left(self) -> int | None:
         return self.cluster.remaining
+
+    def faults(self) -> int:
+        return len(self.cluster.faults)
 
     def graph_for(self, collect_key: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The metered graph whose output is ``collect_key``, once the cluster has recorded it."""

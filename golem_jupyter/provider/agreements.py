@@ -38,7 +38,10 @@ class PaymentPolicy:
     tolerance: float = 0.02
     slack: int = 1_000
     max_unpaid: int = 10**16
-    grace: float = 2.0
+    grace: float = 10.0
+    """Seconds an idle, underpaid agreement is served before the provider stops: a requestor that
+    verifies results pays a graph only once its checks pass (DESIGN.md section 6), seconds after
+    the provider's last task of it."""
 
     def verdict(
         self, owed: int, paid: int, meter: dict[str, Any], now: float | None = None, *, used: int = 0

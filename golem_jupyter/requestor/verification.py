@@ -15,24 +15,30 @@ still needed, is computed again elsewhere), and the cluster reports it on-chain 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
+import multiprocessing
 import pickle
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..trust import compare, digest
+from ..trust import allow_class, compare, digest
+from ..worker.runner import ElementResults, UnitResult
 
 logger = logging.getLogger(__name__)
 
 REQUESTOR = "requestor"
 """The vote of the requestor's own machine (a referee that is never outvoted)."""
 
-LOCAL_TIMEOUT = 600.0
-"""Seconds a task re-run on the requestor's machine may take."""
+CELL_RESULTS = (UnitResult, ElementResults)
+"""What the tasks of a ``%%golem`` cell return (the collect task returns plain data)."""
+
+LOCAL_PROCESSES = 2
+"""Processes that re-run tasks on the requestor's machine (the referee of a market with two providers)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class VerificationStats:
     referees: int = 0
     local_runs: int = 0
     faults: list[Fault] = field(default_factory=list)
+
+
+class _Gone(Exception):
+    """The check ended under us: the worker whose result was held left (Dask runs the task again)."""
 
 
 class _Failed:
@@ -84,6 +94,10 @@ class Verification:
         self.atol = atol
         self.on_fault = on_fault
         self.stats = VerificationStats()
+        self.outvoted: set[str] = set()
+        """Providers voted down in this session: a later disagreement with one of them needs no referee."""
+        self._local = asyncio.Semaphore(LOCAL_PROCESSES)
+        self._pool: ProcessPoolExecutor | None = None
         self._votes: dict[str, dict[str, Any]] = {}
         """Per open check: provider -> the result it gave (the held one first)."""
         self._mismatched: set[str] = set()
@@ -91,6 +105,10 @@ class Verification:
         self._judging: set[asyncio.Task] = set()
 
     async def start(self, fraction: float) -> None:
+        # A %%golem cell's tasks hand these on to each other: data classes of this package (no
+        # __setstate__, no methods that run on load), rebuilt from their fields to be compared.
+        for cls in CELL_RESULTS:
+            allow_class(cls)
         await self.scheduler.golem_verify_configure(fraction=fraction)
         self._loop_task = asyncio.create_task(self._loop())
 
@@ -104,6 +122,9 @@ class Verification:
             self._loop_task = None
         if self._judging:
             await asyncio.gather(*self._judging, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def _loop(self) -> None:
         while True:
@@ -125,6 +146,9 @@ class Verification:
             verdict = await self._verdict(event)
         except asyncio.CancelledError:
             raise
+        except _Gone:
+            self._votes.pop(check, None)  # its worker left: Dask computes the task again, and it is checked again
+            return
         except Exception as error:  # noqa: BLE001 (a check that cannot be judged is released, and said)
             logger.warning("Could not check task %r (%s); its result is used unchecked.", event["key"], error)
             await self.scheduler.golem_verify_decide(check_id=check, release=True, faulty=[])
@@ -133,6 +157,7 @@ class Verification:
         if verdict is None:
             return  # a referee is running: the check comes back when it is done
         release, faulty = verdict
+        self.outvoted.update(faulty)
         votes = self._votes.pop(check, {})
         self._mismatched.discard(check)
         await self.scheduler.golem_verify_decide(check_id=check, release=release, faulty=faulty)
@@ -160,7 +185,7 @@ class Verification:
             else:
                 votes[provider] = await self._fetch(check, twin)
         if len(votes) == 1:  # no other provider could re-run it
-            votes[REQUESTOR] = await self._run_locally(check)
+            await self._run_locally(check, votes)
         first, *others = votes.values()
         if check not in self._mismatched and not all(self._same(first, other) for other in others):
             self._mismatched.add(check)
@@ -173,13 +198,16 @@ class Verification:
         started = await self.scheduler.golem_verify_rerun(check_id=check, exclude=list(votes))
         if started.get("started"):
             return None
-        votes[REQUESTOR] = await self._run_locally(check)
+        await self._run_locally(check, votes)
         return self._count(votes)
 
     def _count(self, votes: dict[str, Any]) -> tuple[bool, list[str]] | None:
         """The verdict the votes give, or None if two disagree with no third to decide."""
         providers = list(votes)
         original = providers[0]
+        if REQUESTOR in votes and isinstance(votes[REQUESTOR], _Failed):
+            # This machine could not run the task: no evidence against anyone.
+            raise RuntimeError(votes[REQUESTOR].error)
         if REQUESTOR in votes:
             truth = votes[REQUESTOR]
             faulty = [p for p in providers if p != REQUESTOR and not self._same(truth, votes[p])]
@@ -196,29 +224,42 @@ class Verification:
                 return True, []
             majority = max(groups, key=len)
             if len(majority) < 2:
-                return None
+                honest = [g for g in groups if not set(g) & self.outvoted]
+                if len(honest) != 1:
+                    return None
+                majority = honest[0]  # the others include a provider caught lying already
             faulty = [p for p in providers if p not in majority]
         return original not in faulty, faulty
 
     def _same(self, a: Any, b: Any) -> bool:
         if isinstance(a, _Failed) or isinstance(b, _Failed):
             return False
-        return compare(a, b, rtol=self.rtol, atol=self.atol) is None
+        return compare(_comparable(a), _comparable(b), rtol=self.rtol, atol=self.atol) is None
 
     async def _fetch(self, check: str, key: Any) -> Any:
         """A result, fetched through the scheduler and decoded here (with the restricted decoder)."""
         reply = await self.scheduler.golem_verify_fetch(check_id=check, key=key)
+        if reply.get("status") == "gone":
+            raise _Gone
         if reply.get("status") != "OK":
             return _Failed(reply.get("error") or "the result is gone")
         return reply["data"][key]
 
-    async def _run_locally(self, check: str) -> Any:
+    async def _run_locally(self, check: str, votes: dict[str, Any]) -> None:
         """Run the task on the requestor's machine: its spec (from the scheduler, which got it from this
-        process) on its inputs (decoded with the restricted decoder), in a child process."""
+        process) on its inputs (decoded with the restricted decoder), in a child process; its result is
+        the requestor's vote. Skipped when, by the time it is this check's turn, a provider caught
+        lying meanwhile settles the votes."""
+        async with self._local:
+            if len(votes) > 1 and self._count(votes) is not None:
+                return
+            votes[REQUESTOR] = await self._run_locally_now(check)
+
+    async def _run_locally_now(self, check: str) -> Any:
         self.stats.local_runs += 1
         spec_bytes = await self.scheduler.golem_verify_spec(check_id=check)
         if spec_bytes is None:
-            raise RuntimeError("the task's spec is gone")
+            raise _Gone
         spec = pickle.loads(spec_bytes)  # trusted: the requestor's own graph, from its own scheduler
         dependencies = list(spec.dependencies)
         inputs: dict[Any, Any] = {}
@@ -227,7 +268,19 @@ class Verification:
             if reply.get("status") != "OK":
                 raise RuntimeError(f"the task's inputs could not be fetched ({reply.get('status')})")
             inputs = reply["data"]
-        return await asyncio.to_thread(_run_in_child, spec_bytes, inputs)
+        import cloudpickle
+
+        if self._pool is None:
+            # Processes of their own (spawned, not forked from the kernel), kept for the session: a
+            # task's own code never runs in the kernel, and each re-run costs no interpreter start.
+            self._pool = ProcessPoolExecutor(
+                max_workers=LOCAL_PROCESSES, mp_context=multiprocessing.get_context("spawn")
+            )
+        loop = asyncio.get_running_loop()
+        ok, payload = await loop.run_in_executor(self._pool, _run_spec, spec_bytes, cloudpickle.dumps(inputs))
+        if not ok:
+            return _Failed(f"the task failed on the requestor's machine: {payload}")
+        return pickle.loads(payload)  # trusted: our own process ran our own task
 
 
 def _faults(event: dict[str, Any], faulty: list[str], votes: dict[str, Any]) -> list[Fault]:
@@ -242,6 +295,13 @@ def _faults(event: dict[str, Any], faulty: list[str], votes: dict[str, Any]) -> 
     ]
 
 
+def _comparable(value: Any) -> Any:
+    """A cell task's result as its fields (so floats in it compare with tolerance, not ``==``)."""
+    if type(value) in CELL_RESULTS:
+        return {f.name: _comparable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
 def _digest(value: Any) -> bytes:
     if isinstance(value, _Failed):
         return hashlib.sha256(value.error.encode()).digest()
@@ -251,24 +311,16 @@ def _digest(value: Any) -> bytes:
         return hashlib.sha256(repr(value).encode()).digest()
 
 
-_CHILD = """
-import pickle, sys
-import cloudpickle
-spec, inputs = pickle.load(sys.stdin.buffer)
-result = spec(inputs)
-sys.stdout.buffer.write(cloudpickle.dumps(result))
-"""
-
-
-def _run_in_child(spec_bytes: bytes, inputs: dict[Any, Any]) -> Any:
-    """``spec(inputs)`` in a fresh Python process; its result (the requestor's own computation)."""
+def _run_spec(spec_bytes: bytes, inputs: bytes) -> tuple[bool, bytes | str]:
+    """In a process of the local referee pool: ``spec(inputs)``, as (True, its pickle) or (False, the error)."""
     import cloudpickle
 
-    payload = cloudpickle.dumps((pickle.loads(spec_bytes), inputs))  # trusted: see _run_locally
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD], input=payload, capture_output=True, timeout=LOCAL_TIMEOUT, check=False
-    )
-    if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return _Failed(f"the task failed on the requestor's machine: {tail[0]}")
-    return pickle.loads(done.stdout)  # trusted: our own child ran our own task
+    stdout, stderr = sys.stdout, sys.stderr  # a cell's task replaces them to capture what it prints
+    try:
+        spec = pickle.loads(spec_bytes)  # trusted: see Verification._run_locally
+        result = spec(pickle.loads(inputs))
+        return True, cloudpickle.dumps(result)
+    except BaseException as error:  # noqa: BLE001 (the task's own failure is this vote)
+        return False, f"{type(error).__name__}: {error}"[:500]
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
