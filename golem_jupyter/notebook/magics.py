@@ -274,6 +274,11 @@ class GolemMagics(Magics):
         help=f"Rent only providers whose sandbox is at least TIER ({' < '.join(SANDBOX_TIERS)}); "
         "bwrap: your code runs in a bubblewrap sandbox per agreement. Default: any.",
     )
+    @argument(
+        "--allow-reported",
+        action="store_true",
+        help="Rent providers your ledger recorded a wrong result of, too (by default they are not rented again).",
+    )
     def _connect(self, args) -> None:
         """Rent providers for this notebook's cells.
 
@@ -294,6 +299,7 @@ class GolemMagics(Magics):
             max_price_cpu=None if args.gpu else max_price,
             max_price_gpu=max_price if args.gpu else None,
             sandbox=args.sandbox,
+            allow_reported=args.allow_reported,
         )
         self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"

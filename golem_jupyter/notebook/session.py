@@ -38,6 +38,8 @@ class Connection:
     max_price_gpu: int | None = None
     sandbox: str | None = None
     """The weakest sandbox tier acceptable (``GolemCluster``'s ``sandbox``); None: any."""
+    allow_reported: bool = False
+    """Rent providers this ledger recorded a wrong result of, too (``GolemCluster``'s ``allow_reported``)."""
 
 
 class Session:
@@ -124,6 +126,7 @@ class MarketSession(Session):
             max_price_cpu=connection.max_price_cpu,
             max_price_gpu=connection.max_price_gpu,
             sandbox=connection.sandbox,
+            allow_reported=connection.allow_reported,
             network=network if network is not None else connection.network,
             # Jupyter tells a kernel which notebook it serves (golem run too): the ledger says so.
             label=os.environ.get("JPY_SESSION_NAME") or "notebook",
