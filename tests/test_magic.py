@@ -309,6 +309,13 @@ def test_connect_leaves_out_providers_this_ledger_reported_unless_allow_reported
             message = str(raised.value)
             assert "Could rent only 0 of 1 providers" in message and reported.address in message, message
             assert magics.market is None and magics.connection.allow_reported is True
+
+            # %golem providers: no FaultReported event on this chain, the fault in the user's ledger.
+            table = shell.run_line_magic("golem", "providers")
+            assert re.search(r"\breputation +faults +sandbox\b", repr(table).splitlines()[1])
+            [row] = repr(table).splitlines()[2:]
+            assert row.split()[0] == reported.address and re.search(r"\bnew +0 \(reported by you\) +none\b", row), row
+            assert "<th>faults</th>" in table._repr_html_()
     finally:
         magics.connection, magics.market = saved
         capsys.readouterr()

@@ -334,6 +334,7 @@ class GolemMagics(Magics):
         from ..chain import Chain
         from ..chain.network import resolve
         from ..chain.wallet import Wallet
+        from ..ledger import Ledger
         from ..market.matching import offers_with_reputations
 
         session = self.market or self.gpu_market
@@ -348,7 +349,10 @@ class GolemMagics(Magics):
             if s is not None:
                 rented |= {p for p, r in s.cluster.rentals.items() if r.serving}
         scores = {r.offer.provider: r.score for r in ranked if r.score is not None}
-        return OfferTable([r.offer for r in ranked], chain.network.name, scores, rented)
+        faults = {r.offer.provider: r.reputation.faults for r in ranked if r.reputation is not None}
+        ledger = session.cluster.ledger if session is not None else Ledger()
+        reported = ledger.reported_providers()  # checksummed, as offers are
+        return OfferTable([r.offer for r in ranked], chain.network.name, scores, rented, faults, reported)
 
     @magic_arguments(name="golem budget")
     @_help_option
