@@ -188,8 +188,14 @@ def _run_parser(commands) -> None:
 
 
 def _ledger_parser(commands) -> None:
-    ledger = commands.add_parser("ledger", help="what the ledger recorded: runs and sessions")
-    ledger.add_argument("what", nargs="?", choices=["runs", "sessions"], default="runs")
+    ledger = commands.add_parser("ledger", help="what the ledger recorded: runs, sessions and faults")
+    ledger.add_argument(
+        "what",
+        nargs="?",
+        choices=["runs", "sessions", "faults"],
+        default="runs",
+        help="runs (default); sessions; faults: providers verification outvoted, which are not rented again",
+    )
     ledger.add_argument("--limit", type=int, default=20, metavar="N", help="newest N (default 20)")
     ledger.set_defaults(run=_ledger)
 
@@ -488,6 +494,8 @@ def _ledger(args: argparse.Namespace) -> int:
                 )
                 if r.error:
                     print(f"      {r.error}")
+        elif args.what == "faults":
+            _print_faults(ledger.faults()[-args.limit :] if args.limit > 0 else [])
         else:
             for s in ledger.sessions(limit=args.limit):
                 print(
@@ -495,6 +503,24 @@ def _ledger(args: argparse.Namespace) -> int:
                     f"of {format_wei_exact(s.budget)}  {s.label or ''}"
                 )
     return 0
+
+
+def _print_faults(faults: list) -> None:
+    """``golem ledger faults``: each provider outvoted, oldest first, and what that means for renting."""
+    if not faults:
+        print("  no faults: verification never outvoted a provider (see --verify)")
+        return
+    for f in faults:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.created_at))
+        graph = f"graph {f.graph_id[:12]}…" if f.graph_id else "no graph"
+        tx = f"reported in tx {f.tx_hash}" if f.tx_hash else "not reported on-chain"
+        print(f"  {when}  {f.provider}  session {f.session_id[:12]}…  {graph}  {tx}")
+        print(f"      task {f.task}")
+    providers = len({f.provider for f in faults})
+    print(
+        f"{providers} provider(s) above are not rented again from this ledger unless you ask: "
+        "GolemCluster(allow_reported=True) or %golem connect --allow-reported."
+    )
 
 
 def _sessions(args: argparse.Namespace) -> int:

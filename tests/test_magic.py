@@ -20,6 +20,7 @@ from marketkit import assert_paid_as_metered, local_market
 
 from golem_jupyter.amounts import format_wei_exact
 from golem_jupyter.chain import Offer, Wallet
+from golem_jupyter.chain.types import NATIVE, new_id
 from golem_jupyter.errors import BudgetExceeded, GolemError, MarketError
 from golem_jupyter.notebook.execution import RemoteTraceback
 
@@ -199,7 +200,15 @@ def test_subcommand_help_shows_its_usage_and_runs_nothing(shell, capsys):
         assert shell.run_line_magic("golem", f"connect {flag}") is None
         out = capsys.readouterr().out
         assert "%golem connect [-h]" in out
-        for option in ("NETWORK", "--providers N", "--gpu", "--budget X", "--max-price X", "--sandbox TIER"):
+        for option in (
+            "NETWORK",
+            "--providers N",
+            "--gpu",
+            "--budget X",
+            "--max-price X",
+            "--sandbox TIER",
+            "--allow-reported",
+        ):
             assert option in out, option
         assert "golem:" not in out and "--dry-run" not in out
     assert (magics.market, magics.gpu_market, magics.connection) == before
@@ -261,6 +270,52 @@ def test_connect_rents_only_offers_with_the_sandbox_demanded(shell, tmp_path, ca
             rows = {line.split()[0]: line.split() for line in repr(table).splitlines()[2:]}
             assert "none" in rows[unconfined.address] and "bwrap" in rows[erc20.address]
             assert "<th>sandbox</th>" in table._repr_html_()
+    finally:
+        magics.connection, magics.market = saved
+        capsys.readouterr()
+
+
+def test_connect_leaves_out_providers_this_ledger_reported_unless_allow_reported(shell, tmp_path, capsys):
+    """A fault recorded in the notebook's ledger keeps its provider out of ``%golem connect``;
+    ``--allow-reported`` reaches the cluster and rents it (here it fails at once: no agent is
+    behind the offer, so the error names it as tried)."""
+    magics = golem_magics(shell)
+    saved = (magics.connection, magics.market)
+    magics.market = None  # a session of the module's market, if open, stays as it is
+    try:
+        with local_market(tmp_path, providers=0) as chain_only:
+            reported = Wallet.dev(8)
+            chain_only.chain(reported).registry.publish(Offer("127.0.0.1:9", price_per_cpu_second=1))  # never answers
+            ledger = chain_only.ledger()  # the one the magic's sessions use ($GOLEM_HOME)
+            session = new_id()
+            ledger.record_session(
+                session_id=session, network=chain_only.network.name, chain_id=chain_only.network.chain_id,
+                escrow=chain_only.network.escrow, requestor=Wallet.dev(0).address, token=NATIVE, budget=1,
+                deadline=2**40,
+            )  # fmt: skip
+            ledger.record_fault(
+                session_id=session, graph_id=new_id(), provider=reported.address, key="k", evidence=new_id()
+            )
+            network = chain_only.home / "devnet.json"
+            with pytest.raises(MarketError) as raised:
+                shell.run_line_magic("golem", f"connect {network} --providers 1 --budget 1gwei")
+            message = str(raised.value)
+            assert "only 0 of the 1 offers" in message, message
+            assert "1 provider was left out because this ledger recorded a wrong result of theirs" in message
+            assert magics.market is None and magics.connection.allow_reported is False
+
+            with pytest.raises(MarketError) as raised:
+                shell.run_line_magic("golem", f"connect {network} --providers 1 --budget 1gwei --allow-reported")
+            message = str(raised.value)
+            assert "Could rent only 0 of 1 providers" in message and reported.address in message, message
+            assert magics.market is None and magics.connection.allow_reported is True
+
+            # %golem providers: no FaultReported event on this chain, the fault in the user's ledger.
+            table = shell.run_line_magic("golem", "providers")
+            assert re.search(r"\breputation +faults +sandbox\b", repr(table).splitlines()[1])
+            [row] = repr(table).splitlines()[2:]
+            assert row.split()[0] == reported.address and re.search(r"\bnew +0 \(reported by you\) +none\b", row), row
+            assert "<th>faults</th>" in table._repr_html_()
     finally:
         magics.connection, magics.market = saved
         capsys.readouterr()

@@ -248,6 +248,25 @@ def test_rank_orders_by_price_then_fee_then_reputation_then_latency_then_address
     assert rank([trusted, dear], Demand(), latencies={D: math.nan}) == [dear, trusted]
 
 
+def test_a_provider_with_faults_ranks_below_every_one_without_whatever_its_price():
+    cheap_faulty = offer(A, cpu=1)
+    dear_clean = offer(B, cpu=50, fee=1000)
+    new_clean = offer(C, cpu=20)
+    worse_faulty = offer(D, cpu=0)
+    reps = {
+        A: Reputation(paid_count=40, faults=1),  # score 41/46
+        B: Reputation(paid_count=3),
+        D: Reputation(paid_count=40, faults=3),  # score 41/56
+    }
+    offers = [cheap_faulty, dear_clean, new_clean, worse_faulty]
+    assert rank(offers, Demand(), reputations=reps) == [new_clean, dear_clean, cheap_faulty, worse_faulty]
+    # Among faulty providers the better score goes first, even against a lower price.
+    assert rank([worse_faulty, cheap_faulty], Demand(), reputations=reps) == [cheap_faulty, worse_faulty]
+    # Only within what the demand accepts: a clean offer above max_price_cpu stays out.
+    assert rank(offers, Demand(max_price_cpu=30), reputations=reps) == [new_clean, cheap_faulty, worse_faulty]
+    assert rank(offers, Demand(min_reputation=0.8), reputations=reps) == [new_clean, dear_clean, cheap_faulty]
+
+
 def test_rank_is_deterministic_whatever_the_input_order():
     offers = [offer(A, cpu=3), offer(B, cpu=3), offer(C, cpu=3, fee=1), offer(D, cpu=1), offer(None, cpu=3)]
     results = {tuple(map(id, rank(list(order), Demand()))) for order in itertools.permutations(offers)}
@@ -365,7 +384,8 @@ def test_offers_with_reputations_ranks_the_market(contracts: Deployed, requestor
     )
 
     everything = offers_with_reputations(chain)
-    assert [r.offer.provider for r in everything] == [p2.address, p3.address, p1.address, stranger.address]
+    # p2 is the cheapest, but its FaultReported event puts it after every provider without one.
+    assert [r.offer.provider for r in everything] == [p3.address, p1.address, stranger.address, p2.address]
     assert all(r.fits and r.reason is None for r in everything)
     by_provider = {r.offer.provider: r for r in everything}
     assert by_provider[p1.address].reputation == Reputation(paid_count=1, paid_total=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 
@@ -422,3 +423,24 @@ def test_offer_table_html_gives_the_exact_prices_on_hover() -> None:
     assert '<td><span title="25804 wei">0.0000258 gwei</span></td>' in html
     assert '<td><span title="10000000000 wei">10 gwei</span></td>' in html
     assert f"<td>{A}</td>" in html and "<td>tcp://h:1</td>" in html
+
+
+def test_offer_table_shows_faults_on_chain_and_in_the_users_ledger_next_to_reputation() -> None:
+    from golem_jupyter.chain import Offer
+    from golem_jupyter.notebook.display import OfferTable
+
+    clean, faulty = "0x" + "b2" * 20, "0x" + "c3" * 20
+    offers = [Offer("tcp://h:1", 1, provider=p) for p in (A, clean, faulty)]
+    table = OfferTable(offers, "devnet", {clean: 1.0, faulty: 2 / 7}, set(), {clean: 0, faulty: 1}, {faulty})
+    lines = repr(table).splitlines()
+    assert re.search(r"\breputation +faults +sandbox\b", lines[1]), lines[1]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert re.search(r"\bnew +0 +none\b", rows[A]), rows[A]
+    assert re.search(r"\b1\.00 +0 +none\b", rows[clean]), rows[clean]
+    assert re.search(r"\b0\.29 +1 \(reported by you\) +none\b", rows[faulty]), rows[faulty]
+    html = table._repr_html_()
+    assert "<th>reputation</th><th>faults</th><th>sandbox</th>" in html
+    assert "<td>new</td><td>0</td><td>none</td>" in html
+    assert "<td>0.29</td><td>1 (reported by you)</td><td>none</td>" in html
+    # Older callers pass no faults: every provider shows 0.
+    assert re.search(r"\bnew +0 +none\b", repr(OfferTable(offers, "devnet", {}, set())).splitlines()[2])

@@ -396,6 +396,7 @@ async def test_providers_on_the_market(jp_fetch, on_market: Market) -> None:
         assert offer["start_fee_wei"].isdigit() and offer["cpus"] >= 1 and offer["gpus"] == 0
         assert isinstance(offer["gpu_model"], str) and isinstance(offer["memory_bytes"], int)
         assert offer["reputation"] is None or 0 < offer["reputation"] <= 1
+        assert offer["faults"] == 0  # nothing was ever reported on this market
 
 
 async def test_each_offer_says_what_its_provider_runs_code_in(jp_fetch, on_market: Market) -> None:
@@ -423,6 +424,33 @@ async def test_each_offer_says_what_its_provider_runs_code_in(jp_fetch, on_marke
     }
     assert all(sandbox[p.address] in ("bwrap", "none") for p in on_market.providers)
     assert reply["offers"][-1]["provider"] == Wallet.dev(9).address
+
+
+async def test_each_offer_counts_the_faults_reported_against_its_provider(jp_fetch, on_market: Market) -> None:
+    """The side panel's faults column: ``FaultReported`` events of real sessions (opened, the
+    provider allocated a share, then reported), and the fault ranks its provider after the others."""
+    reported, clean = Wallet.dev(7), Wallet.dev(8)
+    for wallet in (reported, clean):
+        # Far above the agents' prices, so that no session rents them meanwhile; the same price.
+        on_market.chain(wallet).registry.publish(Offer(f"127.0.0.1:{unused_port()}", price_per_cpu_second=10**15))
+    escrow = on_market.chain(Wallet.dev(6)).escrow  # a requestor of its own: the server's ledger never sees it
+    deadline = on_market.chain().w3.eth.get_block("latest")["timestamp"] + 3600
+    try:
+        for _ in range(2):
+            session = new_id()
+            escrow.open_session(session, 10**9, deadline)
+            escrow.allocate(session, {reported.address: 10**9})
+            escrow.report_fault(session, new_id(), reported.address, new_id())
+        reply = await api(jp_fetch, "providers")
+    finally:
+        for wallet in (reported, clean):
+            on_market.chain(wallet).registry.withdraw()
+    offers = {offer["provider"]: offer for offer in reply["offers"]}
+    assert offers[reported.address]["faults"] == 2
+    assert offers[reported.address]["reputation"] == pytest.approx(1 / 11)  # (0 + 1) / (0 + 1 + 5 * 2)
+    assert offers[clean.address]["faults"] == 0 and offers[clean.address]["reputation"] is None
+    assert all(offers[p.address]["faults"] == 0 for p in on_market.providers)
+    assert reply["offers"][-1]["provider"] == reported.address  # after every provider without a fault
 
 
 async def test_an_offer_whose_endpoint_does_not_answer_is_unreachable(jp_fetch, on_market: Market) -> None:

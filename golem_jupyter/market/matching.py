@@ -3,6 +3,9 @@
 Reputation is not stored on-chain; it is computed here from the escrow's events: every
 ``Paid`` (a settled graph), ``Claimed`` (a voucher cashed) and ``Released`` beyond those (a
 release that still credited its provider) counts for a provider, every ``FaultReported`` against it.
+One fault weighs like :data:`FAULT_WEIGHT` payments in :attr:`Reputation.score`, and in the
+ranking a provider with any reported fault comes after every provider without one, whatever
+its price (among the offers the demand accepts; ``min_reputation`` keeps the worst out).
 
 What an offer states about itself beyond the registry's fields sits in its ``capabilities``,
 written by the provider (a stranger): :func:`offer_sandbox` and :func:`offer_token` read the two
@@ -222,9 +225,12 @@ def rank(
 ) -> list[Offer]:
     """The offers that fit ``demand``, best first.
 
-    Order: price of the demanded resource, start fee, higher reputation score, lower latency
-    (seconds; unmeasured last), then provider address and endpoint, so that equal offers
-    always come out in the same order. ``reputations`` and ``latencies`` are keyed by provider
+    Order: first every provider without a reported fault, then those with faults, higher
+    :attr:`Reputation.score` first (so a fault outweighs any price: it weighs like
+    :data:`FAULT_WEIGHT` paid graphs, and only paid work recovers it); within each, price of
+    the demanded resource, start fee, higher reputation score, lower latency (seconds;
+    unmeasured last), then provider address and endpoint, so that equal offers always come
+    out in the same order. ``reputations`` and ``latencies`` are keyed by provider
     address; an offer without one gets a newcomer's reputation and no latency.
     """
     return [offer for offer, reason in explain(offers, demand, reputations, latencies) if reason is None]
@@ -251,7 +257,10 @@ def explain(
             refused.append((offer, reason))
             continue
         latency = _lookup(lats, offer)
+        faulty = reputation.faults > 0
         key = (
+            faulty,
+            -reputation.score if faulty else 0.0,  # clean providers all score 1.0
             _price(offer, demand),
             offer.start_fee,
             -reputation.score,
@@ -295,8 +304,9 @@ def offers_with_reputations(chain: Chain, demand: Demand | None = None) -> list[
     With a ``demand``, the offers that fit come first, best first (:func:`rank`'s order), then
     the others, each with the reason it does not fit (:func:`explain`'s order). Without one,
     every offer priced in the native currency fits (those priced in another token come last,
-    with their reason: a session here pays in the native currency) and they come cheapest
-    CPU-second first (then start fee, reputation).
+    with their reason: a session here pays in the native currency) and they come in
+    :func:`rank`'s order for CPU work: providers without a reported fault first, cheapest
+    CPU-second first (then start fee, reputation), then those with faults.
     Reputations count the escrow's events since the network's deployment block.
     """
     offers = chain.registry.active_offers()

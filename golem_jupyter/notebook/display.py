@@ -420,18 +420,32 @@ class OfferTable(list):
     ``reputation`` maps providers to a score in [0, 1] (absent: new on the market); ``rented``
     holds the providers this notebook rents. The sandbox column is what each offer states it runs
     requestors' code in ("none" when it states nothing readable; see ``%golem connect --sandbox``).
+    ``faults`` maps providers to how many ``FaultReported`` events the escrow holds against them
+    (absent: none); ``reported`` holds the providers the user's own ledger recorded a wrong result
+    of, which ``%golem connect`` does not rent unless given ``--allow-reported``.
     """
 
-    def __init__(self, offers: list[Any], network: str, reputation: dict[str, float], rented: set[str]) -> None:
+    def __init__(
+        self,
+        offers: list[Any],
+        network: str,
+        reputation: dict[str, float],
+        rented: set[str],
+        faults: dict[str, int] | None = None,
+        reported: set[str] | None = None,
+    ) -> None:
         super().__init__(offers)
         self.network = network
         self.reputation = reputation
         self.rented = rented
+        self.faults = faults or {}
+        self.reported = reported or set()
 
     def _rows(self) -> list[tuple[str, ...]]:
         rows = []
         for o in self:
             score = self.reputation.get(o.provider)
+            faults = str(self.faults.get(o.provider, 0)) + (" (reported by you)" if o.provider in self.reported else "")
             rows.append(
                 (
                     o.provider + (" (rented)" if o.provider in self.rented else ""),
@@ -439,13 +453,14 @@ class OfferTable(list):
                     format_wei(o.price_per_gpu_second),
                     f"{o.gpus} {o.gpu_model}".strip() if o.gpus else "0",
                     "new" if score is None else f"{score:.2f}",
+                    faults,
                     offer_sandbox(o),
                     o.endpoint,
                 )
             )
         return rows
 
-    _HEADER = ("provider", "per CPU-s", "per GPU-s", "GPUs", "reputation", "sandbox", "endpoint")
+    _HEADER = ("provider", "per CPU-s", "per GPU-s", "GPUs", "reputation", "faults", "sandbox", "endpoint")
 
     def __repr__(self) -> str:
         rows = [self._HEADER, *self._rows()]

@@ -293,6 +293,11 @@ class GolemMagics(Magics):
         help="Check this fraction of every cell's tasks by running them again on another provider (default 0, "
         f"or ${VERIFY_ENV}, set by golem run --verify).",
     )
+    @argument(
+        "--allow-reported",
+        action="store_true",
+        help="Rent providers your ledger recorded a wrong result of, too (by default they are not rented again).",
+    )
     def _connect(self, args) -> None:
         """Rent providers for this notebook's cells.
 
@@ -317,6 +322,7 @@ class GolemMagics(Magics):
             max_price_gpu=max_price if args.gpu else None,
             sandbox=args.sandbox,
             verify=verify,
+            allow_reported=args.allow_reported,
         )
         self.connection = replace(connection, gpu=False)
         slot = "gpu_market" if args.gpu else "market"
@@ -351,6 +357,7 @@ class GolemMagics(Magics):
         from ..chain import Chain
         from ..chain.network import resolve
         from ..chain.wallet import Wallet
+        from ..ledger import Ledger
         from ..market.matching import offers_with_reputations
 
         session = self.market or self.gpu_market
@@ -365,7 +372,10 @@ class GolemMagics(Magics):
             if s is not None:
                 rented |= {p for p, r in s.cluster.rentals.items() if r.serving}
         scores = {r.offer.provider: r.score for r in ranked if r.score is not None}
-        return OfferTable([r.offer for r in ranked], chain.network.name, scores, rented)
+        faults = {r.offer.provider: r.reputation.faults for r in ranked if r.reputation is not None}
+        ledger = session.cluster.ledger if session is not None else Ledger()
+        reported = ledger.reported_providers()  # checksummed, as offers are
+        return OfferTable([r.offer for r in ranked], chain.network.name, scores, rented, faults, reported)
 
     @magic_arguments(name="golem budget")
     @_help_option

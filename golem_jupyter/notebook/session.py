@@ -40,6 +40,8 @@ class Connection:
     """The weakest sandbox tier acceptable (``GolemCluster``'s ``sandbox``); None: any."""
     verify: float = 0.0
     """The fraction of tasks checked (``GolemCluster``'s ``verify``); a cell's ``--verify`` overrides it."""
+    allow_reported: bool = False
+    """Rent providers this ledger recorded a wrong result of, too (``GolemCluster``'s ``allow_reported``)."""
 
 
 class Session:
@@ -131,6 +133,7 @@ class MarketSession(Session):
             max_price_gpu=connection.max_price_gpu,
             sandbox=connection.sandbox,
             verify=connection.verify,
+            allow_reported=connection.allow_reported,
             network=network if network is not None else connection.network,
             # Jupyter tells a kernel which notebook it serves (golem run too): the ledger says so.
             label=os.environ.get("JPY_SESSION_NAME") or "notebook",

@@ -38,6 +38,7 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.spec import SpecCluster
 from distributed.protocol.pickle import dumps
+from eth_utils import to_checksum_address
 
 from .. import trust
 from ..chain import Chain
@@ -184,6 +185,7 @@ class GolemCluster(SpecCluster):
         self.pool = OfferPool([])
         self._offers_seen = 0
         self._refusals: list[str] = []
+        self._left_out_reported: list[str] = []
         self.lost_workers: dict[str, str] = {}
         """Provider address -> why its worker ended during the session, as its provider said."""
         self._inquiries: set[asyncio.Future] = set()
@@ -272,7 +274,23 @@ class GolemCluster(SpecCluster):
         ranked = offers_with_reputations(self.chain, self.demand)
         self._offers_seen = len(ranked)
         self._refusals = [r.reason for r in ranked if r.reason is not None]
-        self.pool = OfferPool([r.offer for r in ranked if r.fits])
+        fitting = [r.offer for r in ranked if r.fits]
+        # A provider this ledger recorded a wrong result of is not rented again unless the user asks.
+        reported = {to_checksum_address(p) for p in self.ledger.reported_providers()}
+        of_reported = [o for o in fitting if o.provider and to_checksum_address(o.provider) in reported]
+        if of_reported and self.allow_reported:
+            self._log(
+                f"Renting {len(of_reported)} provider(s) this ledger recorded a wrong result of, as "
+                f"allow_reported=True asks: {', '.join(o.provider for o in of_reported)}"
+            )
+        elif of_reported:
+            fitting = [o for o in fitting if o not in of_reported]
+            self._left_out_reported = [o.provider for o in of_reported]
+            self._log(
+                f"Left out {len(of_reported)} provider(s) this ledger recorded a wrong result of "
+                f"(GolemCluster(allow_reported=True) rents them anyway): {', '.join(self._left_out_reported)}"
+            )
+        self.pool = OfferPool(fitting)
 
     def _shortage_message(self, wanted: int) -> str:
         kind = "GPU providers" if self.demand.gpu else "providers"
@@ -281,7 +299,7 @@ class GolemCluster(SpecCluster):
             f"Asked for {wanted} {kind}, but only {len(self.pool.ranked)} of the {self._offers_seen} offers on the "
             f"market match (prices, GPUs, memory, sandbox, token){_refused(self._refusals)}. "
             f"Raise max_price_cpu/max_price_gpu{sandbox}, ask for fewer providers, "
-            "or start more with `golem devnet --providers N`."
+            "or start more with `golem devnet --providers N`." + _left_out(self._left_out_reported)
         )
 
     # ------------------------------------------------------------------ the spec: one rental per provider
@@ -520,6 +538,16 @@ class GolemCluster(SpecCluster):
             "<th>compute s</th><th>paid (wei)</th><th>agreement</th></tr></thead>"
             f"<tbody>{rows}</tbody></table></div>"
         )
+
+
+def _left_out(reported: list[str]) -> str:
+    """The shortage message's note on offers left out for a fault in this ledger; empty when none were."""
+    if not reported:
+        return ""
+    return (
+        f" {len(reported)} provider{'s were' if len(reported) != 1 else ' was'} left out because this ledger "
+        f"recorded a wrong result of theirs; GolemCluster(allow_reported=True) rents them anyway."
+    )
 
 
 def _refused(reasons: list[str], shown: int = 3) -> str:

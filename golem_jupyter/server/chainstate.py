@@ -20,7 +20,7 @@ from ..chain.registry import Offer
 from ..chain.wallet import KEY_ENV, Wallet, default_wallet
 from ..devnet import running_devnet
 from ..errors import ChainMismatch, ConfigurationError, GolemError, NetworkUnreachable
-from ..market.matching import offers_with_reputations
+from ..market.matching import Reputation, offers_with_reputations
 from ..requestor.closing import close_recorded
 from ..requestor.negotiation import Negotiator
 from ..requestor.sessions import wallet_sessions
@@ -155,17 +155,18 @@ class SessionUnknown(GolemError):
     """The session to close is not in the ledger (so its providers and vouchers are unknown)."""
 
 
-def read_offers(spec: str | None) -> tuple[Network, list[Offer], dict[str, float]]:
-    """The network, its active offers (cheapest first), and the reputation score of each provider the
-    escrow has events of."""
+def read_offers(spec: str | None) -> tuple[Network, list[Offer], dict[str, Reputation]]:
+    """The network, its active offers (in ranking order: providers without a reported fault first,
+    cheapest first), and the :class:`~..market.matching.Reputation` of each provider the escrow has
+    events of (``Paid``, ``Claimed``, ``Released``, ``FaultReported``)."""
     network = network_for(spec)
     chain = connected(network)
     try:
         ranked = offers_with_reputations(chain)
     except RPC_FAILURES as error:
         raise _stopped(network, error) from None
-    scores = {to_checksum_address(r.offer.provider): r.score for r in ranked if r.score is not None}
-    return network, [r.offer for r in ranked], scores
+    known = {to_checksum_address(r.offer.provider): r.reputation for r in ranked if r.reputation is not None}
+    return network, [r.offer for r in ranked], known
 
 
 def _stopped(network: Network, error: Exception) -> NetworkUnreachable:
@@ -177,8 +178,9 @@ def _stopped(network: Network, error: Exception) -> NetworkUnreachable:
     )
 
 
-def reputation_of(offer: Offer, scores: dict[str, float]) -> float | None:
-    return scores.get(to_checksum_address(offer.provider)) if offer.provider else None
+def reputation_of(offer: Offer, reputations: dict[str, Reputation]) -> Reputation | None:
+    """What the escrow's events say about ``offer``'s provider; None for one it has no events of."""
+    return reputations.get(to_checksum_address(offer.provider)) if offer.provider else None
 
 
 async def reachable(endpoints: list[str], timeout: float = PROBE_TIMEOUT) -> list[bool]:

@@ -14,7 +14,7 @@ from ..chain.network import Network
 from ..chain.registry import Offer
 from ..devnet import DevnetProvider
 from ..ledger import GraphRecord, Payout, SessionRecord
-from ..market.matching import offer_sandbox
+from ..market.matching import Reputation, offer_sandbox
 from ..requestor.closing import Closing
 from ..requestor.sessions import SessionSummary
 
@@ -42,10 +42,12 @@ def escrow_view(locked: int, open_sessions: int) -> dict[str, Any]:
     return {"locked_wei": wei(locked), "open_sessions": open_sessions}
 
 
-def offer_view(offer: Offer, reputation: float | None, reachable: bool) -> dict[str, Any]:
+def offer_view(offer: Offer, reputation: Reputation | None, reachable: bool) -> dict[str, Any]:
     """One offer of the registry; ``reputation`` is None for a provider the escrow has no events of.
 
-    ``sandbox`` is what the offer states it runs requestors' code in, one of
+    ``reputation`` in the view is its :attr:`~..market.matching.Reputation.score` (None: new on
+    the market); ``faults`` counts the ``FaultReported`` events against the provider (0 for a
+    newcomer). ``sandbox`` is what the offer states it runs requestors' code in, one of
     :data:`~..market.matching.SANDBOX_TIERS` ("none" when it states nothing readable).
     """
     return {
@@ -58,7 +60,8 @@ def offer_view(offer: Offer, reputation: float | None, reachable: bool) -> dict[
         "gpus": offer.gpus,
         "gpu_model": offer.gpu_model,
         "memory_bytes": offer.memory_bytes,
-        "reputation": reputation,
+        "reputation": None if reputation is None else reputation.score,
+        "faults": 0 if reputation is None else reputation.faults,
         "sandbox": offer_sandbox(offer),
         "reachable": reachable,
     }

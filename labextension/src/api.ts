@@ -61,6 +61,8 @@ export interface IOffer {
   gpu_model: string;
   memory_bytes: number;
   reputation: number | null;
+  /** How many FaultReported events the escrow holds against the provider (wrong results it was reported for). */
+  faults: number;
   /** What the provider runs requestors' code in: 'bwrap' (a bubblewrap sandbox) or 'none' (unconfined). */
   sandbox: string;
   reachable: boolean;

@@ -5,7 +5,7 @@ import { h, replaceChildren } from './dom';
 import { amount } from './amount';
 import { compareWei, shortAddress } from './formatting';
 
-export type SortKey = 'provider' | 'cpu' | 'gpu' | 'gpus' | 'reputation' | 'sandbox' | 'reachable';
+export type SortKey = 'provider' | 'cpu' | 'gpu' | 'gpus' | 'reputation' | 'faults' | 'sandbox' | 'reachable';
 
 /** Sandbox tiers, weakest first, as offers state them (golem_jupyter.market.matching.SANDBOX_TIERS). */
 export const SANDBOX_TIERS: readonly string[] = ['none', 'bwrap'];
@@ -72,6 +72,19 @@ const COLUMNS: IColumn[] = [
     value: offer => (offer.reputation === null || offer.reputation === undefined ? null : offer.reputation)
   },
   {
+    key: 'faults',
+    label: 'Faults',
+    title:
+      'Wrong results the provider was reported for on-chain (FaultReported events); a provider with any is rented ' +
+      'after every provider without one',
+    numeric: true,
+    cell: offer => {
+      const faults = faultsOf(offer);
+      return h('td', { className: faults > 0 ? 'jp-GolemPanel-no' : 'jp-GolemPanel-muted', data: { faults } }, String(faults));
+    },
+    value: offer => faultsOf(offer)
+  },
+  {
     key: 'sandbox',
     label: 'Sandbox',
     title: "What the provider runs your code in, as its offer states: 'bwrap' (a bubblewrap sandbox), 'none' (unconfined)",
@@ -101,6 +114,11 @@ const COLUMNS: IColumn[] = [
 /** The offer's sandbox tier; 'none' for a server that does not say or a tier this panel does not know. */
 function sandboxOf(offer: IOffer): string {
   return SANDBOX_TIERS.includes(offer.sandbox) ? offer.sandbox : 'none';
+}
+
+/** The offer's reported faults; 0 for a server that does not say. */
+function faultsOf(offer: IOffer): number {
+  return typeof offer.faults === 'number' && offer.faults > 0 ? offer.faults : 0;
 }
 
 function formatReputation(value: number): string {
