@@ -55,6 +55,9 @@ def test_a_liar_is_caught_reported_paid_nothing_and_none_of_its_values_arrive(ma
     [graph] = [g for g in ledger.graphs(session_id=session_id) if g.graph_id == "0x" + fault["graph_id"]]
     assert liar.address not in {p.provider for p in graph.payouts}
     assert honest.address in {p.provider for p in graph.payouts}
+    # The ledger says what the checks did in it: the re-runs are part of the graph's work and cost.
+    assert graph.verification["checked"] >= 1 and graph.verification["mismatches"] >= 1
+    assert graph.verification["reruns"] >= 1 and 0 < graph.verification["cost"] <= graph.total
     agreements = {a.provider: a for a in ledger.agreements(session_id)}
     assert agreements[liar.address].status == "failed" and "reported" in agreements[liar.address].reason
 
@@ -76,6 +79,38 @@ def test_a_cell_with_verify_writes_back_only_checked_values(market: Market, caps
                 assert shell.user_ns[name] == expected[name], name
             session = shell.magics_manager.registry["GolemMagics"].market
             assert [f["provider"] for f in session.cluster.faults] == [market.providers[1].address]
-            assert "runs again without it" in capsys.readouterr().out
+            out = capsys.readouterr().out
+            assert "runs again without it" in out
+            # The receipt of the cell says what was checked; the last run's graph had no liar left.
+            assert "verified" in out and "tasks checked" in out, out
         finally:
             shell.run_line_magic("golem", "close")
+
+
+@pytest.fixture(scope="module")
+def honest_market(tmp_path_factory: pytest.TempPathFactory):
+    with local_market(tmp_path_factory.mktemp("honest"), providers=2) as market:
+        yield market
+
+
+def test_honest_float_noise_over_hundreds_of_checked_tasks_is_never_flagged(honest_market: Market) -> None:
+    """Two honest providers add the same numbers in orders of their own (sums of 20,000 floats over 7
+    magnitudes, and float32 matrix products summed in other block orders): their results differ in
+    the last bits, and every one of 240 tasks is checked with the default tolerances: none is flagged."""
+    from market_tasks import noisy_products, noisy_sum
+
+    differ = sum(noisy_sum(i, order=1) != noisy_sum(i, order=2) for i in range(40))
+    assert differ >= 5  # the noise is real: the same task gives other bits in another order
+    assert any((noisy_products(i, order=1) != noisy_products(i, order=2)).any() for i in range(10))
+    with (
+        GolemCluster(
+            n_providers=2, network=honest_market.network, ledger=honest_market.ledger(), budget=10**17, verify=1.0
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        sums = client.gather(client.map(noisy_sum, range(160), pure=False))
+        products = client.gather(client.map(noisy_products, range(80), pure=False))
+        assert len(sums) == 160 and len(products) == 80
+        stats = cluster.verification.stats
+        assert stats.checked >= 240
+        assert stats.mismatches == 0 and stats.local_runs == 0 and cluster.faults == []

@@ -437,8 +437,11 @@ class Ledger:
         payouts: Sequence[Payout],
         label: str | None = None,
         status: str = "pending",
+        verification: dict[str, int] | None = None,
     ) -> None:
-        """Record a graph execution and all its payouts in one transaction: all of it or nothing."""
+        """Record a graph execution and all its payouts in one transaction: all of it or nothing.
+
+        ``verification``: what ``--verify`` did in the graph (counts and the re-runs' cost in wei)."""
         if isinstance(payouts, (str, bytes)) or not isinstance(payouts, Sequence):
             raise InvalidInput(f"payouts must be a sequence of Payout, got {payouts!r}.")
         checked = [_payout(payout) for payout in payouts]
@@ -450,6 +453,7 @@ class Ledger:
             "result_root": _id(result_root, "result_root"),
             "total": sum(payout.amount for payout in checked),
             "status": _choice(status, GRAPH_STATUSES, "graph status"),
+            "verification": _verification(verification),
         }
         providers = [payout.provider for payout in checked]
         if len(set(providers)) != len(providers):
@@ -538,7 +542,15 @@ class Ledger:
                 query = f"SELECT * FROM payouts WHERE graph_id IN ({', '.join('?' * len(chunk))}) ORDER BY position"
                 for payout in connection.execute(query, chunk):
                     payouts[payout["graph_id"]].append(_record(Payout, payout))
-        return [_record(GraphRecord, row, payouts=tuple(payouts[row["graph_id"]])) for row in rows]
+        return [
+            _record(
+                GraphRecord,
+                row,
+                payouts=tuple(payouts[row["graph_id"]]),
+                verification=_verification_of(row["verification"]),
+            )
+            for row in rows
+        ]
 
     # -- per-provider sums
 
@@ -570,6 +582,24 @@ class Ledger:
         # Foreign keys would refuse it too; this says which session is missing and what to do.
         if connection.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
             raise LedgerError(f"No session {session_id} in the ledger {self.path}; record_session first.")
+
+
+_VERIFICATION_FIELDS = ("checked", "reruns", "mismatches", "cost")
+
+
+def _verification(counts: dict[str, int] | None) -> str | None:
+    """What verification did in a graph, as the ledger stores it: JSON of whole numbers (the cost as text)."""
+    if counts is None:
+        return None
+    if not isinstance(counts, dict) or set(counts) - set(_VERIFICATION_FIELDS):
+        raise InvalidInput(f"verification must name only {', '.join(_VERIFICATION_FIELDS)}, got {counts!r}.")
+    if not any(counts.values()):
+        return None
+    return json.dumps({name: str(_amount(counts.get(name, 0), name)) for name in _VERIFICATION_FIELDS})
+
+
+def _verification_of(text: str | None) -> dict[str, int] | None:
+    return None if text is None else {name: int(value) for name, value in json.loads(text).items()}
 
 
 def _prefixed(value: str | bytes | None) -> str | bytes | None:

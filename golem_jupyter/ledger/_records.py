@@ -120,6 +120,9 @@ class GraphRecord:
     payouts: tuple[Payout, ...]
     seq: int | None = None
     """Its settlement number in the escrow session, once a settlement was prepared (None before)."""
+    verification: dict[str, int] | None = None
+    """What verification did in it: ``checked``, ``reruns``, ``mismatches`` and ``cost`` (wei); None if
+    nothing was checked."""
 
 
 @dataclass(frozen=True)

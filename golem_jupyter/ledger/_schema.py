@@ -38,7 +38,7 @@ CREATE TABLE graphs (
     id INTEGER PRIMARY KEY, graph_id TEXT NOT NULL UNIQUE, session_id TEXT NOT NULL REFERENCES sessions (session_id),
     label TEXT, n_tasks INTEGER NOT NULL, result_root TEXT NOT NULL, total TEXT NOT NULL, status TEXT NOT NULL,
     tx_hash TEXT, block_number INTEGER, gas_used INTEGER, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, seq INTEGER, verification TEXT);
 CREATE INDEX graphs_by_session ON graphs (session_id, status);
 CREATE INDEX graphs_by_status ON graphs (status);
 CREATE TABLE payouts (
@@ -47,6 +47,8 @@ CREATE TABLE payouts (
     PRIMARY KEY (graph_id, position), UNIQUE (graph_id, provider));
 """
 _SCHEMA += _RUNS
+# graphs.verification (JSON, NULL when nothing was checked): what verification did in the graph (tasks
+# checked, re-runs, mismatches, and what the re-runs cost in wei, as a decimal string).
 # A provider outvoted by verification (DESIGN.md section 6): one row per fault, with the reportFault
 # transaction (None when it could not be sent). A provider with a row here is not rented again
 # unless the user asks (GolemCluster(allow_reported=True)).
@@ -63,7 +65,7 @@ _UPGRADES = {
     1: "ALTER TABLE sessions ADD COLUMN run_id TEXT;" + _RUNS,
     2: "ALTER TABLE graphs ADD COLUMN seq INTEGER;",
     3: "ALTER TABLE agreements ADD COLUMN agreement_id TEXT;",
-    4: _FAULTS,
+    4: _FAULTS + "ALTER TABLE graphs ADD COLUMN verification TEXT;",
 }
 # Columns that hold amounts as decimal TEXT, returned as int.
 _AMOUNTS = {"budget", "refund", "spent", "settled", "price_per_cpu_second", "price_per_gpu_second", "start_fee"}

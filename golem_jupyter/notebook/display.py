@@ -176,6 +176,9 @@ def _facts(receipt: Receipt) -> list[tuple[str, str, int | None]]:
     ]
     if receipt.budget_left is not None:
         facts.append(("budget left", format_wei(receipt.budget_left), receipt.budget_left))
+    if receipt.verification is not None:
+        facts.append(("verified", receipt.verification.sentence(), None))
+        facts.append(("checks cost", format_wei(receipt.verification.cost), receipt.verification.cost))
     return facts
 
 

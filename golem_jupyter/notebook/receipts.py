@@ -43,6 +43,25 @@ class ReceiptLine:
 
 
 @dataclass(frozen=True)
+class Verified:
+    """What ``--verify`` did in a graph (DESIGN.md section 6)."""
+
+    checked: int  # tasks whose result was held and compared with a re-run
+    reruns: int  # re-runs on other providers (a referee's included)
+    mismatches: int  # checks whose results disagreed: a referee decided
+    cost: int  # wei the re-runs cost (paid to the providers that ran them, in this graph's total)
+    reported: tuple[tuple[str, str | None], ...] = ()  # (provider, reportFault transaction) voted down
+
+    def sentence(self) -> str:
+        parts = [f"{self.checked} task{'s' if self.checked != 1 else ''} checked"]
+        if self.mismatches:
+            parts.append(f"{self.mismatches} mismatch{'es' if self.mismatches != 1 else ''} refereed")
+        for provider, tx_hash in self.reported:
+            parts.append(f"{provider} reported" + (f" (tx {tx_hash})" if tx_hash else " (not on-chain)"))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class Receipt:
     """What a graph cost, and where its payment stands.
 
@@ -60,3 +79,4 @@ class Receipt:
     tx_hash: str | None = None  # 0x + 64 hex, once known
     budget_left: int | None = None  # wei left in the session after this graph
     note: str = ""  # e.g. "Interrupted; what ran is paid."
+    verification: Verified | None = None  # None: nothing was checked

@@ -19,7 +19,7 @@ from typing import Any
 from distributed import Client
 
 from ..scheduler.progress import CellProgress, read_progress
-from .receipts import Progress, ProviderProgress, Receipt, ReceiptLine
+from .receipts import Progress, ProviderProgress, Receipt, ReceiptLine, Verified
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,20 @@ class MarketSession(Session):
             tx_hash=tx_hash,
             budget_left=self.cluster.remaining,
             note=note,
+            verification=self._verified(graph),
         )
+
+    def _verified(self, graph: dict[str, Any]) -> Verified | None:
+        """What verification did in ``graph`` (None if nothing was checked), the providers reported in it too."""
+        counts = graph.get("verification") or {}
+        graph_id = graph["graph_id"].removeprefix("0x")
+        reported = tuple((f["provider"], f["tx_hash"]) for f in self.cluster.faults if f["graph_id"] == graph_id)
+        if not counts.get("checked") and not reported:
+            return None
+        return Verified(
+            counts.get("checked", 0), counts.get("reruns", 0), counts.get("mismatches", 0), counts.get("cost", 0),
+            reported,
+        )  # fmt: skip
 
     def watch_settlement(self, receipt: Receipt, on_change: Any) -> None:
         if receipt.graph_id is None or receipt.status in ("confirmed", "nothing to pay"):

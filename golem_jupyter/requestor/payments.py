@@ -278,6 +278,7 @@ class Payments:
             result_root=graph["result_root"],
             payouts=payouts,
             label=graph.get("cell") or self.label,
+            verification=graph.get("verification"),
         )
         for payout in payouts:
             account = self.accounts[payout.provider]

@@ -159,8 +159,9 @@ class Verification:
         release, faulty = verdict
         self.outvoted.update(faulty)
         votes = self._votes.pop(check, {})
+        mismatch = check in self._mismatched
         self._mismatched.discard(check)
-        await self.scheduler.golem_verify_decide(check_id=check, release=release, faulty=faulty)
+        await self.scheduler.golem_verify_decide(check_id=check, release=release, faulty=faulty, mismatch=mismatch)
         for fault in _faults(event, faulty, votes):
             self.stats.faults.append(fault)
             logger.warning(

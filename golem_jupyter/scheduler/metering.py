@@ -168,6 +168,8 @@ class GraphRun:
     budget_exceeded: bool = False
     forfeited: set[str] = field(default_factory=set)
     """Providers voted down by verification in this graph: nothing of it is paid to them."""
+    checks: dict[str, Any] = field(default_factory=lambda: {"checked": 0, "reruns": 0, "mismatches": 0, "cost": 0.0})
+    """What verification did in this graph: tasks checked, re-runs, mismatches, and what the re-runs cost (wei)."""
 
 
 class GraphMeter(SchedulerPlugin):
@@ -195,6 +197,8 @@ class GraphMeter(SchedulerPlugin):
         self.taken: OrderedDict[tuple[Any, str], Sent] = OrderedDict()
         """Tasks that left ``processing`` without a report from the worker they were sent to
         ((key, worker address) -> the send): that worker may still be running them."""
+        self.reruns: set[Any] = set()
+        """Keys of verification re-runs charged to the graph of the task they check."""
         self.threads: dict[str, int] = {}
         """Per worker name: the CPUs its provider's offer states, the most threads it is paid for."""
         self.observed: dict[str, Observed] = {}
@@ -327,6 +331,7 @@ class GraphMeter(SchedulerPlugin):
         graph_id = self.key_graph.get(key)
         if finish == "forgotten":
             self.key_graph.pop(key, None)
+            self.reruns.discard(key)
         if graph_id is None or finish not in DONE:
             return
         run = self.graphs.get(graph_id)
@@ -466,7 +471,10 @@ class GraphMeter(SchedulerPlugin):
         else:
             usage.cpu_seconds += seconds
         usage.tasks += 1
-        self.spent += self.prices[provider].charge(seconds, gpu=gpu)
+        charge = self.prices[provider].charge(seconds, gpu=gpu)
+        self.spent += charge
+        if run is not None and key in self.reruns:
+            run.checks["cost"] += charge
         if self.limit is not None and not self.exhausted and self.spent >= self.limit:
             self.exhausted = True
             # Never start transitions from inside a stream handler.
@@ -515,6 +523,24 @@ class GraphMeter(SchedulerPlugin):
         if count <= LOGGED_REPORTS or count % 1000 == 0:
             logger.warning(message + " [%s report %d from this provider]", *args, kind, count)
 
+    def adopt_rerun(self, key: Any, graph_id: str) -> bool:
+        """Count the verification re-run ``key`` as work of graph ``graph_id`` (the graph waits for it and
+        pays for it, as the cost of its checks), instead of a graph of its own; False if that graph is done."""
+        run = self.graphs.get(graph_id)
+        if run is None:
+            return False
+        self.key_graph[key] = graph_id
+        run.pending.add(key)
+        run.checks["reruns"] += 1
+        self.reruns.add(key)
+        return True
+
+    def note_check(self, graph_id: str | None, *, mismatch: bool = False) -> None:
+        """Verification held a result of graph ``graph_id`` to check it (or found a mismatch in one)."""
+        run = self.graphs.get(graph_id) if graph_id else None
+        if run is not None:
+            run.checks["mismatches" if mismatch else "checked"] += 1
+
     def forfeit(self, graph_id: str, provider: str) -> None:
         """``provider`` returned a result of graph ``graph_id`` that verification voted down: nothing of
         the graph is paid to it (what it was charged so far is taken back from the budget's count)."""
@@ -558,6 +584,7 @@ class GraphMeter(SchedulerPlugin):
                 "budget_exceeded": run.budget_exceeded,
                 "outputs": [str(key) for key in run.outputs],
                 "forfeited": sorted(run.forfeited),
+                "verification": {**run.checks, "cost": round(run.checks["cost"])},
             }
         )
         self.finished_total += 1

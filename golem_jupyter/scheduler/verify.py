@@ -168,12 +168,17 @@ class Verifier(SchedulerPlugin):
             return None
         return cloudpickle.dumps(ts.run_spec, protocol=pickle.HIGHEST_PROTOCOL)
 
-    async def decide(self, check_id: str, release: bool, faulty: list[str] | None = None) -> dict[str, Any]:
+    async def decide(
+        self, check_id: str, release: bool, faulty: list[str] | None = None, mismatch: bool = False
+    ) -> dict[str, Any]:
         """Carry out a verdict: release (or drop) the held report; charge each provider in ``faulty``
-        nothing for the graph and remove its workers."""
+        nothing for the graph and remove its workers. ``mismatch``: the results disagreed (a referee
+        decided), for the graph's receipt."""
         check = self.checks.pop(check_id, None)
         if check is None:
             return {"done": False}
+        if mismatch and self.meter is not None:
+            self.meter.note_check(check.graph_id, mismatch=True)
         check.decided = True
         self.by_key.pop(check.key, None)
         faulty = [str(p) for p in faulty or []]
@@ -204,6 +209,8 @@ class Verifier(SchedulerPlugin):
         if twin_of is not None or not self._sampled(key, ws):
             return self._finished(**msg)
         check = Check(uuid.uuid4().hex, key, worker, str(ws.name), msg, self._graph_of(key))
+        if self.meter is not None:
+            self.meter.note_check(check.graph_id)
         self.checks[check.check_id] = check
         self.by_key[key] = check.check_id
         self.counts["held"] += 1
@@ -243,6 +250,8 @@ class Verifier(SchedulerPlugin):
             return None
         twin = f"{TWIN_PREFIX}{uuid.uuid4().hex}"
         spec = ts.run_spec.substitute({}, key=twin)
+        if self.meter is not None and check.graph_id is not None:
+            self.meter.adopt_rerun(twin, check.graph_id)
         self.twins[twin] = check.check_id
         check.reruns[twin] = {"provider": None, "worker": None, "state": "waiting"}
         self.counts["reruns"] += 1
