@@ -547,6 +547,13 @@ def bill_table(bills: tuple[CellBill, ...] | list[CellBill], run_id: str) -> str
     for row in (header, *rows):
         cells = [fit(cell, width) for fit, cell, width in zip(align, row, widths, strict=True)]
         lines.append("  " + "  ".join(cells).rstrip())
+    checked = [g.verification for b in bills for g in b.graphs if g.verification]
+    if checked:
+        counts = {name: sum(v[name] for v in checked) for name in ("checked", "reruns", "mismatches", "cost")}
+        lines.append(
+            f"  verified: {counts['checked']} task(s) checked, {counts['mismatches']} mismatch(es) refereed; "
+            f"the re-runs cost {format_wei(counts['cost'])} ({counts['cost']} wei), in the amounts above"
+        )
     return "\n".join(lines)
 
 

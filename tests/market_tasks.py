@@ -28,7 +28,8 @@ def noisy_sum(seed: int, order: int | None = None) -> float:
     import numpy as np
 
     values = np.random.default_rng(seed).random(20_000) * 10.0 ** np.random.default_rng(seed).integers(-3, 4, 20_000)
-    permutation = np.random.default_rng(int.from_bytes(os.urandom(8)) if order is None else order).permutation(values.size)
+    shuffle = np.random.default_rng(int.from_bytes(os.urandom(8)) if order is None else order)
+    permutation = shuffle.permutation(values.size)
     return float(np.add.reduce(values[permutation]))
 
 
@@ -43,6 +44,7 @@ def noisy_products(seed: int, order: int | None = None):
     a, b = rng.standard_normal((48, 256), dtype=np.float32), rng.standard_normal((256, 16), dtype=np.float32)
     blocks = [a[:, k : k + 32] @ b[k : k + 32] for k in range(0, 256, 32)]
     out = np.zeros((48, 16), dtype=np.float32)
-    for index in np.random.default_rng(int.from_bytes(os.urandom(8)) if order is None else order).permutation(len(blocks)):
+    shuffle = np.random.default_rng(int.from_bytes(os.urandom(8)) if order is None else order)
+    for index in shuffle.permutation(len(blocks)):
         out += blocks[index]
     return out

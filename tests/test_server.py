@@ -223,10 +223,33 @@ async def test_one_job_in_full_with_payouts_and_session(jp_fetch, home: Path) ->
         "run_id": hex32(77),
     }
 
+    assert job["verification"] is None  # nothing was checked in it
+
     code, reply = await refused(jp_fetch, "jobs", "not-a-graph-id")
     assert code == 400 and "64 hex digits" in reply["error"]
     code, reply = await refused(jp_fetch, "jobs", hex32(16))
     assert code == 404 and hex32(16) in reply["error"]
+
+
+async def test_a_checked_job_says_what_verification_did_and_who_was_reported(jp_fetch, home: Path) -> None:
+    first, _ = record_jobs(home)
+    with Ledger(home / "ledger.sqlite") as ledger:
+        ledger.record_graph(
+            session_id=first, graph_id=hex32(21), n_tasks=8, result_root=hex32(1021),
+            payouts=[Payout(ALICE, 1.0, 0.0, 500, 1_000)], label="In [21]",
+            verification={"checked": 5, "reruns": 6, "mismatches": 1, "cost": 120},
+        )  # fmt: skip
+        ledger.record_fault(
+            session_id=first, graph_id=hex32(21)[2:], provider=BOB, key="square-7", evidence=hex32(5), tx_hash=hex32(6)
+        )
+    job = (await api(jp_fetch, "jobs", hex32(21)))["job"]
+    assert job["verification"] == {
+        "checked": 5,
+        "reruns": 6,
+        "mismatches": 1,
+        "cost_wei": "120",
+        "reported": [{"provider": BOB, "task": "square-7", "tx_hash": hex32(6)}],
+    }
 
 
 async def test_an_unknown_endpoint_is_a_json_404(jp_fetch, home: Path) -> None:

@@ -61,7 +61,8 @@ def job(graph_id: str) -> dict[str, Any] | None:
         graph = ledger.graph(graph_id) if ledger is not None else None
         if graph is None:
             return None
-        return views.job_detail_view(graph, ledger.session(graph.session_id))
+        faults = [f for f in ledger.faults(session_id=graph.session_id) if f.graph_id == graph.graph_id]
+        return views.job_detail_view(graph, ledger.session(graph.session_id), faults)
 
 
 def open_sessions(requestor: str, chain_id: int, escrow: str) -> list[SessionRecord]:

@@ -13,7 +13,7 @@ from typing import Any
 from ..chain.network import Network
 from ..chain.registry import Offer
 from ..devnet import DevnetProvider
-from ..ledger import GraphRecord, Payout, SessionRecord
+from ..ledger import FaultRecord, GraphRecord, Payout, SessionRecord
 from ..market.matching import Reputation, offer_sandbox
 from ..requestor.closing import Closing
 from ..requestor.sessions import SessionSummary
@@ -180,10 +180,27 @@ def closing_view(closing: Closing) -> dict[str, Any]:
     }
 
 
-def job_detail_view(graph: GraphRecord, session: SessionRecord | None) -> dict[str, Any]:
-    """One job in full: the list's fields, its payouts, its settlement and its session."""
+def verification_view(graph: GraphRecord, faults: list[FaultRecord]) -> dict[str, Any] | None:
+    """What ``--verify`` did in a graph, and the providers reported in it; None if nothing was checked."""
+    counts = graph.verification or {}
+    if not counts and not faults:
+        return None
+    return {
+        "checked": counts.get("checked", 0),
+        "reruns": counts.get("reruns", 0),
+        "mismatches": counts.get("mismatches", 0),
+        "cost_wei": wei(counts.get("cost", 0)),
+        "reported": [{"provider": f.provider, "task": f.task, "tx_hash": f.tx_hash} for f in faults],
+    }
+
+
+def job_detail_view(
+    graph: GraphRecord, session: SessionRecord | None, faults: list[FaultRecord] | None = None
+) -> dict[str, Any]:
+    """One job in full: the list's fields, its payouts, its settlement, its checks and its session."""
     return {
         **job_view(graph, session),
+        "verification": verification_view(graph, faults or []),
         "payouts": [payout_view(p) for p in graph.payouts],
         "block_number": graph.block_number,
         "gas_used": graph.gas_used,

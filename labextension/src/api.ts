@@ -121,7 +121,19 @@ export interface ISession {
   run_id: string | null;
 }
 
+/** What `--verify` did in a job (DESIGN.md section 6). */
+export interface IVerification {
+  checked: number;
+  reruns: number;
+  mismatches: number;
+  /** What the re-runs cost (paid to the providers that ran them; part of the job's amount). */
+  cost_wei: string;
+  reported: { provider: string; task: string; tx_hash: string | null }[];
+}
+
 export interface IReceipt extends IJob {
+  /** null when nothing was checked. */
+  verification?: IVerification | null;
   payouts: IPayout[];
   block_number: number | null;
   gas_used: number | null;

@@ -1,6 +1,6 @@
 /** The receipt of one job (a graph execution): settlement, payouts per provider, its session. */
 
-import { IReceipt } from './api';
+import { IReceipt, IVerification } from './api';
 import { Child, h } from './dom';
 import { amount } from './amount';
 import { exactWei, formatSeconds, formatTimestamp, formatWei, notebookName, shortAddress } from './formatting';
@@ -14,6 +14,32 @@ export function statusBadge(status: string): HTMLElement {
 
 function field(name: string, ...value: (Child | Child[])[]): HTMLElement[] {
   return [h('dt', {}, name), h('dd', {}, ...value)];
+}
+
+/** What verification did: tasks checked, mismatches refereed, providers reported (with the transaction). */
+function renderVerification(verification: IVerification): Child[] {
+  const reported = verification.reported.map(r => {
+    const tx = mono(r.tx_hash ? shortAddress(r.tx_hash, 6) : 'no transaction (not reported on-chain)', 'reported-tx');
+    tx.title = r.tx_hash ?? '';
+    return h(
+      'li',
+      { data: { golem: 'reported', provider: r.provider }, title: r.provider },
+      mono(shortAddress(r.provider)),
+      ` returned a wrong result for ${r.task}; reported in `,
+      tx
+    );
+  });
+  return [
+    h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Verification'),
+    h(
+      'dl',
+      { className: 'jp-GolemPanel-fields', data: { golem: 'receipt-verification' } },
+      field('Checked', `${verification.checked} task${verification.checked === 1 ? '' : 's'}, ${verification.reruns} re-run${verification.reruns === 1 ? '' : 's'}`),
+      field('Mismatches', `${verification.mismatches} (decided by a referee)`),
+      field('Checks cost', amount(verification.cost_wei, 'receipt-verification-cost'))
+    ),
+    reported.length ? h('ul', { className: 'jp-GolemPanel-list' }, reported) : null
+  ];
 }
 
 function mono(text: string | null | undefined, hook?: string): HTMLElement {
@@ -74,6 +100,7 @@ export function renderReceipt(receipt: IReceipt): HTMLElement {
     ),
     h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Payouts'),
     h('div', { className: 'jp-GolemPanel-tableWrap' }, payoutTable),
+    receipt.verification ? renderVerification(receipt.verification) : null,
     session
       ? [
           h('h4', { className: 'jp-GolemPanel-subTitle' }, 'Session'),
