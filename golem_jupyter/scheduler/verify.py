@@ -37,7 +37,11 @@ from typing import Any
 import cloudpickle
 from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.utils import key_split
 from distributed.worker import get_data_from_worker
+
+from ..errors import InvalidInput
+from ..trust._sampling import Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +50,6 @@ ANNOTATION = "golem_verify"
 
 CLIENT = "golem-verifier"
 """The scheduler-side client that wants the twins (no real client connects under this name)."""
-
-TWIN_PREFIX = "golem-verify-"
 
 CHECK_TIMEOUT = 300.0
 """Seconds a held report waits for the kernel's verdict before it is released unchecked."""
@@ -79,7 +81,7 @@ class Verifier(SchedulerPlugin):
         self.scheduler: Any = None
         self.meter = meter
         self.fraction = 0.0
-        self.rng = secrets.SystemRandom()
+        self.rng = secrets.SystemRandom()  # held here, in the requestor's process: no provider sees a draw
         self.checks: dict[str, Check] = {}
         self.by_key: dict[Any, str] = {}
         self.twins: dict[Any, str] = {}
@@ -226,10 +228,10 @@ class Verifier(SchedulerPlugin):
             return False
         fraction = (ts.annotations or {}).get(ANNOTATION, self.fraction)
         try:
-            fraction = float(fraction)
-        except (TypeError, ValueError):
-            fraction = self.fraction
-        return fraction > 0 and (fraction >= 1 or self.rng.random() < fraction)
+            sampler = Sampler(fraction, rng=self.rng)
+        except InvalidInput:  # a cell's annotation that is no fraction: the session's applies
+            sampler = Sampler(self.fraction, rng=self.rng)
+        return bool(sampler.choose([key]))
 
     def _graph_of(self, key: Any) -> str | None:
         return self.meter.key_graph.get(key) if self.meter is not None else None
@@ -248,7 +250,8 @@ class Verifier(SchedulerPlugin):
         ]
         if not workers:
             return None
-        twin = f"{TWIN_PREFIX}{uuid.uuid4().hex}"
+        # Named like any task of its kind: the provider that runs it cannot tell a check from work.
+        twin = f"{key_split(check.key)}-{uuid.uuid4().hex}"
         spec = ts.run_spec.substitute({}, key=twin)
         if self.meter is not None and check.graph_id is not None:
             self.meter.adopt_rerun(twin, check.graph_id)
@@ -263,7 +266,7 @@ class Verifier(SchedulerPlugin):
             client=CLIENT,
             annotations_by_type={"workers": {twin: workers}, "allow_other_workers": {twin: False}},
             global_annotations=None,
-            stimulus_id=f"golem-verify-{time.time()}",
+            stimulus_id=f"update-graph-{time.time()}",  # as a client's graph: workers see nothing special
             submitting_task=None,
             span_metadata={"collections": []},
             user_priority=1,
@@ -328,7 +331,7 @@ class Verifier(SchedulerPlugin):
             self.twins.pop(twin, None)
         if check.reruns:
             self.scheduler.client_releases_keys(
-                keys=list(check.reruns), client=CLIENT, stimulus_id=f"golem-verify-done-{time.time()}"
+                keys=list(check.reruns), client=CLIENT, stimulus_id=f"client-releases-keys-{time.time()}"
             )
 
     async def _remove_provider(self, provider: str) -> None:
