@@ -88,6 +88,9 @@ class Verifier(SchedulerPlugin):
         self.events: deque[dict[str, Any]] = deque()
         self._event: asyncio.Event | None = None
         self._finished: Any = None
+        self.producers: dict[Any, str] = {}
+        """Key -> the provider whose report of it Dask accepted (until the key is forgotten): what to
+        compute again when that provider is voted down."""
         self.excluded: set[str] = set()
         """Providers voted down in this session: no task of theirs is trusted again."""
         self.counts = {"held": 0, "released": 0, "dropped": 0, "unchecked": 0, "reruns": 0}
@@ -189,12 +192,16 @@ class Verifier(SchedulerPlugin):
             if self.meter is not None and check.graph_id is not None:
                 self.meter.forfeit(check.graph_id, provider)
         self._forget_twins(check)
-        if release and check.provider not in faulty:
+        tainted = self._tainted(set(faulty)) if faulty else set()
+        if release and check.provider not in faulty and check.key not in tainted:
             self._release(check)
         else:
             self.counts["dropped"] += 1
+        for other in [c for c in self.checks.values() if c.key in tainted]:
+            self._void(other)  # its task ran on values of a provider voted down: it runs again
         for provider in faulty:
             await self._remove_provider(provider)
+        self._recompute(tainted)
         return {"done": True, "graph_id": check.graph_id}
 
     # ------------------------------------------------------------------ holding reports
@@ -209,6 +216,8 @@ class Verifier(SchedulerPlugin):
         except TypeError:
             twin_of = None
         if twin_of is not None or not self._sampled(key, ws):
+            if ws is not None and twin_of is None:
+                self.producers[key] = str(ws.name)
             return self._finished(**msg)
         check = Check(uuid.uuid4().hex, key, worker, str(ws.name), msg, self._graph_of(key))
         if self.meter is not None:
@@ -278,6 +287,8 @@ class Verifier(SchedulerPlugin):
             check_id = self.twins.get(key)
         except TypeError:
             return
+        if finish == "forgotten":
+            self.producers.pop(key, None)
         if check_id is None or finish not in ("memory", "erred"):
             return
         check = self.checks.get(check_id)
@@ -323,8 +334,42 @@ class Verifier(SchedulerPlugin):
             and ts.run_id == message.get("run_id")
         ):
             self.counts["released"] += 1
+            self.producers[check.key] = check.provider
             self._finished(**message)
         # Otherwise the task moved on (its worker left, it was cancelled): Dask would drop this report too.
+
+    def _tainted(self, providers: set[str]) -> set[Any]:
+        """Every result those providers returned that Dask still holds, and every task that read one of
+        them (directly or further down): all of it is computed again."""
+        tasks = self.scheduler.tasks
+        stack = [key for key, provider in self.producers.items() if provider in providers and key in tasks]
+        tainted: set[Any] = set()
+        while stack:
+            key = stack.pop()
+            if key in tainted:
+                continue
+            tainted.add(key)
+            stack += [dts.key for dts in tasks[key].dependents or () if dts.key not in tainted]
+        return tainted
+
+    def _recompute(self, keys: set[Any]) -> None:
+        """Release ``keys`` that are in memory or running: Dask computes again those still wanted."""
+        tasks = self.scheduler.tasks
+        recommendations = {k: "released" for k in keys if k in tasks and tasks[k].state in ("memory", "processing")}
+        for key in keys:
+            self.producers.pop(key, None)
+        if recommendations:
+            logger.warning(
+                "Computing %d result(s) again: a provider voted down returned them, or they were made from its.",
+                len(recommendations),
+            )
+            self.scheduler.transitions(recommendations, f"golem-recompute-{time.time()}")
+
+    def _void(self, check: Check) -> None:
+        del self.checks[check.check_id]
+        self.by_key.pop(check.key, None)
+        self._forget_twins(check)
+        self.counts["dropped"] += 1
 
     def _forget_twins(self, check: Check) -> None:
         for twin in check.reruns:
