@@ -69,17 +69,22 @@ def graphs_settled(cluster: GolemCluster, timeout: float = 120) -> int:
     raise TimeoutError(f"graphs were still being recorded after {timeout:.0f} s")
 
 
-def one_round(client: Client, cluster: GolemCluster, seeds: range, expected: list[float]) -> tuple[float, int, int]:
-    """Wall seconds, wei priced and tasks checked for one round of ``seeds``."""
+def one_round(
+    client: Client, cluster: GolemCluster, seeds: range, expected: list[float]
+) -> tuple[float, int, int, float]:
+    """Wall seconds, wei priced, tasks checked and this process's CPU-seconds (where the checks are
+    compared) for one round of ``seeds``."""
     before_graphs = graphs_settled(cluster)
     before_checked = cluster.verification.stats.checked
+    cpu = time.process_time()
     start = time.perf_counter()
     results = client.gather(client.map(spectrum_peak, seeds, pure=False))
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     assert results == expected, "a result differs from the same function run here"
     graphs_settled(cluster)
     cost = sum(g["total"] for g in cluster.graphs[before_graphs:])
-    return elapsed, cost, cluster.verification.stats.checked - before_checked
+    return elapsed, cost, cluster.verification.stats.checked - before_checked, cpu
 
 
 def main() -> int:
@@ -96,6 +101,7 @@ def main() -> int:
     times: dict[float, list[float]] = {0.0: [], FRACTION: []}
     costs: dict[float, list[int]] = {0.0: [], FRACTION: []}
     checked: dict[float, list[int]] = {0.0: [], FRACTION: []}
+    kernel_cpu: dict[float, list[float]] = {0.0: [], FRACTION: []}
     try:
         network = devnet.start()
         print(f"Devnet: {PROVIDERS} honest providers; {args.tasks} tasks per round, {args.rounds} rounds of each side.")
@@ -115,7 +121,8 @@ def main() -> int:
                 expected = [spectrum_peak(s) for s in seeds]
                 for fraction in (0.0, FRACTION) if r % 2 == 0 else (FRACTION, 0.0):
                     cluster.set_verify(fraction)
-                    elapsed, cost, n_checked = one_round(client, cluster, seeds, expected)
+                    elapsed, cost, n_checked, cpu = one_round(client, cluster, seeds, expected)
+                    kernel_cpu[fraction].append(cpu)
                     times[fraction].append(elapsed)
                     costs[fraction].append(cost)
                     checked[fraction].append(n_checked)
@@ -139,7 +146,8 @@ def main() -> int:
     for fraction in (0.0, FRACTION):
         print(
             f"  verify={fraction:g}: seconds {[round(t, 2) for t in times[fraction]]}, "
-            f"wei {costs[fraction]}, tasks checked {checked[fraction]}"
+            f"wei {costs[fraction]}, tasks checked {checked[fraction]}, "
+            f"CPU-s in this process {[round(c, 2) for c in kernel_cpu[fraction]]}"
         )
     print(
         f"  checks in all: {stats.checked} tasks, {stats.mismatches} mismatches, {stats.referees} refereed, "
