@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="of those, the last N LIE: their workers return wrong values for some tasks (to test --verify)",
+        help="of those, the last N LIE: their workers return wrong values for some tasks (to test --verify); "
+        "they ask the lowest prices, so requestors rent them first",
     )
     devnet.add_argument(
         "--lie-fraction",

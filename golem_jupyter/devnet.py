@@ -9,7 +9,8 @@ connection file. Both files are removed when the devnet stops.
 
 ``liars=N`` (``golem devnet --liars N``) makes the last N of those agents LIARS: their workers
 return wrong values for ``lie_fraction`` of their tasks (:mod:`golem_jupyter.worker._liar`), so
-that ``--verify`` has someone to catch. They are started through
+that ``--verify`` has someone to catch. They ask the lowest prices (a cheat undercuts), so a
+requestor renting the best offers rents them first. They are started through
 :mod:`golem_jupyter.provider._devnet_liar` (``golem provider run`` cannot make a liar), log a
 warning saying so, and are listed with ``"liar": true``.
 """
@@ -43,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8545
 BASE_CPU_PRICE = 10**9
-"""Devnet provider i asks (1 + i/2) times this per CPU-second: distinct prices, a clear ranking."""
+"""Devnet provider i asks (1 + i/2) times this per CPU-second: distinct prices, a clear ranking. Liars
+(``--liars N``, the last N agents) take the N cheapest prices, as a cheat undercutting the market would."""
 BASE_GPU_PRICE = 10**10
 PROVIDER_START_TIMEOUT = 60.0
 DEFAULT_LIE_FRACTION = 0.5
@@ -149,11 +151,13 @@ class Devnet:
         pending = []
         for i in range(1, self.providers + 1):
             gpus = 1 if i > self.providers - self.gpu_providers else 0
-            cpu_price = BASE_CPU_PRICE * (2 + i - 1) // 2
-            gpu_price = BASE_GPU_PRICE * (2 + i - 1) // 2
+            liar = i > self.providers - self.liars
+            # Liars undercut: they take the cheapest prices, so a requestor renting the best offers rents them.
+            rank = i - (self.providers - self.liars) if liar else i + self.liars
+            cpu_price = BASE_CPU_PRICE * (2 + rank - 1) // 2
+            gpu_price = BASE_GPU_PRICE * (2 + rank - 1) // 2
             ready = self._logdir / f"provider-{i}.ready"
             log = self._logdir / f"provider-{i}.log"
-            liar = i > self.providers - self.liars
             if liar:  # DEVNET ONLY: an agent whose workers lie (see golem_jupyter.provider._devnet_liar)
                 start = ["golem_jupyter.provider._devnet_liar", repr(self.lie_fraction)]
             else:

@@ -14,6 +14,7 @@ import shlex
 import textwrap
 from contextlib import nullcontext
 from dataclasses import replace
+from typing import Any
 
 import dask
 from IPython.core.error import UsageError
@@ -349,6 +350,32 @@ class GolemMagics(Magics):
                     tx = record.tx_hash if record and record.tx_hash else ""
                     amount = format_wei_exact(graph["total"])
                     print(f"  graph {graph['graph_id'][:18]}… {graph['n_tasks']} tasks {amount} {status} {tx}")
+                self._print_verification(c)
+
+    @staticmethod
+    def _print_verification(cluster: Any) -> None:
+        """What ``--verify`` checked in the session, and each provider it reported (DESIGN.md section 6)."""
+        if cluster.verification is None:
+            return
+        s = cluster.verification.stats
+        if s.checked or cluster.verify:
+            print(
+                f"  verified: {s.checked} task(s) checked at --verify {cluster.verify:g}, {s.mismatches} mismatch(es), "
+                f"{s.referees} refereed ({s.local_runs} run on this machine)"
+            )
+        for fault in cluster.faults:
+            graph = f" in graph 0x{fault['graph_id'][:16]}…" if fault.get("graph_id") else ""
+            tx_hash = fault.get("tx_hash")
+            on_chain = f"reportFault tx {tx_hash}" if tx_hash else f"not on-chain: {fault.get('error')}"
+            print(
+                f"  reported {fault['provider']}: a wrong result for {fault['key'][:40]}{graph}; {on_chain}; "
+                "paid nothing for that graph; dropped and replaced"
+            )
+        if cluster.faults:
+            reported = {fault["provider"] for fault in cluster.faults}
+            rentals = [(p, r) for p, r in cluster.rentals.items() if p not in reported]
+            now = [f"{p} ({'serving' if r.serving else 'joining'})" for p, r in rentals]
+            print(f"  providers now: {', '.join(now) or 'none'}")
 
     @magic_arguments(name="golem providers")
     @_help_option
