@@ -162,7 +162,8 @@ class MarketSession(Session):
         return self.cluster.remaining
 
     def faults(self) -> int:
-        return len(self.cluster.faults)
+        verification = self.cluster.verification
+        return len(verification.stats.faults) if verification is not None else 0
 
     def graph_for(self, collect_key: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The metered graph whose output is ``collect_key``, once the cluster has recorded it."""

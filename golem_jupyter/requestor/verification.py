@@ -161,9 +161,12 @@ class Verification:
         votes = self._votes.pop(check, {})
         mismatch = check in self._mismatched
         self._mismatched.discard(check)
+        faults = _faults(event, faulty, votes)
+        # Counted before the verdict reaches Dask: a cell whose graph completes once the held result is
+        # released must already see that a provider was voted down in it (and run it again).
+        self.stats.faults += faults
         await self.scheduler.golem_verify_decide(check_id=check, release=release, faulty=faulty, mismatch=mismatch)
-        for fault in _faults(event, faulty, votes):
-            self.stats.faults.append(fault)
+        for fault in faults:
             logger.warning(
                 "Provider %s returned a wrong result for task %s: %s", fault.provider, fault.key, fault.detail
             )
