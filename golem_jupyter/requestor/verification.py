@@ -177,17 +177,19 @@ class Verification:
         """(release the held result?, providers outvoted), or None while a referee runs."""
         check, key = event["check"], event["key"]
         votes = self._votes.setdefault(check, {})
+        new: dict[str, Any] = {}  # provider -> the key of its result, or its failure
         if event["provider"] not in votes:
             self.stats.checked += 1
-            votes[event["provider"]] = await self._fetch(check, key)
+            new[event["provider"]] = key  # the held result: first in the votes, it is what is released
         for twin, rerun in event["reruns"].items():
             provider = rerun.get("provider") or twin
-            if provider in votes:
-                continue
-            if rerun["state"] == "erred":
-                votes[provider] = _Failed(rerun.get("error", "the re-run failed"))
-            else:
-                votes[provider] = await self._fetch(check, twin)
+            if provider not in votes and provider not in new:
+                failed = rerun["state"] == "erred"
+                new[provider] = _Failed(rerun.get("error", "the re-run failed")) if failed else twin
+        fetch = [k for k in new.values() if not isinstance(k, _Failed)]
+        fetched = dict(zip(map(str, fetch), await asyncio.gather(*(self._fetch(check, k) for k in fetch)), strict=True))
+        for provider, wanted in new.items():
+            votes[provider] = wanted if isinstance(wanted, _Failed) else fetched[str(wanted)]
         if len(votes) == 1:  # no other provider could re-run it
             await self._run_locally(check, votes)
         first, *others = votes.values()
