@@ -52,6 +52,11 @@ class EscrowBackend(Protocol):
         """The EIP-712 domain vouchers are signed and checked under."""
         ...
 
+    @property
+    def claim_window(self) -> int:
+        """Seconds after a session's deadline during which providers may still claim."""
+        ...
+
     def open_session(self, session_id: bytes | str, amount: int, deadline: int, token: str | None = None) -> Receipt:
         """Deposit ``amount`` of ``token`` (native currency if None) into a new session open until ``deadline``."""
         ...
@@ -81,6 +86,12 @@ class EscrowBackend(Protocol):
 
     def close_session(self, session_id: bytes | str) -> Receipt:
         """Close the session and refund its requestor (at once when no allocation is open)."""
+        ...
+
+    def report_fault(
+        self, session_id: bytes | str, graph_id: bytes | str, provider: str, evidence: bytes | str = b"\0" * 32
+    ) -> Receipt:
+        """Record that ``provider`` (it holds an allocation in the session) returned a wrong result in ``graph_id``."""
         ...
 
     def sign_voucher(self, session_id: bytes | str, provider: str, cumulative_amount: int) -> Voucher:
