@@ -16,10 +16,11 @@ from types import ModuleType
 
 import cloudpickle
 import distributed.protocol.pickle
+import hostile_results
 import hostile_tasks
 import market_tasks
 
-BY_VALUE: tuple[ModuleType, ...] = (market_tasks, hostile_tasks)
+BY_VALUE: tuple[ModuleType, ...] = (market_tasks, hostile_tasks, hostile_results)
 
 
 def _by_value_inside(dumps: Callable[..., bytes]) -> Callable[..., bytes]:

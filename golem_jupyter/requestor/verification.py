@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import GolemError
 from ..trust import allow_class, compare, digest
 from ..worker.runner import ElementResults, UnitResult
 
@@ -76,6 +77,14 @@ class _Failed:
 
     def __repr__(self) -> str:
         return f"<failed: {self.error}>"
+
+
+class _Refused(_Failed):
+    """A result the restricted decoder refused (a type it does not rebuild): it matches no value."""
+
+
+def _first_error(votes: dict[str, Any]) -> str:
+    return next((v.error for v in votes.values() if isinstance(v, _Failed)), "")
 
 
 class Verification:
@@ -190,6 +199,9 @@ class Verification:
         fetched = dict(zip(map(str, fetch), await asyncio.gather(*(self._fetch(check, k) for k in fetch)), strict=True))
         for provider, wanted in new.items():
             votes[provider] = wanted if isinstance(wanted, _Failed) else fetched[str(wanted)]
+        if all(isinstance(v, _Refused) for v in votes.values()) and len(votes) > 1:
+            # Every provider returned a type the decoder does not rebuild: nothing here can compare them.
+            raise RuntimeError(f"its results are of a type this process does not decode ({_first_error(votes)})")
         if len(votes) == 1:  # no other provider could re-run it
             await self._run_locally(check, votes)
         first, *others = votes.values()
@@ -244,7 +256,10 @@ class Verification:
 
     async def _fetch(self, check: str, key: Any) -> Any:
         """A result, fetched through the scheduler and decoded here (with the restricted decoder)."""
-        reply = await self.scheduler.golem_verify_fetch(check_id=check, key=key)
+        try:
+            reply = await self.scheduler.golem_verify_fetch(check_id=check, key=key)
+        except GolemError as error:  # the restricted decoder refused it: a vote that matches nothing
+            return _Refused(str(error))
         if reply.get("status") == "gone":
             raise _Gone
         if reply.get("status") != "OK":

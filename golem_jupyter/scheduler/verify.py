@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import random
 import secrets
 import time
 import uuid
@@ -81,7 +82,8 @@ class Verifier(SchedulerPlugin):
         self.scheduler: Any = None
         self.meter = meter
         self.fraction = 0.0
-        self.rng = secrets.SystemRandom()  # held here, in the requestor's process: no provider sees a draw
+        self.rng: random.Random | None = None
+        """``secrets.SystemRandom``, made in the scheduler process when it starts: no provider sees a draw."""
         self.checks: dict[str, Check] = {}
         self.by_key: dict[Any, str] = {}
         self.twins: dict[Any, str] = {}
@@ -97,6 +99,8 @@ class Verifier(SchedulerPlugin):
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
+        if self.rng is None:
+            self.rng = secrets.SystemRandom()
         self._event = asyncio.Event()
         scheduler.handlers["golem_verify_configure"] = self.configure
         scheduler.handlers["golem_verify_events"] = self.next_events
