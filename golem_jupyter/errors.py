@@ -35,5 +35,9 @@ class BudgetExceeded(GolemError):
     """Metered work reached the budget: what was left was cancelled, what ran is settled."""
 
 
+class VerificationError(GolemError):
+    """Providers returned different results for a task and nothing could decide which is right (``--verify``)."""
+
+
 class MarketError(GolemError):
     """The market could not provide what was asked (no matching offers, every provider refused)."""

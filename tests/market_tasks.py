@@ -48,3 +48,12 @@ def noisy_products(seed: int, order: int | None = None):
     for index in shuffle.permutation(len(blocks)):
         out += blocks[index]
     return out
+
+
+def square_on_a_worker(x: int) -> int:
+    """``x * x``, but only inside a Dask worker (elsewhere ``get_worker`` raises): a task the
+    requestor's own machine cannot referee."""
+    from distributed import get_worker
+
+    get_worker()
+    return x * x

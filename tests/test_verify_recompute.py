@@ -69,3 +69,37 @@ async def _worker(address: str, name: str, lie_fraction: float | None) -> Worker
         await worker.plugin_add(LyingWorker(lie_fraction), name=LyingWorker.name)
     await asyncio.sleep(0)
     return worker
+
+
+def test_a_disagreement_no_referee_can_decide_fails_the_task_instead_of_using_either() -> None:
+    """The liar and the honest worker disagree, there is no third worker, and the task cannot run on
+    the requestor's machine: neither result may reach the client. The task fails with a
+    VerificationError that says so; nobody is accused."""
+    from market_tasks import square_on_a_worker
+
+    from golem_jupyter.errors import VerificationError
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        verifier = Verifier()
+        client.sync(_start_plugin, cluster.scheduler, verifier)
+        faults: list = []
+
+        async def on_fault(fault) -> None:
+            faults.append(fault)
+
+        verification = Verification(cluster.scheduler_comm, on_fault=on_fault)
+        client.sync(verification.start, 1.0)
+        honest = client.sync(_worker, cluster.scheduler.address, "honest", None)
+        liar = client.sync(_worker, cluster.scheduler.address, "liar", 1.0)
+        try:
+            future = client.submit(square_on_a_worker, 7, workers=[liar.address], pure=False)
+            with pytest.raises(VerificationError, match="no referee could decide"):
+                future.result(timeout=120)
+            assert faults == [] and verification.stats.mismatches == 1
+        finally:
+            client.sync(verification.close)
+            client.sync(honest.close)
+            client.sync(liar.close)

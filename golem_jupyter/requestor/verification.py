@@ -158,10 +158,21 @@ class Verification:
         except _Gone:
             self._votes.pop(check, None)  # its worker left: Dask computes the task again, and it is checked again
             return
-        except Exception as error:  # noqa: BLE001 (a check that cannot be judged is released, and said)
+        except Exception as error:  # noqa: BLE001 (a check that cannot be judged is released or failed, and said)
+            disputed = check in self._mismatched
+            self._votes.pop(check, None)
+            self._mismatched.discard(check)
+            if disputed:
+                # Results disagreed and nothing could decide which is right: neither may reach the notebook.
+                message = (
+                    f"Providers returned different results for task {event['key']!r}, and no referee could decide "
+                    f"which is right ({error}); the task failed rather than use either."
+                )
+                logger.warning("%s", message)
+                await self.scheduler.golem_verify_decide(check_id=check, release=False, faulty=[], fail=message)
+                return
             logger.warning("Could not check task %r (%s); its result is used unchecked.", event["key"], error)
             await self.scheduler.golem_verify_decide(check_id=check, release=True, faulty=[])
-            self._votes.pop(check, None)
             return
         if verdict is None:
             return  # a referee is running: the check comes back when it is done
@@ -291,6 +302,9 @@ class Verification:
             inputs = reply["data"]
         import cloudpickle
 
+        main = sys.modules.get("__main__")
+        if main is not None and not hasattr(main, "__spec__"):
+            main.__spec__ = None  # IPython's user module has none, and spawning a process reads it
         if self._pool is None:
             # Processes of their own (spawned, not forked from the kernel), kept for the session: a
             # task's own code never runs in the kernel, and each re-run costs no interpreter start.

@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
-from distributed.core import Status
+from distributed.core import Status, error_message
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 from distributed.worker import get_data_from_worker
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, VerificationError
 from ..trust._sampling import Sampler
 
 logger = logging.getLogger(__name__)
@@ -178,14 +178,27 @@ class Verifier(SchedulerPlugin):
         return cloudpickle.dumps(ts.run_spec, protocol=pickle.HIGHEST_PROTOCOL)
 
     async def decide(
-        self, check_id: str, release: bool, faulty: list[str] | None = None, mismatch: bool = False
+        self,
+        check_id: str,
+        release: bool,
+        faulty: list[str] | None = None,
+        mismatch: bool = False,
+        fail: str | None = None,
     ) -> dict[str, Any]:
         """Carry out a verdict: release (or drop) the held report; charge each provider in ``faulty``
         nothing for the graph and remove its workers. ``mismatch``: the results disagreed (a referee
-        decided), for the graph's receipt."""
+        decided), for the graph's receipt. ``fail``: the results disagreed and nothing could decide;
+        the task fails with this message instead of using either."""
         check = self.checks.pop(check_id, None)
         if check is None:
             return {"done": False}
+        if fail is not None:
+            check.decided = True
+            self.by_key.pop(check.key, None)
+            self._forget_twins(check)
+            self.counts["dropped"] += 1
+            self._fail(check, fail)
+            return {"done": True, "graph_id": check.graph_id}
         if mismatch and self.meter is not None:
             self.meter.note_check(check.graph_id, mismatch=True)
         check.decided = True
@@ -374,6 +387,25 @@ class Verifier(SchedulerPlugin):
         self.by_key.pop(check.key, None)
         self._forget_twins(check)
         self.counts["dropped"] += 1
+
+    def _fail(self, check: Check, message: str) -> None:
+        """Fail the held task with ``message`` (its dependents fail with it, and the client hears why)."""
+        ts = self.scheduler.tasks.get(check.key)
+        if ts is None or ts.state != "processing":
+            return
+        error = error_message(VerificationError(message))
+        stimulus_id = f"golem-verify-failed-{time.time()}"
+        details = dict(
+            cause=check.key,
+            exception=error["exception"],
+            traceback=error["traceback"],
+            exception_text=error["exception_text"],
+            traceback_text=error["traceback_text"],
+            worker=check.worker,
+        )
+        recs, client_msgs, worker_msgs = self.scheduler._transition(check.key, "erred", stimulus_id, **details)
+        self.scheduler._transitions(recs, client_msgs, worker_msgs, stimulus_id)
+        self.scheduler.send_all(client_msgs, worker_msgs)
 
     def _forget_twins(self, check: Check) -> None:
         for twin in check.reruns:
