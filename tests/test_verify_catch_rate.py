@@ -17,13 +17,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from distributed import Client, LocalCluster, Worker
 from market_tasks import square
+from verifykit import verifying_cluster
 
-from golem_jupyter.requestor.verification import Verification
-from golem_jupyter.scheduler.verify import Verifier
 from golem_jupyter.trust import catch_probability
-from golem_jupyter.worker._liar import LyingWorker
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -38,68 +35,31 @@ probability below 6e-7 (two-sided normal tail at 5 sigma; the binomial here is c
 def test_a_liar_is_caught_at_the_rate_the_sampling_promises() -> None:
     expected_rate = catch_probability(FRACTION, TASKS_ON_THE_LIAR)  # 1 - 0.75**3 = 0.578
     caught = 0
-    with (
-        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
-        Client(cluster) as client,
-    ):
-        verifier = Verifier()
-        client.sync(_start_plugin, cluster.scheduler, verifier)
-        faults: list = []
-
-        async def on_fault(fault) -> None:
-            faults.append(fault)
-
-        verification = Verification(cluster.scheduler_comm, on_fault=on_fault)
-        client.sync(verification.start, FRACTION)
-        honest = client.sync(_worker, cluster.scheduler.address, "honest", None)
+    with verifying_cluster(FRACTION) as cluster:
+        client = cluster.client
+        cluster.worker("honest")
         liar = None
-        try:
-            for graph in range(GRAPHS):
-                if liar is None or liar.status.name != "running":
-                    liar = client.sync(_worker, cluster.scheduler.address, f"liar-{graph}", 1.0)
-                before = len(faults)
-                futures = client.map(
-                    square,
-                    range(graph * 10, graph * 10 + TASKS_ON_THE_LIAR),
-                    workers=[liar.address],
-                    allow_other_workers=True,
-                    pure=False,
-                )
-                results = client.gather(futures)
-                client.sync(_settled, verification)
-                if len(faults) > before:
-                    caught += 1
-                    # Caught: none of its values came through; every result is the right one.
-                    assert results == [i * i for i in range(graph * 10, graph * 10 + TASKS_ON_THE_LIAR)]
-                del futures
-        finally:
-            client.sync(verification.close)
-            client.sync(honest.close)
-            if liar is not None and liar.status.name == "running":
-                client.sync(liar.close)
+        for graph in range(GRAPHS):
+            if liar is None or liar.status.name != "running":
+                liar = cluster.worker(f"liar-{graph}", lie_fraction=1.0)
+            before = len(cluster.faults)
+            futures = client.map(
+                square,
+                range(graph * 10, graph * 10 + TASKS_ON_THE_LIAR),
+                workers=[liar.address],
+                allow_other_workers=True,
+                pure=False,
+            )
+            results = client.gather(futures)
+            cluster.settled()
+            if len(cluster.faults) > before:
+                caught += 1
+                # Caught: none of its values came through; every result is the right one.
+                assert results == [i * i for i in range(graph * 10, graph * 10 + TASKS_ON_THE_LIAR)]
+            del futures
+        faults = list(cluster.faults)
     n = GRAPHS
     spread = Z * math.sqrt(n * expected_rate * (1 - expected_rate))
     print(f"caught in {caught} of {n} graphs; expected {n * expected_rate:.1f} ± {spread:.1f}")
     assert abs(caught - n * expected_rate) <= spread, (caught, n * expected_rate, spread)
     assert all(f.provider.startswith("liar-") for f in faults)  # the honest worker was never outvoted
-
-
-async def _start_plugin(scheduler, plugin) -> None:
-    scheduler.add_plugin(plugin)
-    await plugin.start(scheduler)
-
-
-async def _worker(address: str, name: str, lie_fraction: float | None) -> Worker:
-    worker = await Worker(address, name=name, nthreads=1, dashboard=False)
-    if lie_fraction is not None:
-        await worker.plugin_add(LyingWorker(lie_fraction), name=LyingWorker.name)
-    return worker
-
-
-async def _settled(verification: Verification) -> None:
-    """Every check of the graph judged (the results are back only once their checks passed; the last
-    verdict's report may still be under way)."""
-    import asyncio
-
-    while verification._judging:
-        await asyncio.gather(*verification._judging, return_exceptions=True)
