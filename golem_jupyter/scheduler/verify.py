@@ -10,6 +10,8 @@ provider sees it) with the verify fraction of the task's cell (the ``golem_verif
 or of the session. A sampled report is *held*: the scheduler does not learn that the task is in
 memory, so no client future resolves, no dependent starts and the task's graph stays open (the
 meter prices a graph, and the requestor signs its vouchers, only once every task of it is done).
+The worker that reported it is free, though, and is given its next task at once (the held task
+counts as a seceded one does).
 Meanwhile the same task runs again under a fresh key on a worker of another provider (a *twin*,
 with the same inputs), and the kernel is told when both are ready (``golem_verify_events``). The
 kernel compares the two results and either releases the held report (``golem_verify_decide``)
@@ -244,7 +246,23 @@ class Verifier(SchedulerPlugin):
         self.counts["held"] += 1
         if self._twin(check, {check.provider} | self.excluded) is None:
             self._announce(check)  # no other provider: the kernel re-runs it on the requestor's machine
+        self._free_thread(key, ws, msg.get("run_id"))
         return None
+
+    def _free_thread(self, key: Any, ws: Any, run_id: Any) -> None:
+        """The worker has finished the held task and its thread is free: count the task the way Dask
+        counts a seceded (long-running) one, so the worker gets its next task while the check runs
+        instead of idling for the twin and the verdict, and the task is not stolen meanwhile."""
+        scheduler = self.scheduler
+        ts = scheduler.tasks.get(key)
+        if ts is None or ts.processing_on is not ws or ts.run_id != run_id or ts in ws.long_running:
+            return
+        stealing = scheduler.extensions.get("stealing")
+        if stealing is not None:
+            stealing.remove_key_from_stealable(ts)
+        ws.add_to_long_running(ts)
+        scheduler.check_idle_saturated(ws)
+        scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=f"golem-verify-held-{time.time()}")
 
     def _sampled(self, key: Any, ws: Any) -> bool:
         if ws is None or key in self.by_key:

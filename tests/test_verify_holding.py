@@ -1,0 +1,50 @@
+"""A held report holds the result, not the worker (DESIGN.md section 6, "Results").
+
+While a sampled result waits for its check, the worker that reported it has finished the task and
+is free: the scheduler must give it the next task, not count the held one as running. Otherwise
+every check costs its worker a thread for as long as the twin and the verdict take, and
+``--verify`` slows a saturated graph by far more than the re-runs themselves (issue 18's
+benchmark). Nobody judges here, so the held report stays held for the whole test.
+"""
+
+from __future__ import annotations
+
+import dask
+import pytest
+from market_tasks import square
+from verifykit import verifying_cluster
+
+from golem_jupyter.scheduler.verify import ANNOTATION
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_a_worker_whose_result_is_held_gets_the_next_tasks() -> None:
+    # One task slot per one-thread worker: a slot taken by a held report would leave the worker idle.
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}), verifying_cluster(None) as cluster:
+        client = cluster.client
+        held_on = cluster.worker("held-on")
+        cluster.worker("other")
+        with dask.annotate(**{ANNOTATION: 1.0}):
+            held = client.submit(square, 3, workers=[held_on.address], pure=False)
+        client.sync(_until, lambda: cluster.verifier.counts["held"] == 1)
+
+        with dask.annotate(**{ANNOTATION: 0.0}):
+            work = client.map(square, range(40), pure=False)  # queued on the scheduler (root tasks)
+        assert client.gather(work) == [i * i for i in range(40)]
+        ran_on = {address for holders in client.who_has(work).values() for address in holders}
+        assert held_on.address in ran_on, "the worker whose result is held was left idle"
+        assert held.status == "pending" and cluster.verifier.state()["open_checks"] == 1  # still held
+        ts = cluster.scheduler.tasks[held.key]
+        assert ts.state == "processing" and ts.processing_on.address == held_on.address
+
+
+async def _until(condition, timeout: float = 60) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError("the condition did not come true")
+        await asyncio.sleep(0.01)
