@@ -159,6 +159,19 @@ def test_sessions_newest_first_with_paging(ledger: Ledger) -> None:
     assert ledger.sessions(offset=5) == []
 
 
+def test_sessions_of_one_requestor_on_one_escrow(ledger: Ledger) -> None:
+    add_session(ledger, hex32(1))
+    add_session(ledger, hex32(2), requestor=ALICE)  # someone else's wallet
+    add_session(ledger, hex32(3), chain_id=1)  # another chain
+    add_session(ledger, hex32(4), escrow=ALICE)  # another escrow contract
+    add_session(ledger, hex32(5))
+    ledger.update_session(hex32(5), status="open")
+    mine = dict(chain_id=1337, escrow=ESCROW)
+    assert [s.session_id for s in ledger.sessions_of(REQUESTOR, **mine)] == [hex32(5), hex32(1)]
+    assert [s.session_id for s in ledger.sessions_of(REQUESTOR, **mine, status="open")] == [hex32(5)]
+    assert ledger.sessions_of(BOB, **mine) == []
+
+
 def test_spent_and_settled(ledger: Ledger, session: str) -> None:
     for graph, status in enumerate(["pending", "submitted", "confirmed", "failed", "abandoned", "confirmed"], 1):
         add_graph(ledger, graph, payouts=[Payout(ALICE, 1.0, 0.0, BIG * graph, BIG * graph)], status=status)

@@ -314,6 +314,16 @@ class Ledger:
         page = (_count(limit, "limit"), _count(offset, "offset"))
         return self._sessions(f"{where} ORDER BY s.id DESC LIMIT ? OFFSET ?", (*args, *page))
 
+    def sessions_of(
+        self, requestor: str, *, chain_id: int, escrow: str, status: str | None = None
+    ) -> list[SessionRecord]:
+        """Every session ``requestor`` opened on the escrow contract ``escrow`` of chain ``chain_id``
+        (only those whose status is ``status``, if given), newest first."""
+        where, args = "WHERE s.requestor = ? AND s.chain_id = ? AND s.escrow = ?", (requestor, chain_id, escrow)
+        if status is not None:
+            where, args = f"{where} AND s.status = ?", (*args, status)
+        return self._sessions(f"{where} ORDER BY s.id DESC", args)
+
     def _sessions(self, tail: str, args: tuple[Any, ...]) -> list[SessionRecord]:
         # spent and settled: exact sums of the totals of this session's graphs, by status.
         total = "SELECT COALESCE(big_sum(total), '0') FROM graphs g WHERE g.session_id = s.session_id AND g.status"

@@ -12,9 +12,6 @@ from dataclasses import dataclass
 from ..chain import Chain
 from ..ledger import Ledger, SessionRecord
 
-PAGE = 500
-"""Ledger sessions read per query."""
-
 
 @dataclass(frozen=True)
 class SessionSummary:
@@ -69,18 +66,7 @@ def summarize(chain: Chain, record: SessionRecord) -> SessionSummary:
 def recorded_sessions(ledger: Ledger, chain: Chain, requestor: str) -> list[SessionRecord]:
     """The sessions the ledger has of ``requestor`` on this chain's escrow, newest first."""
     network = chain.network
-    found: list[SessionRecord] = []
-    offset = 0
-    while True:
-        page = ledger.sessions(limit=PAGE, offset=offset)
-        found += [
-            s
-            for s in page
-            if s.requestor == requestor and s.chain_id == network.chain_id and s.escrow == network.escrow
-        ]
-        if len(page) < PAGE:
-            return found
-        offset += PAGE
+    return ledger.sessions_of(requestor, chain_id=network.chain_id, escrow=network.escrow)
 
 
 def wallet_sessions(

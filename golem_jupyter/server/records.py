@@ -17,9 +17,6 @@ from ..home import golem_home
 from ..ledger import Ledger, SessionRecord
 from . import views
 
-SESSION_PAGE = 500
-"""Sessions read per query when looking for open ones."""
-
 
 def ledger_path() -> Path:
     return golem_home() / "ledger.sqlite"
@@ -67,18 +64,7 @@ def job(graph_id: str) -> dict[str, Any] | None:
 
 def open_sessions(requestor: str, chain_id: int, escrow: str) -> list[SessionRecord]:
     """Sessions of ``requestor`` on this escrow that the ledger has as open."""
-    found: list[SessionRecord] = []
     with open_ledger() as ledger:
         if ledger is None:
-            return found
-        offset = 0
-        while True:
-            page = ledger.sessions(limit=SESSION_PAGE, offset=offset)
-            found += [
-                s
-                for s in page
-                if s.status == "open" and s.requestor == requestor and s.chain_id == chain_id and s.escrow == escrow
-            ]
-            if len(page) < SESSION_PAGE:
-                return found
-            offset += SESSION_PAGE
+            return []
+        return ledger.sessions_of(requestor, chain_id=chain_id, escrow=escrow, status="open")
