@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask.array as da
 import pytest
@@ -30,6 +31,7 @@ from marketkit import (
 
 from golem_jupyter.chain import Wallet
 from golem_jupyter.chain.escrow import Allocation
+from golem_jupyter.chain.vouchers import sign_release
 from golem_jupyter.cli import main as cli_main
 from golem_jupyter.errors import BudgetExceeded, InvalidInput, MarketError
 from golem_jupyter.market.certificates import SessionCA
@@ -154,10 +156,13 @@ def test_closing_the_cluster_releases_every_allocation_and_refunds_the_rest_with
     assert record.settled == state.paid_out
 
 
-def test_a_provider_that_does_not_release_locks_only_its_own_allocation(market: Market) -> None:
-    """One of the two providers never answers the release request: it keeps its allocation (and
-    its claim window), the other releases, and everything else of the deposit is reclaimed at
-    once; the ledger says the session is closing, with what came back."""
+@pytest.mark.parametrize("answer", ["silence", "a release of another session", "a release for more"])
+def test_a_provider_that_does_not_release_locks_only_its_own_allocation(market: Market, answer: str) -> None:
+    """One of the two providers gives no usable release: it does not answer, or it answers with a
+    release it genuinely signed, but for another session (its release of an earlier one, say) or
+    for more than it earned. It keeps its allocation (and its claim window), the other releases,
+    and everything else of the deposit is reclaimed at once; the ledger says the session is
+    closing, with what came back."""
     chain = market.chain()
     requestor = Wallet.dev(0).address
     with rent(market) as cluster, Client(cluster) as client:
@@ -168,12 +173,23 @@ def test_a_provider_that_does_not_release_locks_only_its_own_allocation(market: 
         negotiator = cluster.payments.negotiator
         ask = negotiator.request
 
-        async def silent_about_releases(endpoint: str, provider: str, kind: str, body: dict) -> object:
-            if kind == "release" and provider == holdout:
-                raise ProviderUnreachable(f"Provider {provider} at {endpoint} did not answer (test).")
-            return await ask(endpoint, provider, kind, body)
+        key = next(w for w in map(Wallet.dev, range(10)) if w.address == holdout).account  # the provider's own
 
-        negotiator.request = silent_about_releases
+        async def holdout_answers(endpoint: str, provider: str, kind: str, body: dict) -> object:
+            if kind != "release" or provider != holdout:
+                return await ask(endpoint, provider, kind, body)
+            if answer == "silence":
+                raise ProviderUnreachable(f"Provider {provider} at {endpoint} did not answer (test).")
+            final = body["finalAmount"]
+            release = (
+                sign_release(key, chain.escrow.domain, os.urandom(32), final)
+                if answer == "a release of another session"
+                else sign_release(key, chain.escrow.domain, session_id, final + 1)
+            )
+            reply = {"agreementId": body["agreementId"], "finalAmount": final, "signature": release.signature}
+            return SimpleNamespace(kind="released", sender=holdout, body=reply)  # as the negotiator verified it
+
+        negotiator.request = holdout_answers
         before = chain.w3.eth.get_balance(requestor)
         start_block = chain.w3.eth.block_number + 1
     assert holdout in cluster.close_note and "claim window" in cluster.close_note, cluster.close_note
