@@ -118,8 +118,10 @@ async def _attack(worker: Any) -> None:
         "run_function": {"function": dumps(spy), "args": dumps(()), "kwargs": dumps({}), "wait": True},
         "register_scheduler_plugin": {"plugin": dumps(object()), "name": "spy", "idempotent": False},
         "register_worker_plugin": {"plugin": dumps(object()), "name": "spy"},
-        "golem_configure": {"prices": {worker.name: [10**15, 10**15, 0]}, "limit": 10**18},
+        "golem_configure": {"prices": {worker.name: [str(10**15), str(10**15), "0"]}, "limit": 10**18},
         "golem_meter_state": {},
+        "golem_verify_configure": {"fraction": 0.0},  # checking off, for everyone
+        "golem_verify_decide": {"check_id": "any", "release": True},
         "get_cluster_state": {"exclude": ()},
         "retire_workers": {"workers": [honest] if honest else [], "close_workers": True},
         "unregister": {"address": honest or "tls://127.0.0.1:1", "stimulus_id": "hostile"},

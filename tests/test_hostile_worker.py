@@ -60,6 +60,8 @@ def test_a_hostile_worker_with_a_genuine_certificate_gets_nothing_but_the_worker
             "register_worker_plugin",
             "golem_configure",
             "golem_meter_state",
+            "golem_verify_configure",
+            "golem_verify_decide",
             "get_cluster_state",
             "retire_workers",
             "unregister",
@@ -86,10 +88,10 @@ def test_a_hostile_worker_with_a_genuine_certificate_gets_nothing_but_the_worker
         assert workers == {honest, hostile.address}
         prices = client.run_on_scheduler(
             lambda dask_scheduler: {
-                n: t.to_wire() for n, t in dask_scheduler.plugins["golem-graph-meter"].prices.items()
+                n: t.cpu_second for n, t in dask_scheduler.plugins["golem-graph-meter"].prices.items()
             }
         )
-        assert prices[hostile.address][0] == 1  # the wei per CPU-second it offered, not 10**15
+        assert prices[hostile.address] == 1  # the wei per CPU-second it offered, not 10**15
 
         # Hostile results: refused or turned into a remote error; this process never allocates them.
         peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

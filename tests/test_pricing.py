@@ -126,19 +126,24 @@ def test_seconds_and_threads_must_be_finite_and_not_negative(call):
 # ---------------------------------------------------------------------------- the wire
 
 
-def test_the_wire_form_is_three_plain_ints_that_survive_json_and_msgpack():
-    tariff = Tariff(GWEI, 10 * GWEI, 2**64 + 5)
-    assert tariff.to_wire() == [GWEI, 10 * GWEI, 2**64 + 5]
+def test_the_wire_form_is_three_decimal_strings_that_survive_json_and_msgpack():
+    tariff = Tariff(GWEI, 10 * GWEI, 2**64 + 5)  # a start fee msgpack could not carry as an int
+    assert tariff.to_wire() == [str(GWEI), str(10 * GWEI), str(2**64 + 5)]
     assert Tariff.from_wire(json.loads(json.dumps(tariff.to_wire()))) == tariff
-    small = Tariff(GWEI, 10 * GWEI, 5)
-    assert Tariff.from_wire(msgpack.unpackb(msgpack.packb(small.to_wire()))) == small
-    assert Tariff.from_wire((1, 2, 3)) == Tariff(1, 2, 3)
+    assert Tariff.from_wire(msgpack.unpackb(msgpack.packb(tariff.to_wire()))) == tariff
+    biggest = Tariff(UINT256_MAX, UINT256_MAX, UINT256_MAX)
+    assert Tariff.from_wire(msgpack.unpackb(msgpack.packb(biggest.to_wire()))) == biggest
+    assert Tariff.from_wire(("1", "2", "3")) == Tariff(1, 2, 3)
 
 
 @pytest.mark.parametrize(
     "data",
-    [None, 5, "1,2,3", {"cpu_second": 1}, [], [1, 2], [1, 2, 3, 4], [1, -2, 3], [1, 2.0, 3], [1, 2, "3"], [True, 2, 3]],
-)
+    [
+        None, 5, "1,2,3", {"cpu_second": 1}, [], ["1", "2"], ["1", "2", "3", "4"], ["1", "-2", "3"],
+        ["1", "2.0", "3"], ["1", "2", 3], [1, 2, 3], ["1", " 2", "3"], ["1", "２", "3"], ["1", "2", "1e3"],
+        ["1", "2", str(2**256)], ["1", "2", "9" * 10_000], [True, "2", "3"],
+    ],
+)  # fmt: skip
 def test_from_wire_refuses_anything_but_three_whole_non_negative_numbers(data):
     with pytest.raises(InvalidInput):
         Tariff.from_wire(data)

@@ -12,7 +12,8 @@ arithmetic:
 * :meth:`Tariff.bill`: that price plus the start fee when it is the agreement's first paid
   bill (the provider's ``owed`` is its whole meter billed as a first bill);
 * :meth:`Tariff.bound`: the most a provider can charge for some wall time, for estimates;
-* :meth:`Tariff.to_wire` / :meth:`Tariff.from_wire`: the plain form sent to the scheduler.
+* :meth:`Tariff.to_wire` / :meth:`Tariff.from_wire`: the plain form sent to the scheduler
+  (decimal strings, as every amount that crosses a msgpack comm).
 
 Prices are computed exactly (seconds are floats, turned into exact fractions before they are
 multiplied: a price of 10^18 wei times a float would lose whole gwei) and rounded half to even
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ..chain.registry import Offer
 
 UINT256_MAX = 2**256 - 1
+_MAX_DIGITS = len(str(UINT256_MAX))
 
 
 @dataclass(frozen=True)
@@ -101,16 +103,23 @@ class Tariff:
         rate = max(self.cpu_second, self.gpu_second) if gpu else self.cpu_second
         return math.ceil(Fraction(_seconds(seconds, "seconds")) * threads * rate) + self.start_fee
 
-    def to_wire(self) -> list[int]:
-        """``[cpu_second, gpu_second, start_fee]``: plain ints, safe for JSON and msgpack."""
-        return [self.cpu_second, self.gpu_second, self.start_fee]
+    def to_wire(self) -> list[str]:
+        """``[cpu_second, gpu_second, start_fee]`` as decimal strings: msgpack (the scheduler's
+        comms) cannot carry an int of 2**64 wei or more, and an offer's prices may be that big."""
+        return [str(self.cpu_second), str(self.gpu_second), str(self.start_fee)]
 
     @classmethod
     def from_wire(cls, data: Any) -> Tariff:
         """The tariff :meth:`to_wire` wrote; anything else raises :class:`~golem_jupyter.errors.InvalidInput`."""
-        if not isinstance(data, (list, tuple)) or len(data) != 3:
-            raise InvalidInput(f"A tariff is sent as [cpu_second, gpu_second, start_fee] in wei; got {data!r}.")
-        return cls(*data)
+        if (
+            not isinstance(data, (list, tuple))
+            or len(data) != 3
+            or not all(isinstance(x, str) and x.isascii() and x.isdigit() and len(x) <= _MAX_DIGITS for x in data)
+        ):
+            raise InvalidInput(
+                f"A tariff is sent as [cpu_second, gpu_second, start_fee] in wei, decimal strings; got {data!r}."
+            )
+        return cls(*map(int, data))
 
 
 def _seconds(value: Any, what: str) -> float:
