@@ -295,10 +295,11 @@ class Verification:
         spec = pickle.loads(spec_bytes)  # trusted: the requestor's own graph, from its own scheduler
         dependencies = list(spec.dependencies)
         inputs: dict[Any, Any] = {}
-        if dependencies:
-            reply = await self.scheduler.gather(keys=dependencies)
+        if dependencies:  # fetched as for a re-run on another provider: not from the provider checked
+            reply = await self.scheduler.golem_verify_inputs(check_id=check)
             if reply.get("status") != "OK":
-                raise RuntimeError(f"the task's inputs could not be fetched ({reply.get('status')})")
+                why = reply.get("error") or reply.get("status")
+                raise RuntimeError(f"the task's inputs could not be fetched ({why})")
             inputs = reply["data"]
         import cloudpickle
 

@@ -14,6 +14,10 @@ The worker that reported it is free, though, and is given its next task at once 
 counts as a seceded one does).
 Meanwhile the same task runs again under a fresh key on a worker of another provider (a *twin*,
 with the same inputs), and the kernel is told when both are ready (``golem_verify_events``). The
+twin's inputs pass through this process (fetched from a worker of another provider than the one
+checked wherever one holds them, handed to the twin's worker under fresh keys, never decoded
+here): a twin that fetched them itself might fetch them from the provider it checks, which could
+doctor them to make the twin agree with its lie. The
 kernel compares the two results and either releases the held report (``golem_verify_decide``)
 or asks for a referee (``golem_verify_rerun`` on a third provider; with none, it runs the task
 on the requestor's own machine, reading the task's spec with ``golem_verify_spec``). A provider
@@ -72,6 +76,8 @@ class Check:
     held_at: float = field(default_factory=time.monotonic)
     reruns: dict[Any, dict[str, Any]] = field(default_factory=dict)
     """Twin key -> {"provider", "worker", "state"} for each re-run of the task."""
+    inputs: list[Any] = field(default_factory=list)
+    """Keys of the copies of the task's inputs this process handed to its re-runs' workers."""
     decided: bool = False
 
 
@@ -91,6 +97,8 @@ class Verifier(SchedulerPlugin):
         self.twins: dict[Any, str] = {}
         self.events: deque[dict[str, Any]] = deque()
         self._event: asyncio.Event | None = None
+        self._placing: set[asyncio.Future] = set()
+        """Re-runs whose inputs are on their way to the re-run's worker."""
         self._finished: Any = None
         self.producers: dict[Any, str] = {}
         """Key -> the provider whose report of it Dask accepted (until the key is forgotten): what to
@@ -109,6 +117,7 @@ class Verifier(SchedulerPlugin):
         scheduler.handlers["golem_verify_rerun"] = self.rerun
         scheduler.handlers["golem_verify_decide"] = self.decide
         scheduler.handlers["golem_verify_spec"] = self.spec
+        scheduler.handlers["golem_verify_inputs"] = self.inputs
         scheduler.handlers["golem_verify_state"] = self.state
         scheduler.handlers["golem_verify_fetch"] = self.fetch
         self._finished = scheduler.stream_handlers["task-finished"]
@@ -169,6 +178,19 @@ class Verifier(SchedulerPlugin):
         if response.get("status") != "OK" or key not in response.get("data", {}):
             return {"status": "error", "error": f"the worker answered {response.get('status')!r} without the result"}
         return {"status": "OK", "data": {key: response["data"][key]}}
+
+    async def inputs(self, check_id: str) -> dict[str, Any]:
+        """The inputs of the check's task for a re-run on the requestor's own machine, fetched as
+        for a twin (not from the provider checked where another holds them):
+        ``{"status": "OK", "data": {key: ...}}``, the bytes undecoded."""
+        check = self.checks.get(check_id)
+        ts = self.scheduler.tasks.get(check.key) if check else None
+        if check is None or ts is None:
+            return {"status": "gone"}
+        try:
+            return {"status": "OK", "data": await self._fetch_inputs(ts, check.provider)}
+        except (OSError, TimeoutError, RuntimeError) as error:
+            return {"status": "error", "error": f"{type(error).__name__}: {error}"}
 
     def spec(self, check_id: str) -> bytes | None:
         """The task's spec, pickled, for a re-run on the requestor's own machine (trusted: it came
@@ -296,13 +318,75 @@ class Verifier(SchedulerPlugin):
             return None
         # Named like any task of its kind: the provider that runs it cannot tell a check from work.
         twin = f"{key_split(check.key)}-{uuid.uuid4().hex}"
-        spec = ts.run_spec.substitute({}, key=twin)
         if self.meter is not None and check.graph_id is not None:
             self.meter.adopt_rerun(twin, check.graph_id)
         self.twins[twin] = check.check_id
         check.reruns[twin] = {"provider": None, "worker": None, "state": "waiting"}
         self.counts["reruns"] += 1
-        scheduler._create_taskstate_from_graph(
+        if not ts.dependencies:
+            self._submit(twin, ts.run_spec.substitute({}, key=twin), workers)
+            return twin
+        # Its inputs go through this process: were the re-run's worker to fetch them itself, it could
+        # fetch them from the provider being checked, which could hand it inputs doctored to make the
+        # re-run agree with its lie.
+        worker = min(workers, key=lambda address: len(scheduler.workers[address].processing))
+        task = asyncio.ensure_future(self._submit_with_inputs(check, twin, ts, worker))
+        self._placing.add(task)
+        task.add_done_callback(self._placing.discard)
+        return twin
+
+    async def _submit_with_inputs(self, check: Check, twin: Any, ts: Any, worker: str) -> None:
+        """Fetch the inputs of ``ts`` here, from a worker of another provider than the one checked
+        where one holds them, hand copies under fresh keys to ``worker`` and run the twin there on them."""
+        try:
+            inputs = await self._fetch_inputs(ts, check.provider)
+            copies = {key: f"{key_split(key)}-{uuid.uuid4().hex}" for key in inputs}
+            payloads = {copies[key]: payload for key, payload in inputs.items()}
+            nbytes = {copies[dts.key]: dts.get_nbytes() for dts in ts.dependencies}
+            if twin not in self.twins or self.scheduler.workers.get(worker) is None:
+                return  # decided, or the worker left, meanwhile
+            check.inputs += list(payloads)
+            stimulus_id = f"golem-verify-inputs-{time.time()}"
+            await self.scheduler.rpc(worker).update_data(data=payloads, stimulus_id=stimulus_id)
+            self.scheduler.update_data(who_has={k: [worker] for k in payloads}, nbytes=nbytes, client=CLIENT)
+            if twin not in self.twins:  # decided while the copies were on their way: nothing needs them
+                self.scheduler.client_releases_keys(keys=list(payloads), client=CLIENT, stimulus_id=stimulus_id)
+                return
+            self._submit(twin, ts.run_spec.substitute(copies, key=twin), [worker])
+        except Exception as error:  # noqa: BLE001 (a re-run that cannot start is a failed vote, never a crash)
+            logger.warning("A check's re-run of %r could not be started: %s", check.key, error)
+            rerun = check.reruns.get(twin)
+            if rerun is not None and twin in self.twins and rerun["state"] == "waiting":
+                rerun.update(state="erred", error=f"its inputs could not be handed over: {error}"[:500])
+                if all(r["state"] in ("memory", "erred") for r in check.reruns.values()):
+                    self._announce(check)
+
+    async def _fetch_inputs(self, ts: Any, checked: str) -> dict[Any, Any]:
+        """The inputs of ``ts`` as the workers send them (not decoded here), each from a worker of
+        another provider than ``checked`` where one holds it."""
+        inputs: dict[Any, Any] = {}
+        for dts in ts.dependencies:
+            source = self._input_source(dts, checked)
+            if source is None:
+                raise RuntimeError(f"no worker holds the input {dts.key!r} any more")
+            response = await get_data_from_worker(self.scheduler.rpc, [dts.key], source, who=self.scheduler.address)
+            if response.get("status") != "OK" or dts.key not in response.get("data", {}):
+                raise RuntimeError(f"the worker holding the input {dts.key!r} did not hand it over")
+            inputs[dts.key] = response["data"][dts.key]
+        return inputs
+
+    def _input_source(self, dts: Any, checked: str) -> str | None:
+        """A worker holding ``dts``: one of another provider than ``checked`` (and than those voted
+        down) if any holds it, else one of ``checked``'s own (then that provider hands its input to
+        the requestor, whose copy is what both runs are judged on)."""
+        holders = sorted(dts.who_has or (), key=lambda ws: ws.address)
+        others = [ws for ws in holders if str(ws.name) != checked and str(ws.name) not in self.excluded]
+        if others or holders:
+            return (others or holders)[0].address
+        return None
+
+    def _submit(self, twin: Any, spec: Any, workers: list[str]) -> None:
+        self.scheduler._create_taskstate_from_graph(
             start=time.time(),
             dsk={twin: spec},
             keys={twin},
@@ -315,7 +399,6 @@ class Verifier(SchedulerPlugin):
             span_metadata={"collections": []},
             user_priority=1,
         )
-        return twin
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, stimulus_id: str, **kwargs: Any) -> None:
         try:
@@ -428,9 +511,9 @@ class Verifier(SchedulerPlugin):
     def _forget_twins(self, check: Check) -> None:
         for twin in check.reruns:
             self.twins.pop(twin, None)
-        if check.reruns:
+        if check.reruns or check.inputs:
             self.scheduler.client_releases_keys(
-                keys=list(check.reruns), client=CLIENT, stimulus_id=f"client-releases-keys-{time.time()}"
+                keys=[*check.reruns, *check.inputs], client=CLIENT, stimulus_id=f"client-releases-keys-{time.time()}"
             )
 
     async def _remove_provider(self, provider: str) -> None:
