@@ -1,10 +1,11 @@
-"""A held report holds the result, not the worker (DESIGN.md section 6, "Results").
+"""A held report holds the result, not the worker, and never waits on a worker that left
+(DESIGN.md section 6, "Results").
 
 While a sampled result waits for its check, the worker that reported it has finished the task and
 is free: the scheduler must give it the next task, not count the held one as running. Otherwise
 every check costs its worker a thread for as long as the twin and the verdict take, and
 ``--verify`` slows a saturated graph by far more than the re-runs themselves (issue 18's
-benchmark). Nobody judges here, so the held report stays held for the whole test.
+benchmark). In the first test nobody judges, so the held report stays held for the whole test.
 """
 
 from __future__ import annotations
@@ -48,3 +49,31 @@ async def _until(condition, timeout: float = 60) -> None:
         if loop.time() > deadline:
             raise TimeoutError("the condition did not come true")
         await asyncio.sleep(0.01)
+
+
+def count_after(values: list, seconds: float) -> int:
+    """``len(values)``, after ``seconds`` of sleep: a re-run slow enough to lose its worker mid-way."""
+    import time
+
+    time.sleep(seconds)
+    return len(values)
+
+
+def test_a_check_whose_rerun_loses_its_worker_is_refereed_not_left_waiting() -> None:
+    """The re-run's worker leaves while it runs (with the copy of the inputs handed to it). Leaving is
+    no lie: nobody is accused, and the check goes to a referee (here the requestor's own machine, the
+    only provider left being the one checked) instead of waiting out the five minutes after which a
+    result is used unchecked."""
+    with verifying_cluster(0.0) as cluster:
+        client = cluster.client
+        checked = cluster.worker("checked")
+        leaving = cluster.worker("leaving")
+        with dask.annotate(**{ANNOTATION: 0.0}):
+            values = client.submit(list, range(5), workers=[checked.address], pure=False)
+        with dask.annotate(**{ANNOTATION: 1.0}):
+            result = client.submit(count_after, values, 0.5, workers=[checked.address], pure=False)
+        client.sync(_until, lambda: leaving.state.executing_count > 0)  # the re-run, on its copy of values
+        client.sync(leaving.close)
+        assert result.result(timeout=60) == 5
+        assert cluster.faults == [] and cluster.verification.stats.local_runs == 1
+        assert cluster.verifier.counts["unchecked"] == 0 and cluster.verifier.state()["open_checks"] == 0

@@ -407,13 +407,27 @@ class Verifier(SchedulerPlugin):
             return
         if finish == "forgotten":
             self.producers.pop(key, None)
-        if check_id is None or finish not in ("memory", "erred"):
+        if check_id is None or finish not in ("memory", "erred", "forgotten", "no-worker"):
             return
         check = self.checks.get(check_id)
         if check is None:
             return
         ts = self.scheduler.tasks.get(key)
         rerun = check.reruns[key]
+        if finish in ("forgotten", "no-worker"):
+            # Lost before it finished (its worker left, with it or with the inputs handed to it), or no
+            # worker that may run it is left. Leaving is no lie: the re-run is no vote at all, and the
+            # kernel, told of the check again, finds a referee instead of waiting for a result that
+            # will not come.
+            if rerun["state"] != "waiting":
+                return
+            del check.reruns[key]
+            self.twins.pop(key, None)
+            if finish == "no-worker":
+                self.scheduler.client_releases_keys(keys=[key], client=CLIENT, stimulus_id=stimulus_id)
+            if all(r["state"] in ("memory", "erred") for r in check.reruns.values()):
+                self._announce(check)
+            return
         rerun["state"] = finish
         if finish == "memory" and ts is not None and ts.who_has:
             ws = next(iter(ts.who_has))
