@@ -1,5 +1,6 @@
 """A held report holds the result, not the worker, and never waits on a worker that left
-(DESIGN.md section 6, "Results").
+(DESIGN.md section 6, "Results"); a worker too busy to hand a result over at once is asked again,
+not taken for a liar.
 
 While a sampled result waits for its check, the worker that reported it has finished the task and
 is free: the scheduler must give it the next task, not count the held one as running. Otherwise
@@ -10,8 +11,11 @@ benchmark). In the first test nobody judges, so the held report stays held for t
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask
 import pytest
+from distributed.diagnostics.plugin import WorkerPlugin
 from market_tasks import square
 from verifykit import verifying_cluster
 
@@ -77,3 +81,38 @@ def test_a_check_whose_rerun_loses_its_worker_is_refereed_not_left_waiting() -> 
         assert result.result(timeout=60) == 5
         assert cluster.faults == [] and cluster.verification.stats.local_runs == 1
         assert cluster.verifier.counts["unchecked"] == 0 and cluster.verifier.state()["open_checks"] == 0
+
+
+class BusyAtFirst(WorkerPlugin):
+    """An honest worker that answers the scheduler's first requests for data with "busy", as a worker
+    serving as many transfers as it may at once does."""
+
+    name = "busy-at-first"
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+
+    def setup(self, worker: Any) -> None:
+        get_data = worker.handlers["get_data"]
+        self.busy = 0
+
+        async def busy_get_data(comm: Any, keys: Any = (), who: Any = None, **kwargs: Any) -> Any:
+            if who == worker.scheduler.address and self.busy < self.times:
+                self.busy += 1
+                return {"status": "busy"}
+            return await get_data(comm, keys=keys, who=who, **kwargs)
+
+        worker.handlers["get_data"] = busy_get_data
+
+
+def test_a_worker_busy_serving_other_transfers_is_asked_again_not_accused() -> None:
+    with verifying_cluster(1.0) as cluster:
+        client = cluster.client
+        busy = cluster.worker("busy")
+        cluster.worker("other")
+        plugin = BusyAtFirst(times=3)
+        client.sync(busy.plugin_add, plugin, name=plugin.name)
+        future = client.submit(square, 7, workers=[busy.address], pure=False)
+        assert future.result(timeout=60) == 49
+        assert plugin.busy == 3
+        assert cluster.faults == [] and cluster.verification.stats.mismatches == 0

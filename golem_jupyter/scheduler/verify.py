@@ -61,6 +61,12 @@ CLIENT = "golem-verifier"
 CHECK_TIMEOUT = 300.0
 """Seconds a held report waits for the kernel's verdict before it is released unchecked."""
 
+BUSY_PATIENCE = 60.0
+"""Seconds to keep asking a worker for a result while it answers that it is busy."""
+
+JUDGED_BYTES = 256 << 20
+"""At most this many bytes of judged results are kept to hand on as inputs (the oldest go first)."""
+
 
 @dataclass
 class Check:
@@ -78,6 +84,8 @@ class Check:
     """Twin key -> {"provider", "worker", "state"} for each re-run of the task."""
     inputs: list[Any] = field(default_factory=list)
     """Keys of the copies of the task's inputs this process handed to its re-runs' workers."""
+    payload: Any = None
+    """The held result as the kernel fetched it to judge it (undecoded), once it has."""
     decided: bool = False
 
 
@@ -99,6 +107,10 @@ class Verifier(SchedulerPlugin):
         self._event: asyncio.Event | None = None
         self._placing: set[asyncio.Future] = set()
         """Re-runs whose inputs are on their way to the re-run's worker."""
+        self.judged: dict[Any, tuple[Any, int]] = {}
+        """Key -> (the bytes that passed its check, their size), while the key is in memory: what a
+        later re-run gets as that input, instead of asking the provider again (it could hand over
+        something else than what passed)."""
         self._finished: Any = None
         self.producers: dict[Any, str] = {}
         """Key -> the provider whose report of it Dask accepted (until the key is forgotten): what to
@@ -172,12 +184,38 @@ class Verifier(SchedulerPlugin):
         else:
             return {"status": "gone"}
         try:
-            response = await get_data_from_worker(self.scheduler.rpc, [key], worker, who=self.scheduler.address)
+            response = await self._get_data(worker, key)
         except (OSError, TimeoutError) as error:
             return {"status": "error", "error": f"{type(error).__name__}: {error}"}
         if response.get("status") != "OK" or key not in response.get("data", {}):
             return {"status": "error", "error": f"the worker answered {response.get('status')!r} without the result"}
+        if key == check.key:
+            check.payload = response["data"][key]
         return {"status": "OK", "data": {key: response["data"][key]}}
+
+    async def _get_data(self, worker: str, key: Any) -> dict[str, Any]:
+        """``get_data`` of ``key`` from ``worker``, asked again while it answers "busy" (it is serving
+        as many transfers as it may at once, which says nothing of its result), as Dask's own workers
+        do, for up to ``BUSY_PATIENCE`` seconds."""
+        delay, deadline = 0.01, time.monotonic() + BUSY_PATIENCE
+        while True:
+            response = await get_data_from_worker(self.scheduler.rpc, [key], worker, who=self.scheduler.address)
+            if response.get("status") != "busy" or time.monotonic() > deadline or worker not in self.scheduler.workers:
+                return response
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
+
+    def _keep_judged(self, key: Any, payload: Any) -> None:
+        size = _size(payload)
+        if size > JUDGED_BYTES:
+            return
+        self.judged.pop(key, None)
+        self.judged[key] = (payload, size)
+        total = sum(size for _, size in self.judged.values())
+        for oldest in list(self.judged):
+            if total <= JUDGED_BYTES:
+                break
+            total -= self.judged.pop(oldest)[1]
 
     async def inputs(self, check_id: str) -> dict[str, Any]:
         """The inputs of the check's task for a re-run on the requestor's own machine, fetched as
@@ -235,7 +273,8 @@ class Verifier(SchedulerPlugin):
         self._forget_twins(check)
         tainted = self._tainted(set(faulty)) if faulty else set()
         if release and check.provider not in faulty and check.key not in tainted:
-            self._release(check)
+            if self._release(check) and check.payload is not None:
+                self._keep_judged(check.key, check.payload)
         else:
             self.counts["dropped"] += 1
         for other in [c for c in self.checks.values() if c.key in tainted]:
@@ -366,10 +405,13 @@ class Verifier(SchedulerPlugin):
         another provider than ``checked`` where one holds it."""
         inputs: dict[Any, Any] = {}
         for dts in ts.dependencies:
+            if dts.key in self.judged:  # as it passed its own check
+                inputs[dts.key] = self.judged[dts.key][0]
+                continue
             source = self._input_source(dts, checked)
             if source is None:
                 raise RuntimeError(f"no worker holds the input {dts.key!r} any more")
-            response = await get_data_from_worker(self.scheduler.rpc, [dts.key], source, who=self.scheduler.address)
+            response = await self._get_data(source, dts.key)
             if response.get("status") != "OK" or dts.key not in response.get("data", {}):
                 raise RuntimeError(f"the worker holding the input {dts.key!r} did not hand it over")
             inputs[dts.key] = response["data"][dts.key]
@@ -407,6 +449,8 @@ class Verifier(SchedulerPlugin):
             return
         if finish == "forgotten":
             self.producers.pop(key, None)
+        if start == "memory" or finish == "forgotten":
+            self.judged.pop(key, None)  # computed again (or gone): what was judged is not its value
         if check_id is None or finish not in ("memory", "erred", "forgotten", "no-worker"):
             return
         check = self.checks.get(check_id)
@@ -454,8 +498,8 @@ class Verifier(SchedulerPlugin):
         if self._event is not None:
             self._event.set()
 
-    def _release(self, check: Check) -> None:
-        """Hand the held report to the scheduler, if the task still waits for that very report."""
+    def _release(self, check: Check) -> bool:
+        """Hand the held report to the scheduler, if the task still waits for that very report (True)."""
         ts = self.scheduler.tasks.get(check.key)
         message = check.message
         if (
@@ -468,7 +512,8 @@ class Verifier(SchedulerPlugin):
             self.counts["released"] += 1
             self.producers[check.key] = check.provider
             self._finished(**message)
-        # Otherwise the task moved on (its worker left, it was cancelled): Dask would drop this report too.
+            return True
+        return False  # the task moved on (its worker left, it was cancelled): Dask would drop this report too
 
     def _tainted(self, providers: set[str]) -> set[Any]:
         """Every result those providers returned that Dask still holds, and every task that read one of
@@ -556,3 +601,14 @@ class Verifier(SchedulerPlugin):
             del self.checks[check.check_id]
             self.by_key.pop(check.key, None)
             self._forget_twins(check)
+
+
+def _size(payload: Any) -> int:
+    """Bytes in a payload as a worker sent it (frames undecoded, or plain bytes)."""
+    frames = getattr(payload, "frames", None)
+    if frames is not None:
+        return sum(memoryview(frame).nbytes for frame in frames)
+    try:
+        return memoryview(payload).nbytes
+    except TypeError:
+        return 0
