@@ -170,6 +170,9 @@ class GraphRun:
     """Providers voted down by verification in this graph: nothing of it is paid to them."""
     checks: dict[str, Any] = field(default_factory=lambda: {"checked": 0, "reruns": 0, "mismatches": 0, "cost": 0.0})
     """What verification did in this graph: tasks checked, re-runs, mismatches, and what the re-runs cost (wei)."""
+    rerun_charges: dict[str, float] = field(default_factory=dict)
+    """Provider -> what its verification re-runs in this graph were charged (taken out of the checks'
+    cost again if it forfeits the graph: what is not paid costs nothing)."""
 
 
 class GraphMeter(SchedulerPlugin):
@@ -475,6 +478,7 @@ class GraphMeter(SchedulerPlugin):
         self.spent += charge
         if run is not None and key in self.reruns:
             run.checks["cost"] += charge
+            run.rerun_charges[provider] = run.rerun_charges.get(provider, 0.0) + charge
         if self.limit is not None and not self.exhausted and self.spent >= self.limit:
             self.exhausted = True
             # Never start transitions from inside a stream handler.
@@ -548,6 +552,7 @@ class GraphMeter(SchedulerPlugin):
         if run is None:
             return
         run.forfeited.add(provider)
+        run.checks["cost"] -= run.rerun_charges.pop(provider, 0.0)
         usage = run.usage.pop(provider, None)
         if usage is not None and provider in self.prices:
             tariff = self.prices[provider]
