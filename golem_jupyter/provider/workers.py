@@ -23,6 +23,7 @@ from pathlib import Path
 
 import trio
 
+from .._environment import is_secret_name
 from ..errors import GolemError
 from ..worker.meter import METER_ENV
 from .sandbox import (
@@ -167,13 +168,6 @@ async def run_worker(worker: WorkerSpec, *, task_status=trio.TASK_STATUS_IGNORED
 # ---------------------------------------------------------------------------- sandbox "none"
 
 
-_SECRET_WORDS = ("KEY", "PASSWORD", "SECRET", "TOKEN", "MNEMONIC", "KEYSTORE")
-
-
-def _secret(name: str) -> bool:
-    return any(word in name.upper() for word in _SECRET_WORDS)
-
-
 async def _run_unconfined(worker: WorkerSpec, task_status) -> int:
     command = worker_command(
         scheduler=worker.scheduler,
@@ -185,7 +179,7 @@ async def _run_unconfined(worker: WorkerSpec, task_status) -> int:
         lie_fraction=worker.lie_fraction,
     )
     # Unconfined, but not handed the agent's secrets (the operator chose no sandbox, not that).
-    env = {name: value for name, value in os.environ.items() if not _secret(name)}
+    env = {name: value for name, value in os.environ.items() if not is_secret_name(name)}
     env.update({METER_ENV: str(worker.directory / "meter.json"), "PYTHONUNBUFFERED": "1"})
     with open(worker.directory / "worker.log", "ab") as log:
         process = await trio.lowlevel.open_process(

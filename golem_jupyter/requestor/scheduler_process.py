@@ -20,6 +20,7 @@ from typing import IO
 
 from distributed.deploy.spec import ProcessInterface
 
+from .._environment import is_secret_name
 from ..errors import GolemError
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ STOP_TIMEOUT = 5.0
 
 _PASSED_ON = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "TERM", "VIRTUAL_ENV", "CONDA_PREFIX")
 _PASSED_ON_PREFIXES = ("DASK_", "PYTHON", "LC_", "OMP_", "OPENBLAS_", "MKL_", "LD_LIBRARY_PATH")
-_NEVER = ("KEY", "PASSWORD", "SECRET", "TOKEN", "MNEMONIC", "KEYSTORE")
 
 
 def scheduler_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -44,8 +44,7 @@ def scheduler_environment(environ: dict[str, str] | None = None) -> dict[str, st
     return {
         name: value
         for name, value in environ.items()
-        if (name in _PASSED_ON or name.startswith(_PASSED_ON_PREFIXES))
-        and not any(word in name.upper() for word in _NEVER)
+        if (name in _PASSED_ON or name.startswith(_PASSED_ON_PREFIXES)) and not is_secret_name(name)
     }
 
 
