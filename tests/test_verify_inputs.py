@@ -37,36 +37,50 @@ def total(values: list[int]) -> int:
     return sum(values)
 
 
-class DoctorsInputsForPeers(WorkerPlugin):
-    """Lies about every ``total`` (+ 1) and serves other workers a ``numbers`` list with its first
-    item + 1, so that their ``total`` of it agrees with the lie; the scheduler gets the truth."""
+class TwoFaced(WorkerPlugin):
+    """A hostile worker's ``get_data``: each value asked for passes through :meth:`doctor` (which
+    knows whether the requestor's scheduler is asking, as a provider knows from the peer's
+    certificate) and the worker's memory is left as it was. With ``lies_about_totals``, every
+    ``total`` it computes is also a lie (+ 1)."""
 
-    name = "doctors-inputs-for-peers"
+    name = "two-faced"
+    lies_about_totals = True
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
         self.doctored = 0
         get_data = worker.handlers["get_data"]
 
-        async def doctored_get_data(comm: Any, keys: Any = (), who: Any = None, **kwargs: Any) -> Any:
-            if who == worker.scheduler.address or not any(str(k).startswith("numbers") for k in keys):
-                return await get_data(comm, keys=keys, who=who, **kwargs)
-            true = {k: worker.data[k] for k in keys if k in worker.data}
-            for key in true:
-                if str(key).startswith("numbers"):
-                    worker.data[key] = [true[key][0] + 1, *true[key][1:]]
-                    self.doctored += 1
+        async def two_faced_get_data(comm: Any, keys: Any = (), who: Any = None, **kwargs: Any) -> Any:
+            true = {}
+            for key in keys:
+                if key in worker.data:
+                    lie = self.doctor(key, worker.data[key], to_scheduler=who == worker.scheduler.address)
+                    if lie is not None:
+                        true[key], worker.data[key] = worker.data[key], lie
+                        self.doctored += 1
             try:
                 return await get_data(comm, keys=keys, who=who, **kwargs)
             finally:
-                for key, value in true.items():
-                    worker.data[key] = value
+                worker.data.update(true)
 
-        worker.handlers["get_data"] = doctored_get_data
+        worker.handlers["get_data"] = two_faced_get_data
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        """What to hand over instead of ``value``, or None for the truth."""
+        return None
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start == "executing" and finish == "memory" and str(key).startswith("total"):
+        if self.lies_about_totals and start == "executing" and finish == "memory" and str(key).startswith("total"):
             self.worker.data[key] = self.worker.data[key] + 1
+
+
+class DoctorsInputsForPeers(TwoFaced):
+    """Lies about every ``total`` and serves other workers a ``numbers`` list with its first item + 1,
+    so that their ``total`` of it agrees with the lie; the scheduler gets the truth."""
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return None if to_scheduler or not str(key).startswith("numbers") else [value[0] + 1, *value[1:]]
 
 
 def test_a_check_does_not_read_its_inputs_from_the_provider_it_checks() -> None:
@@ -85,38 +99,22 @@ def test_a_check_does_not_read_its_inputs_from_the_provider_it_checks() -> None:
         assert plugin.doctored == 0, "the re-run's worker read an input from the provider it checked"
 
 
-class DoctorsInputsOnceChecked(WorkerPlugin):
+class DoctorsInputsOnceChecked(TwoFaced):
     """Lies about every ``total`` (+ 1); hands the requestor's scheduler each ``numbers`` list
     truthfully the first time it asks (that is the check of ``numbers`` itself) and doctored (first
     item + 1) ever after; anyone else gets the truth."""
 
-    name = "doctors-inputs-once-checked"
-
     def setup(self, worker: Any) -> None:
-        self.worker = worker
+        super().setup(worker)
         self.asked: set[Any] = set()
-        self.doctored = 0
-        get_data = worker.handlers["get_data"]
 
-        async def doctored_get_data(comm: Any, keys: Any = (), who: Any = None, **kwargs: Any) -> Any:
-            if who != worker.scheduler.address:
-                return await get_data(comm, keys=keys, who=who, **kwargs)
-            true = {k: worker.data[k] for k in keys if str(k).startswith("numbers") and k in self.asked}
-            self.asked.update(k for k in keys if str(k).startswith("numbers"))
-            for key, value in true.items():
-                worker.data[key] = [value[0] + 1, *value[1:]]
-                self.doctored += 1
-            try:
-                return await get_data(comm, keys=keys, who=who, **kwargs)
-            finally:
-                for key, value in true.items():
-                    worker.data[key] = value
-
-        worker.handlers["get_data"] = doctored_get_data
-
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start == "executing" and finish == "memory" and str(key).startswith("total"):
-            self.worker.data[key] = self.worker.data[key] + 1
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        if not to_scheduler or not str(key).startswith("numbers"):
+            return None
+        if key not in self.asked:
+            self.asked.add(key)
+            return None
+        return [value[0] + 1, *value[1:]]
 
 
 def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
@@ -139,27 +137,14 @@ def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
         assert plugin.doctored == 0, "the requestor asked the provider checked for an input it had judged"
 
 
-class LiesOnlyToTheClient(WorkerPlugin):
+class LiesOnlyToTheClient(TwoFaced):
     """Computes honestly and hands the requestor's scheduler (which fetches what the kernel judges)
     the truth, but answers anyone else asking for a ``total`` with the truth + 1."""
 
-    name = "lies-only-to-the-client"
+    lies_about_totals = False
 
-    def setup(self, worker: Any) -> None:
-        get_data = worker.handlers["get_data"]
-
-        async def two_faced_get_data(comm: Any, keys: Any = (), who: Any = None, **kwargs: Any) -> Any:
-            if who == worker.scheduler.address:
-                return await get_data(comm, keys=keys, who=who, **kwargs)
-            true = {k: worker.data[k] for k in keys if str(k).startswith("total") and k in worker.data}
-            for key, value in true.items():
-                worker.data[key] = value + 1
-            try:
-                return await get_data(comm, keys=keys, who=who, **kwargs)
-            finally:
-                worker.data.update(true)
-
-        worker.handlers["get_data"] = two_faced_get_data
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return None if to_scheduler or not str(key).startswith("total") else value + 1
 
 
 @pytest.mark.xfail(

@@ -111,6 +111,7 @@ class Verifier(SchedulerPlugin):
         """Key -> (the bytes that passed its check, their size), while the key is in memory: what a
         later re-run gets as that input, instead of asking the provider again (it could hand over
         something else than what passed)."""
+        self._judged_bytes = 0
         self._finished: Any = None
         self.producers: dict[Any, str] = {}
         """Key -> the provider whose report of it Dask accepted (until the key is forgotten): what to
@@ -209,13 +210,15 @@ class Verifier(SchedulerPlugin):
         size = _size(payload)
         if size > JUDGED_BYTES:
             return
-        self.judged.pop(key, None)
+        self._forget_judged(key)
         self.judged[key] = (payload, size)
-        total = sum(size for _, size in self.judged.values())
-        for oldest in list(self.judged):
-            if total <= JUDGED_BYTES:
-                break
-            total -= self.judged.pop(oldest)[1]
+        self._judged_bytes += size
+        while self._judged_bytes > JUDGED_BYTES:
+            self._forget_judged(next(iter(self.judged)))  # the oldest
+
+    def _forget_judged(self, key: Any) -> None:
+        _, size = self.judged.pop(key, (None, 0))
+        self._judged_bytes -= size
 
     async def inputs(self, check_id: str) -> dict[str, Any]:
         """The inputs of the check's task for a re-run on the requestor's own machine, fetched as
@@ -423,9 +426,8 @@ class Verifier(SchedulerPlugin):
         the requestor, whose copy is what both runs are judged on)."""
         holders = sorted(dts.who_has or (), key=lambda ws: ws.address)
         others = [ws for ws in holders if str(ws.name) != checked and str(ws.name) not in self.excluded]
-        if others or holders:
-            return (others or holders)[0].address
-        return None
+        candidates = others or holders
+        return candidates[0].address if candidates else None
 
     def _submit(self, twin: Any, spec: Any, workers: list[str]) -> None:
         self.scheduler._create_taskstate_from_graph(
@@ -450,7 +452,7 @@ class Verifier(SchedulerPlugin):
         if finish == "forgotten":
             self.producers.pop(key, None)
         if start == "memory" or finish == "forgotten":
-            self.judged.pop(key, None)  # computed again (or gone): what was judged is not its value
+            self._forget_judged(key)  # computed again (or gone): what was judged is not its value
         if check_id is None or finish not in ("memory", "erred", "forgotten", "no-worker"):
             return
         check = self.checks.get(check_id)
