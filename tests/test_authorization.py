@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from distributed import Client
+from distributed import Client, wait
 from distributed.core import rpc
 from distributed.protocol.pickle import dumps
+from distributed.protocol.serialize import ToPickle
 from distributed.security import Security
 from market_tasks import square
 from marketkit import Market, local_market
@@ -288,3 +290,79 @@ def test_the_scheduler_process_holds_no_key(market: Market, monkeypatch: pytest.
         credentials = Path(cmdline.split(b"\0")[cmdline.split(b"\0").index(b"--credentials") + 1].decode())
         assert sorted(p.name for p in credentials.iterdir()) == ["ca.pem", "scheduler.key", "scheduler.pem"]
         assert client.submit(square, 4).result() == 16
+
+
+class _Opens:
+    """Pickles as ``open(path, "w")``: unpickling it creates ``path`` (any callable would run)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return open, (self.path, "w")
+
+
+def test_a_pickle_in_a_workers_message_is_not_unpickled_by_the_scheduler(session, tmp_path):
+    """Dask's wire format carries pickles (``ToPickle``) that the reading side unpickles as it reads
+    the message, before any handler or role check runs: the requestor's client sends its graphs
+    that way. The same bytes in a message from a worker certificate must not run in the
+    requestor's scheduler process; the connection is refused and the scheduler serves on."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    marker = tmp_path / "pwned-by-a-message"
+
+    async def attack() -> object:
+        async with rpc(cluster.scheduler_address, connection_args=security.get_connection_args("client")) as r:
+            try:
+                return await asyncio.wait_for(r.identity(payload=ToPickle(_Opens(str(marker)))), 30)
+            except Exception as error:  # noqa: BLE001 (the refusal is what we look at)
+                return error
+
+    outcome = asyncio.run(attack())
+    assert not marker.exists(), "a worker's pickle ran in the requestor's scheduler process"
+    assert isinstance(outcome, (OSError, TimeoutError)), outcome
+    wait_for_log(cluster, "refused a pickle")
+    assert client.submit(square, 7).result() == 49
+
+
+def test_a_pickle_in_a_workers_answer_is_not_unpickled_by_the_scheduler(session, tmp_path):
+    """The scheduler fetches results from workers (for the client's gather, for checks) and reads
+    their answers: a worker that answers ``get_data`` with a pickle must not run code in the
+    requestor's scheduler process. Here the rented provider's own worker turns hostile (a provider
+    controls its worker completely); the client's gather fails, the scheduler lives."""
+    cluster, client = session
+    [address] = client.scheduler_info()["workers"]
+    marker = tmp_path / "pwned-by-an-answer"
+    future = client.submit(square, 8, key="answered-with-a-pickle")
+    wait(future)
+
+    def answer_with_a_pickle(dask_worker: Any, path: str) -> None:
+        from distributed.protocol.serialize import ToPickle
+
+        class Opens:  # defined here: the worker cannot import this test module
+            def __reduce__(self) -> tuple[Any, ...]:
+                return open, (path, "w")
+
+        original = dask_worker.handlers["get_data"]
+        dask_worker.handlers["_honest_get_data"] = original
+
+        async def get_data(comm: Any, keys: Any = (), **kwargs: Any) -> Any:
+            return {"status": "OK", "data": {key: ToPickle(Opens()) for key in keys}}
+
+        dask_worker.handlers["get_data"] = get_data
+
+    pid = client.run_on_scheduler(os.getpid)
+    client.run(answer_with_a_pickle, path=str(marker), workers=[address])
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (whatever the client says, nothing may have run)
+            future.result(timeout=5)
+        wait_for_log(cluster, "The scheduler refused a pickle from")
+    finally:
+        client.run(
+            lambda dask_worker: dask_worker.handlers.__setitem__("get_data", dask_worker.handlers["_honest_get_data"]),
+            workers=[address],
+        )
+    assert not marker.exists(), "a worker's answer ran a pickle in the requestor's scheduler process"
+    assert client.run_on_scheduler(os.getpid) == pid
+    assert client.submit(square, 9).result() == 81

@@ -27,7 +27,7 @@ import dask
 from distributed import Scheduler
 
 from ..market.certificates import security_for
-from ..trust._authorization import authorize_by_role
+from ..trust._authorization import authorize_by_role, unpickle_only_from_the_client
 from .metering import GraphMeter
 from .verify import Verifier
 
@@ -50,6 +50,7 @@ async def serve(args: argparse.Namespace) -> None:
         idle_timeout=None,
     )
     authorize_by_role(scheduler)  # before it listens: a worker's certificate gets the worker protocol only
+    unpickle_only_from_the_client()  # and sends no pickle that this process would run
     meter = GraphMeter()
     # The verifier first: it wraps the scheduler's own "task-finished" handler, so the meter (which
     # wraps what it finds) charges a report when it arrives, and the verifier holds it from Dask.

@@ -18,7 +18,8 @@ every unpickle distributed does in this process through it (``_hooks.py``).
 
 In the scheduler process, :func:`authorize_by_role` serves each peer by the role its
 certificate names: a provider's worker gets the worker protocol and nothing else
-(``_authorization.py``); in a provider's worker, :func:`serve_peers_by_role` lets the
+(``_authorization.py``), and :func:`unpickle_only_from_the_client` keeps it from unpickling
+what anyone but the requestor's client sends; in a provider's worker, :func:`serve_peers_by_role` lets the
 session's other workers fetch data and nothing else.
 
 Result verification (DESIGN.md section 6, ``--verify FRACTION``): :class:`Sampler` picks the tasks
@@ -36,6 +37,7 @@ from ._authorization import (
     PeerRefused,
     authorize_by_role,
     serve_peers_by_role,
+    unpickle_only_from_the_client,
 )
 from ._compare import DEFAULT_ATOL, DEFAULT_RTOL, Mismatch, compare, default_tolerances, digest
 from ._errors import PayloadTooDeep, PayloadTooLarge, RemoteTaskError, UnsafePayload
@@ -81,4 +83,5 @@ __all__ = [
     "restricted_loads",
     "serve_peers_by_role",
     "uninstall_decoder",
+    "unpickle_only_from_the_client",
 ]

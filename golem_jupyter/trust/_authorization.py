@@ -20,21 +20,32 @@ naming the provider: an allowlist, not a denylist. It works by wrapping the comm
 connects with, so it sees every message before distributed dispatches it, on the plain
 connection and on the stream alike.
 
+One thing happens before any handler or check can look at a message: distributed unpickles the
+``ToPickle`` parts of a message while it reads it (the client sends its graphs that way), and a
+pickle runs whatever it names. :func:`unpickle_only_from_the_client` therefore lets the
+scheduler process unpickle only what a peer with the client's (or the scheduler's) certificate
+sent; a pickle in anything a worker sends, a request or an answer to the scheduler's own
+``get_data``, is refused and that connection dropped.
+
 This runs in the scheduler process (see :mod:`golem_jupyter.scheduler`).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
-from distributed.comm.core import Comm
+from distributed.comm.core import Comm, CommClosedError
 from distributed.core import _expects_comm, error_message
 
 from ..errors import GolemError
 from ..market.certificates import Role, peer_identity
+from ._errors import UnsafePayload
+from ._hooks import _swap_everywhere
 
 logger = logging.getLogger("golem_jupyter.trust.authorization")
 
@@ -80,6 +91,13 @@ class PeerRefused(GolemError, PermissionError):
     """The scheduler refused a request because of the role the peer's certificate names."""
 
 
+_READING_A_PROVIDER: ContextVar[bool] = ContextVar("golem_reading_a_provider", default=False)
+"""True while a comm reads what a peer other than the requestor's client sent (in the task that
+reads, and in the thread distributed may hand the decoding to)."""
+
+_TRUSTED_ROLES = (Role.CLIENT, Role.SCHEDULER)
+
+
 def authorize_by_role(scheduler: Any) -> None:
     """Serve every connection to ``scheduler`` by its peer's role. Call before it starts listening."""
     serve = scheduler.handle_comm
@@ -87,11 +105,62 @@ def authorize_by_role(scheduler: Any) -> None:
 
     def handle_comm(comm: Comm) -> Any:
         role, name = peer_identity(comm.extra_info.get("peercert"))
-        if role in (Role.CLIENT, Role.SCHEDULER):
+        if role in _TRUSTED_ROLES:
             return serve(comm)
         return serve(_WorkerComm(comm, scheduler, name or "<no name>", role))
 
     scheduler.handle_comm = handle_comm
+
+
+def unpickle_only_from_the_client() -> None:
+    """In the requestor's scheduler process, unpickle only bytes the requestor's client sent.
+
+    Distributed unpickles a message's ``ToPickle`` parts as it reads the message, before any
+    handler or role check runs, and the requestor's client sends its graphs that way, so the
+    scheduler cannot simply stop unpickling. Every comm read now says whose bytes it reads: a
+    peer whose certificate names the client or the scheduler may send pickles; any other peer's
+    pickle (in a request, on a worker's stream, or in a worker's answer to the scheduler's own
+    ``get_data``) raises :class:`UnsafePayload` before a byte of it is unpickled, and that
+    connection is dropped with a log line naming the peer. Outside reads the scheduler unpickles
+    as before: its own pickles, and the client's graph its handler deserializes. No handler a
+    worker may call unpickles what the worker sent (results stay undecoded bytes here).
+
+    Process-wide and not undone: call it in the scheduler process only (a process that also runs
+    plain, certificate-less clusters would refuse their pickles too). Idempotent.
+    """
+    protocol_pickle = importlib.import_module("distributed.protocol.pickle")
+    tcp = importlib.import_module("distributed.comm.tcp")
+    if getattr(tcp.TCP.read, "_golem_by_role", False):
+        return
+    original_loads = protocol_pickle.loads
+    original_read = tcp.TCP.read
+
+    def loads(x: Any, *, buffers: Iterable[Any] = ()) -> Any:
+        if _READING_A_PROVIDER.get():
+            raise UnsafePayload("pickle", "only the requestor's client may send the scheduler a pickle")
+        return original_loads(x, buffers=buffers)
+
+    async def read(comm: Any, deserializers: Any = None) -> Any:
+        role, name = peer_identity(comm.extra_info.get("peercert"))
+        token = _READING_A_PROVIDER.set(role not in _TRUSTED_ROLES)
+        try:
+            return await original_read(comm, deserializers)
+        except UnsafePayload as refused:
+            logger.warning(
+                "The scheduler refused a pickle from %s (%s, %s) and dropped the connection: %s",
+                name or "<no name>",
+                role.value if role else "no role",
+                comm.peer_address,
+                refused,
+            )
+            comm.abort()
+            raise CommClosedError(f"refused a pickle from {name or comm.peer_address}") from refused
+        finally:
+            _READING_A_PROVIDER.reset(token)
+
+    read._golem_by_role = True  # type: ignore[attr-defined]
+    _swap_everywhere(original_loads, loads, "loads")
+    tcp.TCP.read = read
 
 
 def serve_peers_by_role(worker: Any) -> None:

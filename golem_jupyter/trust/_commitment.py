@@ -1,0 +1,125 @@
+"""A result's commitment: a digest of the bytes a worker hands over for it.
+
+DESIGN.md section 6, "Results". A provider's worker could hand the requestor's scheduler one
+value when the scheduler fetches a result to check it, and another when the client gathers it
+(or when a check's re-run needs it as an input): a check that judged the first would vouch for
+the second. So the worker commits first. When a task finishes, the provider's meter
+(:mod:`golem_jupyter.worker.meter`) puts :func:`commit` of the result into the task's report,
+before anyone asks for the result and before the provider could know whether the task is
+checked. Wherever the requestor's scheduler later receives the result's bytes, it digests what
+arrived (:func:`digest_payload`, without decoding it) and compares: a provider that hands anyone
+other bytes than it committed to is caught by that comparison, every time, not by sampling.
+
+What is digested is the result as a worker's ``get_data`` writes it: distributed's ``serialize``
+(the "dask" family, then "pickle", pickle protocol 5), its header without the transport's own
+fields (compression, frame splitting, frame counts, whether a buffer was writeable), and each
+frame's bytes before compression and splitting. The header is part of it: it says how the bytes
+are read (a dtype, a shape), so bytes alone would let a provider change the value they make.
+
+A value the worker mutates after it finished (a later task that changes its input in place)
+serializes differently and no longer matches: Dask's own rule, that tasks do not mutate their
+inputs, is what keeps an honest provider's commitment true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+from distributed.protocol.compression import decompress
+from distributed.protocol.serialize import (
+    Serialize,
+    Serialized,
+    msgpack_decode_default,
+    msgpack_encode_default,
+    serialize,
+)
+from distributed.protocol.utils import msgpack_opts
+
+COMMITMENT = "golem-digest"
+"""Task metadata key under which a provider's worker reports its commitment to the result."""
+
+SERIALIZERS = ("dask", "pickle")
+"""The families a worker's ``get_data`` serializes with (distributed's default)."""
+
+TRANSPORT_FIELDS = frozenset({"compression", "split-num-sub-frames", "split-offsets", "num-sub-frames", "writeable"})
+"""Header fields the transport sets or may change without changing the value."""
+
+_DOMAIN = b"golem-result-commitment/1\0"
+_FORM = re.compile(r"[0-9a-f]{64}")
+
+
+def commit(value: Any) -> str | None:
+    """The commitment to ``value`` (hex sha256), or None for a value distributed cannot serialize
+    (no one can fetch it either)."""
+    try:
+        # Wrapped as get_data wraps it (distributed then serializes a collection item by item).
+        header, frames = serialize(
+            Serialize(value), serializers=SERIALIZERS, on_error="raise", context={"pickle-protocol": pickle.HIGHEST_PROTOCOL}
+        )
+        # The header as the receiving side sees it: msgpack turns lists into tuples, and so on.
+        packed = msgpack.dumps(header, default=msgpack_encode_default, use_bin_type=True)
+        wire = msgpack.loads(packed, object_hook=msgpack_decode_default, use_list=False, **msgpack_opts)
+    except Exception:  # noqa: BLE001 (unserializable: there are no bytes to commit to)
+        return None
+    return _digest(wire, [[frame] for frame in frames])
+
+
+def digest_payload(payload: Any) -> str:
+    """The digest of a result as the requestor's scheduler received it from a worker: equal to
+    the worker's :func:`commit` if the worker handed over what it committed to.
+
+    ``payload`` is what a ``get_data`` answer holds for the key, undecoded: ``Serialized``
+    (header and frames, over a network comm) or ``Serialize`` (the value itself, over an
+    in-process comm). Anything else, or bytes that cannot be read back into frames, digests to a
+    string that is no commitment at all.
+    """
+    if isinstance(payload, Serialize):
+        return commit(payload.data) or "no commitment: the value does not serialize"
+    if not isinstance(payload, Serialized):
+        return f"no commitment: a {type(payload).__name__} instead of serialized bytes"
+    try:
+        header, frames = payload.header, list(payload.frames)
+        if any(header.get("compression") or ()):
+            frames = decompress(header, frames)
+        counts = header.get("split-num-sub-frames") or (1,) * len(frames)
+        if sum(counts) != len(frames):
+            return "no commitment: the header does not describe the frames"
+        originals, at = [], 0
+        for count in counts:  # frames split for the wire, grouped back into the frames serialized
+            originals.append(frames[at : at + count])
+            at += count
+        return _digest(header, originals)
+    except Exception as error:  # noqa: BLE001 (a malformed payload is simply not what was committed to)
+        return f"no commitment: {type(error).__name__}"
+
+
+def is_commitment(value: object) -> bool:
+    """Whether ``value`` has the form of a commitment (what a report's metadata should hold)."""
+    return isinstance(value, str) and _FORM.fullmatch(value) is not None
+
+
+def _digest(header: dict[str, Any], frames: Iterable[list[Any]]) -> str:
+    hasher = hashlib.sha256(_DOMAIN)
+    canonical = msgpack.dumps(_canonical(header), use_bin_type=True)
+    hasher.update(len(canonical).to_bytes(8, "big") + canonical)
+    for parts in frames:
+        views = [memoryview(part).cast("B") for part in parts]
+        hasher.update(sum(view.nbytes for view in views).to_bytes(8, "big"))
+        for view in views:
+            hasher.update(view)
+    return hasher.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """The header without transport fields, dicts as pairs sorted by key, sequences as lists."""
+    if isinstance(value, dict):
+        pairs = [[_canonical(k), _canonical(v)] for k, v in value.items() if k not in TRANSPORT_FIELDS]
+        return {"dict": sorted(pairs, key=lambda pair: msgpack.dumps(pair[0], use_bin_type=True))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    return value
