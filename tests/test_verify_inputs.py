@@ -24,6 +24,7 @@ import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 from verifykit import verifying_cluster
 
+from golem_jupyter.scheduler import verify
 from golem_jupyter.scheduler.verify import ANNOTATION
 
 pytestmark = pytest.mark.timeout(300)
@@ -86,10 +87,9 @@ class DoctorsInputsForPeers(TwoFaced):
 def test_a_check_does_not_read_its_inputs_from_the_provider_it_checks() -> None:
     with verifying_cluster(0.0) as cluster:
         client = cluster.client
-        liar = cluster.worker("liar")
-        cluster.worker("honest")
         plugin = DoctorsInputsForPeers()
-        client.sync(liar.plugin_add, plugin, name=plugin.name)
+        liar = cluster.worker("liar", plugins=[plugin])
+        cluster.worker("honest")
         with dask.annotate(**{ANNOTATION: 0.0}):
             values = client.submit(numbers, 10, workers=[liar.address], allow_other_workers=True, pure=False)
         with dask.annotate(**{ANNOTATION: 1.0}):
@@ -124,10 +124,9 @@ def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
     asking again: the re-run computes the true total and the liar is outvoted."""
     with verifying_cluster(0.0) as cluster:
         client = cluster.client
-        liar = cluster.worker("liar")
-        cluster.worker("honest")
         plugin = DoctorsInputsOnceChecked()
-        client.sync(liar.plugin_add, plugin, name=plugin.name)
+        liar = cluster.worker("liar", plugins=[plugin])
+        cluster.worker("honest")
         with dask.annotate(**{ANNOTATION: 1.0}):
             values = client.submit(numbers, 10, workers=[liar.address], allow_other_workers=True, pure=False)
             assert values.result(timeout=120) == list(range(10))  # checked, and true
@@ -137,27 +136,91 @@ def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
         assert plugin.doctored == 0, "the requestor asked the provider checked for an input it had judged"
 
 
-class LiesOnlyToTheClient(TwoFaced):
-    """Computes honestly and hands the requestor's scheduler (which fetches what the kernel judges)
-    the truth, but answers anyone else asking for a ``total`` with the truth + 1."""
+class LiesAfterTheFirstAnswer(TwoFaced):
+    """Computes honestly and commits to the truth, answers the first request for each ``total``
+    truthfully and every later one with the truth + 1. The requestor's scheduler asks twice for
+    a checked result: to judge it, then for the client; a provider can tell the two apart (by
+    order, by timing), whatever the requestor names itself, and lie to the second only."""
+
+    lies_about_totals = False
+
+    def setup(self, worker: Any) -> None:
+        super().setup(worker)
+        self.asked: set[Any] = set()
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        if not str(key).startswith("total"):
+            return None
+        if key not in self.asked:
+            self.asked.add(key)
+            return None
+        return value + 1
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["judged-bytes-kept", "judged-bytes-not-kept"])
+def test_a_result_handed_to_the_client_is_the_one_that_was_judged(kept: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check judges the truth; a later copy of the result would be a lie. Where the scheduler
+    kept the bytes it judged, those are what the client gets (the provider is not asked again).
+    Where it did not (too large to keep, say), the client's copy does not match the commitment
+    in the worker's report: the provider is convicted (reported, its workers removed), the result
+    computed again by the honest provider, and the client gets the truth."""
+    if not kept:
+        monkeypatch.setattr(verify, "JUDGED_BYTES", 0)
+    with verifying_cluster(1.0) as cluster:
+        client = cluster.client
+        plugin = LiesAfterTheFirstAnswer()
+        two_faced = cluster.worker("two-faced", plugins=[plugin])
+        cluster.worker("honest")
+        result = client.submit(total, list(range(10)), workers=[two_faced.address], allow_other_workers=True)
+        assert result.result(timeout=120) == sum(range(10))
+        if kept:
+            cluster.settled()
+            assert cluster.faults == [] and plugin.doctored == 0
+        else:
+            assert [f.provider for f in cluster.reported(1)] == ["two-faced"]
+            assert "committed" in cluster.faults[0].detail
+            assert plugin.doctored == 1, "the liar never got to lie: the test proves nothing"
+
+
+class LiesToEveryoneButCommitsToTheTruth(TwoFaced):
+    """Commits to the true ``total`` and hands everyone the truth + 1."""
 
     lies_about_totals = False
 
     def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
-        return None if to_scheduler or not str(key).startswith("total") else value + 1
+        return value + 1 if str(key).startswith("total") else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN HOLE (issue 18 note): a check judges the bytes the scheduler fetched, and the client "
-    "fetches the result again from the provider, which can hand it other bytes. Closing it needs the "
-    "provider to commit to a digest of each result in its report, checked wherever the bytes arrive.",
-)
-def test_a_result_handed_to_the_client_is_the_one_that_was_judged() -> None:
-    with verifying_cluster(1.0) as cluster:
+@pytest.mark.parametrize("fraction", [1e-12, 1.0])
+def test_a_result_that_does_not_match_its_commitment_never_reaches_the_client(fraction: float) -> None:
+    """Whether or not the task is drawn for a check (a fraction so small it never is, or 1), the
+    bytes the client would get do not match the worker's commitment: caught every time, not by
+    chance."""
+    with verifying_cluster(0.0) as cluster:
         client = cluster.client
-        two_faced = cluster.worker("two-faced")
+        two_faced = cluster.worker("two-faced", plugins=[LiesToEveryoneButCommitsToTheTruth()])
         cluster.worker("honest")
-        client.sync(two_faced.plugin_add, LiesOnlyToTheClient(), name=LiesOnlyToTheClient.name)
-        result = client.submit(total, list(range(10)), workers=[two_faced.address], pure=False)
-        assert result.result(timeout=120) == sum(range(10))
+        with dask.annotate(**{ANNOTATION: fraction}):
+            results = client.map(
+                total, [[i, i] for i in range(20)], workers=[two_faced.address], allow_other_workers=True
+            )
+        assert client.gather(results) == [2 * i for i in range(20)]
+        assert [f.provider for f in cluster.reported(1)] == ["two-faced"]  # once, however many it lied about
+
+
+def test_a_verified_task_reported_without_a_commitment_is_always_checked() -> None:
+    """A worker that reports no commitment leaves nothing to hold its later answers to: each such
+    report of a verified task is checked, however small the fraction, and the bytes judged
+    become its commitment. Unverified tasks (fraction 0) are not held."""
+    with verifying_cluster(0.0) as cluster:
+        client = cluster.client
+        silent = cluster.worker("silent", commits=False)
+        cluster.worker("honest")
+        with dask.annotate(**{ANNOTATION: 1e-12}):
+            checked = client.map(total, [[i, i] for i in range(5)], workers=[silent.address], pure=False)
+        assert client.gather(checked) == [2 * i for i in range(5)]
+        with dask.annotate(**{ANNOTATION: 0.0}):
+            assert client.submit(total, [1, 2], workers=[silent.address], pure=False).result() == 3
+        cluster.settled()
+        assert cluster.verifier.counts["held"] == 5
+        assert cluster.faults == []

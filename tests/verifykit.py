@@ -11,15 +11,18 @@ stopped when the ``with`` block ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from distributed import Client, LocalCluster, Worker
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from golem_jupyter.requestor.verification import Fault, Verification
 from golem_jupyter.scheduler.verify import Verifier
 from golem_jupyter.worker._liar import LyingWorker
+from golem_jupyter.worker.meter import ComputeMeter
 
 
 @dataclass
@@ -36,12 +39,32 @@ class VerifyingCluster:
     def scheduler(self):
         return self.client.cluster.scheduler
 
-    def worker(self, name: str, lie_fraction: float | None = None, nthreads: int = 1) -> Worker:
+    def worker(
+        self,
+        name: str,
+        lie_fraction: float | None = None,
+        nthreads: int = 1,
+        plugins: Sequence[WorkerPlugin] = (),
+        commits: bool = True,
+    ) -> Worker:
         """A new worker called ``name`` (its provider, to the verifier); with ``lie_fraction``, one
-        that returns wrong values for that fraction of its tasks."""
-        worker = self.client.sync(_worker, self.scheduler.address, name, lie_fraction, nthreads)
+        that returns wrong values for that fraction of its tasks. ``plugins`` (a test's hostile
+        ones) are added before the provider's meter, which commits to each result as a provider's
+        worker does (``commits=False``: a worker that reports no commitments)."""
+        worker = self.client.sync(_worker, self.scheduler.address, name, lie_fraction, nthreads, plugins, commits)
         self.workers.append(worker)
         return worker
+
+    def reported(self, n: int, timeout: float = 60) -> list[Fault]:
+        """The faults reported, once there are ``n`` (a fault the scheduler caught reaches the
+        kernel's side on its next poll, after the client may already have its result)."""
+        deadline = time.monotonic() + timeout
+        while len(self.faults) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.faults)} fault(s) reported, not {n}: {self.faults}")
+            time.sleep(0.01)
+        self.settled()
+        return self.faults
 
     def settled(self) -> None:
         """Wait until every check the kernel started judging is judged."""
@@ -82,10 +105,21 @@ async def _start_plugin(scheduler, plugin) -> None:
     await plugin.start(scheduler)
 
 
-async def _worker(address: str, name: str, lie_fraction: float | None, nthreads: int) -> Worker:
+async def _worker(
+    address: str,
+    name: str,
+    lie_fraction: float | None,
+    nthreads: int,
+    plugins: Sequence[WorkerPlugin],
+    commits: bool,
+) -> Worker:
     worker = await Worker(address, name=name, nthreads=nthreads, dashboard=False)
     if lie_fraction is not None:
         await worker.plugin_add(LyingWorker(lie_fraction), name=LyingWorker.name)
+    for plugin in plugins:
+        await worker.plugin_add(plugin, name=plugin.name)
+    if commits:  # last, as in a provider's worker: it commits to the value the others left
+        await worker.plugin_add(ComputeMeter(None), name=ComputeMeter.name)
     return worker
 
 

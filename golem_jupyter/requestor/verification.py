@@ -145,7 +145,10 @@ class Verification:
                 logger.debug("Verification stops: %s", error)
                 return
             for event in events:
-                task = asyncio.create_task(self._judge(event))
+                if "fault" in event:
+                    task = asyncio.create_task(self._report(event["fault"]))
+                else:
+                    task = asyncio.create_task(self._judge(event))
                 self._judging.add(task)
                 task.add_done_callback(self._judging.discard)
 
@@ -192,6 +195,26 @@ class Verification:
             )
             if self.on_fault is not None:
                 await self.on_fault(fault)
+
+    async def _report(self, caught: dict[str, Any]) -> None:
+        """The scheduler caught a provider handing over bytes other than it committed to (it has
+        convicted it already): count the fault and report it."""
+        provider, key = str(caught["provider"]), str(caught["key"])
+        evidence = hashlib.sha256(key.encode())
+        for part in (provider, caught.get("committed"), caught.get("served")):
+            evidence.update(str(part).encode() + b"\0")
+        fault = Fault(
+            provider,
+            caught.get("graph_id"),
+            key,
+            evidence.digest(),
+            "handed over a result other than the one its own report committed to",
+        )
+        self.outvoted.add(provider)
+        self.stats.faults.append(fault)
+        logger.warning("Provider %s handed over a result for task %s: %s", provider, key, fault.detail)
+        if self.on_fault is not None:
+            await self.on_fault(fault)
 
     async def _verdict(self, event: dict[str, Any]) -> tuple[bool, list[str]] | None:
         """(release the held result?, providers outvoted), or None while a referee runs."""

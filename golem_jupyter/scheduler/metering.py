@@ -64,14 +64,12 @@ from ..amounts import format_wei
 from ..errors import BudgetExceeded
 from ..market.pricing import Tariff
 from ..notebook._cells import cell_of_graph
+from ..trust._commitment import COMMITMENT
 
 logger = logging.getLogger(__name__)
 
 DONE = ("memory", "erred", "forgotten")
 """States in which a task no longer needs compute from its graph."""
-
-DIGEST_METADATA = "golem-digest"
-"""Task metadata key under which the provider's worker reports a digest of the result."""
 
 NO_DIGEST = "0" * 64
 
@@ -597,11 +595,11 @@ class GraphMeter(SchedulerPlugin):
             self._finished_event.set()
 
     def _result_root(self, run: GraphRun) -> str:
-        """Merkle root over (output key, digest of its result as the provider reported it)."""
+        """Merkle root over (output key, the provider's commitment to its result)."""
         leaves = []
         for key in run.outputs:
             ts = self.scheduler.tasks.get(key)
-            digest = (ts.metadata or {}).get(DIGEST_METADATA, NO_DIGEST) if ts is not None else NO_DIGEST
+            digest = (ts.metadata or {}).get(COMMITMENT, NO_DIGEST) if ts is not None else NO_DIGEST
             leaves.append(hashlib.sha256(f"{key}\0{digest}".encode()).digest())
         return "0x" + merkle_root(leaves).hex()
 

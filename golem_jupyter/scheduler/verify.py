@@ -42,12 +42,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 from distributed.core import Status, error_message
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.protocol.serialize import Serialize
 from distributed.utils import key_split
 from distributed.worker import get_data_from_worker
 
 from ..errors import InvalidInput, VerificationError
+from ..trust._commitment import COMMITMENT, digest_payload, is_commitment
 from ..trust._sampling import Sampler
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,9 @@ BUSY_PATIENCE = 60.0
 
 JUDGED_BYTES = 256 << 20
 """At most this many bytes of judged results are kept to hand on as inputs (the oldest go first)."""
+
+DIGEST_IN_A_THREAD = 1 << 20
+"""Payloads from this many bytes up are digested off the event loop (hashlib lets go of the GIL)."""
 
 
 @dataclass
@@ -135,6 +141,8 @@ class Verifier(SchedulerPlugin):
         scheduler.handlers["golem_verify_fetch"] = self.fetch
         self._finished = scheduler.stream_handlers["task-finished"]
         scheduler.stream_handlers["task-finished"] = self._on_finished
+        self._gather = scheduler.handlers["gather"]
+        scheduler.handlers["gather"] = self.gather
         asyncio.get_running_loop().call_later(CHECK_TIMEOUT / 10, self._expire)
 
     # ------------------------------------------------------------------ handlers
@@ -185,22 +193,140 @@ class Verifier(SchedulerPlugin):
         else:
             return {"status": "gone"}
         try:
-            response = await self._get_data(worker, key)
+            response = await self._get_data(worker, [key])
         except (OSError, TimeoutError) as error:
             return {"status": "error", "error": f"{type(error).__name__}: {error}"}
         if response.get("status") != "OK" or key not in response.get("data", {}):
             return {"status": "error", "error": f"the worker answered {response.get('status')!r} without the result"}
+        payload = response["data"][key]
+        served = await self._digest(payload)
         if key == check.key:
-            check.payload = response["data"][key]
-        return {"status": "OK", "data": {key: response["data"][key]}}
+            metadata = check.message.setdefault("metadata", {})
+            committed = metadata.get(COMMITMENT)
+            if not is_commitment(committed):
+                # It reported no commitment (so its report was held whatever the draw): the bytes
+                # judged now are the ones every later copy of this result must match.
+                metadata[COMMITMENT] = committed = served
+            if served != committed:
+                await self._equivocated(check.provider, key, check.graph_id, committed, served)
+                return {"status": "gone"}
+            check.payload = payload
+        else:
+            ts = self.scheduler.tasks.get(key)
+            committed = (ts.metadata or {}).get(COMMITMENT) if ts is not None else None
+            if is_commitment(committed) and served != committed:
+                provider = check.reruns[str(key)]["provider"]
+                await self._equivocated(provider, key, check.graph_id, committed, served)
+                return {"status": "error", "error": "its worker handed over other bytes than it committed to"}
+        return {"status": "OK", "data": {key: payload}}
 
-    async def _get_data(self, worker: str, key: Any) -> dict[str, Any]:
-        """``get_data`` of ``key`` from ``worker``, asked again while it answers "busy" (it is serving
-        as many transfers as it may at once, which says nothing of its result), as Dask's own workers
-        do, for up to ``BUSY_PATIENCE`` seconds."""
+    async def gather(self, keys: list[Any], serializers: list[str] | None = None) -> dict[str, Any]:
+        """The scheduler's ``gather`` (what a client's ``result()`` asks for), checking each result of
+        a verified task against its worker's commitment: a provider that hands the client other
+        bytes than it committed to (and than a check of the task would have judged) is caught here,
+        and the result is computed again elsewhere (the client asks again, as for lost data)."""
+        bound = {key: c for key in keys if (c := self._binding(key)) is not None}
+        if not bound:
+            return await self._gather(keys=keys, serializers=serializers)
+        rest = [key for key in keys if key not in bound]
+        response = await self._gather(keys=rest, serializers=serializers) if rest else {"status": "OK", "data": {}}
+        if response.get("status") != "OK":
+            return response
+        payloads = await self._bound_payloads(bound)
+        missing = [key for key in bound if payloads.get(key) is None]
+        if missing:
+            return {"status": "error", "keys": missing}
+        response["data"].update(payloads)
+        return response
+
+    def _binding(self, key: Any) -> str | None:
+        """The commitment a copy of ``key`` must match before it is handed on, or None when it need
+        not (the task is not verified, or it was used unchecked)."""
+        try:
+            ts = self.scheduler.tasks.get(key)
+        except TypeError:
+            return None
+        if ts is None or ts.state != "memory" or not self._fraction(ts):
+            return None
+        committed = (ts.metadata or {}).get(COMMITMENT)
+        return committed if is_commitment(committed) else None
+
+    async def _bound_payloads(self, bound: dict[Any, str], avoid: str | None = None) -> dict[Any, Any]:
+        """Each key's bytes as a worker hands them over, once they match the key's commitment: asked
+        of the workers holding it (those of ``avoid``, the provider a check judges, last), the
+        keys one worker holds in one request. A copy that does not match its commitment is
+        not used: if the provider that committed to it handed it over, that provider is convicted;
+        a copy another worker holds is passed over for the next. None for a key no worker
+        handed over as committed."""
+        payloads: dict[Any, Any] = {}
+        pending = dict(bound)
+        asked: dict[Any, set[str]] = {key: set() for key in bound}
+        while pending:
+            plan: dict[str, list[Any]] = {}
+            for key in list(pending):
+                if key in self.judged:  # these very bytes passed a check
+                    payloads[key] = self.judged[key][0]
+                    del pending[key]
+                    continue
+                holder = self._holder(key, asked[key], avoid)
+                if holder is None:
+                    payloads[key] = None
+                    del pending[key]
+                else:
+                    plan.setdefault(holder, []).append(key)
+            answers = await asyncio.gather(
+                *(self._get_data(worker, keys) for worker, keys in plan.items()), return_exceptions=True
+            )
+            for (worker, keys), answer in zip(plan.items(), answers, strict=True):
+                data = answer.get("data", {}) if isinstance(answer, dict) and answer.get("status") == "OK" else {}
+                ws = self.scheduler.workers.get(worker)
+                provider = str(ws.name) if ws is not None else None
+                for key in keys:
+                    asked[key].add(worker)
+                    if key not in pending or key not in data:
+                        continue
+                    served = await self._digest(data[key])
+                    if served == pending[key]:
+                        payloads[key] = data[key]
+                        del pending[key]
+                    elif provider is not None and provider == self.producers.get(key):
+                        committed = pending.pop(key)
+                        payloads[key] = None
+                        await self._equivocated(provider, key, self._graph_of(key), committed, served)
+                    else:
+                        logger.warning(
+                            "The copy of %r on %s does not match the commitment of the provider that computed it; "
+                            "asking another holder.", key, worker,
+                        )  # fmt: skip
+        return payloads
+
+    def _holder(self, key: Any, asked: set[str], avoid: str | None) -> str | None:
+        """A worker holding ``key`` not yet asked for it: the producer's first (its bytes are what
+        was committed to), ``avoid``'s last, never one of a provider voted down."""
+        ts = self.scheduler.tasks.get(key)
+        producer = self.producers.get(key)
+        holders = [
+            ws
+            for ws in sorted(ts.who_has or (), key=lambda ws: ws.address)
+            if ws.address not in asked and str(ws.name) not in self.excluded
+        ] if ts is not None else []  # fmt: skip
+        if not holders:
+            return None
+        best = min(holders, key=lambda ws: (str(ws.name) == avoid, str(ws.name) != producer))
+        return best.address
+
+    async def _digest(self, payload: Any) -> str:
+        if _size(payload) >= DIGEST_IN_A_THREAD:
+            return await asyncio.to_thread(digest_payload, payload)
+        return digest_payload(payload)
+
+    async def _get_data(self, worker: str, keys: list[Any]) -> dict[str, Any]:
+        """``get_data`` of ``keys`` from ``worker``, asked again while it answers "busy" (it is serving
+        as many transfers as it may at once, which says nothing of its results), as Dask's own
+        workers do, for up to ``BUSY_PATIENCE`` seconds."""
         delay, deadline = 0.01, time.monotonic() + BUSY_PATIENCE
         while True:
-            response = await get_data_from_worker(self.scheduler.rpc, [key], worker, who=self.scheduler.address)
+            response = await get_data_from_worker(self.scheduler.rpc, keys, worker, who=self.scheduler.address)
             if response.get("status") != "busy" or time.monotonic() > deadline or worker not in self.scheduler.workers:
                 return response
             await asyncio.sleep(delay)
@@ -269,10 +395,7 @@ class Verifier(SchedulerPlugin):
         check.decided = True
         self.by_key.pop(check.key, None)
         faulty = [str(p) for p in faulty or []]
-        for provider in faulty:
-            self.excluded.add(provider)
-            if self.meter is not None and check.graph_id is not None:
-                self.meter.forfeit(check.graph_id, provider)
+        self._condemn(faulty, check.graph_id)  # before the release: it may complete (and price) the graph
         self._forget_twins(check)
         tainted = self._tainted(set(faulty)) if faulty else set()
         if release and check.provider not in faulty and check.key not in tainted:
@@ -280,12 +403,40 @@ class Verifier(SchedulerPlugin):
                 self._keep_judged(check.key, check.payload)
         else:
             self.counts["dropped"] += 1
+        await self._purge(faulty, tainted)
+        return {"done": True, "graph_id": check.graph_id}
+
+    # ------------------------------------------------------------------ convicting providers
+
+    def _condemn(self, providers: list[str], graph_id: str | None) -> None:
+        """No task of ``providers`` is trusted again, and none is paid for the graph."""
+        for provider in providers:
+            self.excluded.add(provider)
+            if self.meter is not None and graph_id is not None:
+                self.meter.forfeit(graph_id, provider)
+
+    async def _purge(self, providers: list[str], tainted: set[Any]) -> None:
+        """Remove the workers of ``providers`` and compute again what they returned (``tainted``)."""
         for other in [c for c in self.checks.values() if c.key in tainted]:
             self._void(other)  # its task ran on values of a provider voted down: it runs again
-        for provider in faulty:
+        for provider in providers:
             await self._remove_provider(provider)
         self._recompute(tainted)
-        return {"done": True, "graph_id": check.graph_id}
+
+    async def _equivocated(self, provider: str, key: Any, graph_id: str | None, committed: str, served: str) -> None:
+        """``provider`` handed over bytes for ``key`` other than those it committed to in its report:
+        convicted as an outvoted provider is, and the kernel is told (it reports the fault)."""
+        if provider in self.excluded:
+            return
+        logger.warning(
+            "Provider %s handed over a result for %r that does not match its own report's commitment.", provider, key
+        )
+        caught = {"provider": provider, "key": key, "graph_id": graph_id, "committed": committed, "served": served}
+        self.events.append({"fault": caught})
+        if self._event is not None:
+            self._event.set()
+        self._condemn([provider], graph_id)
+        await self._purge([provider], self._tainted({provider}))
 
     # ------------------------------------------------------------------ holding reports
 
@@ -298,7 +449,7 @@ class Verifier(SchedulerPlugin):
             twin_of = self.twins.get(key)
         except TypeError:
             twin_of = None
-        if twin_of is not None or not self._sampled(key, ws):
+        if twin_of is not None or not self._sampled(key, ws, msg):
             if ws is not None and twin_of is None:
                 self.producers[key] = str(ws.name)
             return self._finished(**msg)
@@ -328,18 +479,23 @@ class Verifier(SchedulerPlugin):
         scheduler.check_idle_saturated(ws)
         scheduler.stimulus_queue_slots_maybe_opened(stimulus_id=f"golem-verify-held-{time.time()}")
 
-    def _sampled(self, key: Any, ws: Any) -> bool:
+    def _sampled(self, key: Any, ws: Any, message: dict[str, Any]) -> bool:
         if ws is None or key in self.by_key:
             return False
         ts = self.scheduler.tasks.get(key)
         if ts is None or ts.state != "processing" or ts.run_spec is None:
             return False
-        fraction = (ts.annotations or {}).get(ANNOTATION, self.fraction)
+        fraction = self._fraction(ts)
+        if fraction and not is_commitment((message.get("metadata") or {}).get(COMMITMENT)):
+            return True  # a verified task reported with no commitment: checked, whatever the draw
+        return bool(Sampler(fraction, rng=self.rng).choose([key]))
+
+    def _fraction(self, ts: Any) -> float:
+        """The verify fraction of a task: its cell's (``golem_verify`` annotation), or the session's."""
         try:
-            sampler = Sampler(fraction, rng=self.rng)
+            return Sampler((ts.annotations or {}).get(ANNOTATION, self.fraction), rng=self.rng).fraction
         except InvalidInput:  # a cell's annotation that is no fraction: the session's applies
-            sampler = Sampler(self.fraction, rng=self.rng)
-        return bool(sampler.choose([key]))
+            return self.fraction
 
     def _graph_of(self, key: Any) -> str | None:
         return self.meter.key_graph.get(key) if self.meter is not None else None
@@ -405,29 +561,22 @@ class Verifier(SchedulerPlugin):
 
     async def _fetch_inputs(self, ts: Any, checked: str) -> dict[Any, Any]:
         """The inputs of ``ts`` as the workers send them (not decoded here), each from a worker of
-        another provider than ``checked`` where one holds it."""
-        inputs: dict[Any, Any] = {}
-        for dts in ts.dependencies:
-            if dts.key in self.judged:  # as it passed its own check
-                inputs[dts.key] = self.judged[dts.key][0]
-                continue
-            source = self._input_source(dts, checked)
-            if source is None:
-                raise RuntimeError(f"no worker holds the input {dts.key!r} any more")
-            response = await self._get_data(source, dts.key)
-            if response.get("status") != "OK" or dts.key not in response.get("data", {}):
-                raise RuntimeError(f"the worker holding the input {dts.key!r} did not hand it over")
-            inputs[dts.key] = response["data"][dts.key]
+        another provider than ``checked`` where one holds it, and each matching the commitment of
+        the provider that computed it."""
+        bound = {dts.key: (dts.metadata or {}).get(COMMITMENT) for dts in ts.dependencies}
+        inputs = await self._bound_payloads(
+            {key: committed for key, committed in bound.items() if is_commitment(committed) or key in self.judged},
+            avoid=checked,
+        )
+        for key in [key for key in bound if key not in inputs]:  # no commitment: taken as handed over
+            source = self._holder(key, set(), avoid=checked)
+            response = await self._get_data(source, [key]) if source is not None else {}
+            if response.get("status") == "OK" and key in response.get("data", {}):
+                inputs[key] = response["data"][key]
+        for key in bound:
+            if inputs.get(key) is None:
+                raise RuntimeError(f"no worker handed over the input {key!r} as its provider committed to it")
         return inputs
-
-    def _input_source(self, dts: Any, checked: str) -> str | None:
-        """A worker holding ``dts``: one of another provider than ``checked`` (and than those voted
-        down) if any holds it, else one of ``checked``'s own (then that provider hands its input to
-        the requestor, whose copy is what both runs are judged on)."""
-        holders = sorted(dts.who_has or (), key=lambda ws: ws.address)
-        others = [ws for ws in holders if str(ws.name) != checked and str(ws.name) not in self.excluded]
-        candidates = others or holders
-        return candidates[0].address if candidates else None
 
     def _submit(self, twin: Any, spec: Any, workers: list[str]) -> None:
         self.scheduler._create_taskstate_from_graph(
@@ -606,7 +755,10 @@ class Verifier(SchedulerPlugin):
 
 
 def _size(payload: Any) -> int:
-    """Bytes in a payload as a worker sent it (frames undecoded, or plain bytes)."""
+    """Bytes in a payload as a worker sent it (frames undecoded, or plain bytes; over an in-process
+    comm, the value itself, as Dask estimates it)."""
+    if isinstance(payload, Serialize):
+        return sizeof(payload.data)
     frames = getattr(payload, "frames", None)
     if frames is not None:
         return sum(memoryview(frame).nbytes for frame in frames)

@@ -10,8 +10,9 @@ checked. Wherever the requestor's scheduler later receives the result's bytes, i
 arrived (:func:`digest_payload`, without decoding it) and compares: a provider that hands anyone
 other bytes than it committed to is caught by that comparison, every time, not by sampling.
 
-What is digested is the result as a worker's ``get_data`` writes it: distributed's ``serialize``
-(the "dask" family, then "pickle", pickle protocol 5), its header without the transport's own
+What is digested is the result as a worker's ``get_data`` writes it to the scheduler:
+distributed's ``serialize`` (the "dask" family, then "pickle", with the pickle protocol the
+scheduler's connections use), its header without the transport's own
 fields (compression, frame splitting, frame counts, whether a buffer was writeable), and each
 frame's bytes before compression and splitting. The header is part of it: it says how the bytes
 are read (a dtype, a shape), so bytes alone would let a provider change the value they make.
@@ -24,7 +25,6 @@ inputs, is what keeps an honest provider's commitment true.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -46,6 +46,11 @@ COMMITMENT = "golem-digest"
 SERIALIZERS = ("dask", "pickle")
 """The families a worker's ``get_data`` serializes with (distributed's default)."""
 
+PICKLE_PROTOCOL = 4
+"""The pickle protocol on a connection to or from a Dask scheduler: distributed's ``Scheduler``
+sets it on every connection it makes or accepts (``handshake_overrides``, "common
+denominator"), so it is the protocol of every answer a worker sends the scheduler."""
+
 TRANSPORT_FIELDS = frozenset({"compression", "split-num-sub-frames", "split-offsets", "num-sub-frames", "writeable"})
 """Header fields the transport sets or may change without changing the value."""
 
@@ -59,7 +64,7 @@ def commit(value: Any) -> str | None:
     try:
         # Wrapped as get_data wraps it (distributed then serializes a collection item by item).
         header, frames = serialize(
-            Serialize(value), serializers=SERIALIZERS, on_error="raise", context={"pickle-protocol": pickle.HIGHEST_PROTOCOL}
+            Serialize(value), serializers=SERIALIZERS, on_error="raise", context={"pickle-protocol": PICKLE_PROTOCOL}
         )
         # The header as the receiving side sees it: msgpack turns lists into tuples, and so on.
         packed = msgpack.dumps(header, default=msgpack_encode_default, use_bin_type=True)

@@ -9,8 +9,10 @@ rewritten atomically, at most every ``FLUSH_SECONDS`` and when the worker stops.
 same totals, one JSON line each time, to the pipe ``GOLEM_METER_FD`` instead, and the agent
 writes the file.
 
-It also attaches a digest of every result to the task's metadata, which the requestor folds
-into the graph's ``resultRoot``: the provider's commitment to what it delivered.
+It also attaches the worker's commitment to every result (:func:`golem_jupyter.trust.commit`: a
+digest of the bytes it will hand over for it) to the task's report. The requestor's scheduler
+checks every copy of the result it receives against it, and folds it into the graph's
+``resultRoot``.
 
 Its ``dask_setup`` also makes the worker serve the session's other workers (other providers)
 the data their tasks need and nothing else (:func:`golem_jupyter.trust.serve_peers_by_role`).
@@ -18,26 +20,24 @@ the data their tasks need and nothing else (:func:`golem_jupyter.trust.serve_pee
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from typing import Any
 
-from dask.base import tokenize
 from distributed.diagnostics.plugin import WorkerPlugin
 from tornado.ioloop import PeriodicCallback
 
 from ..trust._authorization import serve_peers_by_role
+from ..trust._commitment import COMMITMENT, commit
 
 METER_ENV = "GOLEM_METER_FILE"
 METER_FD_ENV = "GOLEM_METER_FD"
-DIGEST_METADATA = "golem-digest"  # read by golem_jupyter.scheduler.metering
 FLUSH_SECONDS = 0.2
 
 
 class ComputeMeter(WorkerPlugin):
-    """Counts compute-seconds per kind of resource and stamps result digests."""
+    """Counts compute-seconds per kind of resource and commits to each result."""
 
     name = "golem-compute-meter"
 
@@ -87,7 +87,9 @@ class ComputeMeter(WorkerPlugin):
         if finish == "memory":
             # The finished-task message to the scheduler shares this dict and is sent after
             # the transition hooks have run.
-            ts.metadata[DIGEST_METADATA] = result_digest(key, self.worker.data.get(key))
+            commitment = commit(self.worker.data.get(key))
+            if commitment is not None:
+                ts.metadata[COMMITMENT] = commitment
         self.flush()
 
     def flush(self, force: bool = False) -> None:
@@ -112,10 +114,6 @@ class ComputeMeter(WorkerPlugin):
         with open(tmp, "w") as f:
             json.dump(totals, f)
         os.replace(tmp, self.path)
-
-
-def result_digest(key: Any, value: Any) -> str:
-    return hashlib.sha256(f"{key}\0{tokenize(value)}".encode()).hexdigest()
 
 
 def read_meter(path: str | os.PathLike) -> dict[str, Any]:
