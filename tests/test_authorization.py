@@ -117,6 +117,7 @@ ATTACKS = {
     "golem_verify_fetch": {"check_id": "any", "key": "x"},
     "golem_verify_rerun": {"check_id": "any", "exclude": []},
     "golem_verify_spec": {"check_id": "any"},
+    "golem_verify_inputs": {"check_id": "any"},
     "golem_verify_state": {},
     "golem_admit": {"name": "0x0000000000000000000000000000000000000001"},
     "golem_held": {},

@@ -26,6 +26,16 @@ is still needed is computed again elsewhere), and the held report is dropped.
 
 A report of a task that cannot be checked (no other provider and no kernel answer within
 ``CHECK_TIMEOUT``) is released with a warning: unchecked is not voted down.
+
+Every report also carries the worker's commitment to the result (:mod:`golem_jupyter.trust._commitment`),
+made before the worker could know whether the task is drawn. Every copy of a verified task's
+result that reaches this process is digested and compared with it before it is used: the bytes
+the kernel judges, a twin's inputs, and what the client gathers (this plugin serves the
+scheduler's ``gather``). A provider that hands over other bytes than it committed to is convicted
+as an outvoted one is, and the kernel is told (an event with a ``"fault"``). A copy another
+provider's worker holds that does not match is passed over for the next holder. A verified task
+reported without a commitment is held whatever the draw, and the bytes its check judges become
+its commitment.
 """
 
 from __future__ import annotations
