@@ -28,8 +28,10 @@ def test_a_worker_whose_result_is_held_gets_the_next_tasks() -> None:
     # One task slot per one-thread worker: a slot taken by a held report would leave the worker idle.
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}), verifying_cluster(None) as cluster:
         client = cluster.client
-        held_on = cluster.worker("held-on")
-        cluster.worker("other")
+        # No commitments: a re-run that agrees byte for byte would settle the check without the
+        # kernel (there is none here), and the report must stay held.
+        held_on = cluster.worker("held-on", commits=False)
+        cluster.worker("other", commits=False)
         with dask.annotate(**{ANNOTATION: 1.0}):
             held = client.submit(square, 3, workers=[held_on.address], pure=False)
         client.sync(_until, lambda: cluster.verifier.counts["held"] == 1)
@@ -116,3 +118,19 @@ def test_a_worker_busy_serving_other_transfers_is_asked_again_not_accused() -> N
         assert future.result(timeout=60) == 49
         assert plugin.busy == 3
         assert cluster.faults == [] and cluster.verification.stats.mismatches == 0
+
+
+def test_a_rerun_committed_to_the_same_bytes_releases_the_report_without_the_kernel() -> None:
+    """Equal commitments are equal bytes, hence equal values: the scheduler releases the held
+    report itself (no kernel judges here) and only tells the kernel to count the check. (Re-runs
+    whose bytes differ go to the kernel to compare: ``noisy_total`` in test_verify_inputs.py.)"""
+    with verifying_cluster(None) as cluster:
+        client = cluster.client
+        first = cluster.worker("first")
+        cluster.worker("second")
+        with dask.annotate(**{ANNOTATION: 1.0}):
+            agreed = client.submit(square, 7, workers=[first.address], allow_other_workers=True, pure=False)
+            assert agreed.result(timeout=60) == 49
+        assert cluster.verifier.counts["agreed"] == 1 and cluster.verifier.counts["reruns"] == 1
+        assert cluster.verifier.state()["open_checks"] == 0
+        assert any("agreed" in event for event in cluster.verifier.events)

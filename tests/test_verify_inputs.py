@@ -120,8 +120,10 @@ class DoctorsInputsOnceChecked(TwoFaced):
 def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
     """The liar's ``numbers`` is checked (and passes: it is handed over truthfully the first time);
     ``total`` of it, a lie, is checked next, and the liar would hand the requestor a doctored
-    ``numbers`` for the re-run's copy. The requestor hands on the ``numbers`` it judged instead of
-    asking again: the re-run computes the true total and the liar is outvoted."""
+    ``numbers`` for the re-run's copy. Either the requestor hands on the ``numbers`` it judged
+    without asking again, or it asks and the doctored copy does not match the liar's own
+    commitment: either way the re-run never computes on a doctored input, and the liar is
+    caught (outvoted on ``total``, or convicted on ``numbers``)."""
     with verifying_cluster(0.0) as cluster:
         client = cluster.client
         plugin = DoctorsInputsOnceChecked()
@@ -132,15 +134,29 @@ def test_an_input_already_checked_is_handed_on_as_it_was_judged() -> None:
             assert values.result(timeout=120) == list(range(10))  # checked, and true
             result = client.submit(total, values, workers=[liar.address], allow_other_workers=True, pure=False)
             assert result.result(timeout=120) == sum(range(10))  # not the liar's 46
-        assert [f.provider for f in cluster.faults] == ["liar"]
-        assert plugin.doctored == 0, "the requestor asked the provider checked for an input it had judged"
+        assert {f.provider for f in cluster.reported(1)} == {"liar"}
+        if plugin.doctored:
+            assert any("committed" in f.detail and f.key.startswith("numbers") for f in cluster.faults)
+
+
+def noisy_total(values: list[int]) -> float:
+    """``sum(values)``, with the last bits of the float depending on the worker, as honest noise
+    does (another summation order): two honest results agree within the tolerances, but not
+    byte for byte, so the kernel fetches and compares them instead of trusting equal commitments."""
+    from distributed import get_worker
+
+    try:
+        here = get_worker().name
+    except ValueError:  # the requestor's own machine, refereeing
+        here = "requestor"
+    return float(sum(values)) + (1e-13 if here == "honest" else 0.0)
 
 
 class LiesAfterTheFirstAnswer(TwoFaced):
-    """Computes honestly and commits to the truth, answers the first request for each ``total``
-    truthfully and every later one with the truth + 1. The requestor's scheduler asks twice for
-    a checked result: to judge it, then for the client; a provider can tell the two apart (by
-    order, by timing), whatever the requestor names itself, and lie to the second only."""
+    """Computes honestly and commits to the truth, answers the first request for each
+    ``noisy_total`` truthfully and every later one with the truth + 1. The requestor's scheduler
+    asks twice for a checked result: to judge it, then for the client; a provider can tell the two
+    apart (by order, by timing), whatever the requestor names itself, and lie to the second only."""
 
     lies_about_totals = False
 
@@ -149,7 +165,7 @@ class LiesAfterTheFirstAnswer(TwoFaced):
         self.asked: set[Any] = set()
 
     def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
-        if not str(key).startswith("total"):
+        if not str(key).startswith("noisy_total"):
             return None
         if key not in self.asked:
             self.asked.add(key)
@@ -171,8 +187,9 @@ def test_a_result_handed_to_the_client_is_the_one_that_was_judged(kept: bool, mo
         plugin = LiesAfterTheFirstAnswer()
         two_faced = cluster.worker("two-faced", plugins=[plugin])
         cluster.worker("honest")
-        result = client.submit(total, list(range(10)), workers=[two_faced.address], allow_other_workers=True)
-        assert result.result(timeout=120) == sum(range(10))
+        result = client.submit(noisy_total, list(range(10)), workers=[two_faced.address], allow_other_workers=True)
+        assert result.result(timeout=120) == pytest.approx(sum(range(10)))
+        assert cluster.verification.stats.checked >= 1 and plugin.asked, "no check judged the result"
         if kept:
             cluster.settled()
             assert cluster.faults == [] and plugin.doctored == 0

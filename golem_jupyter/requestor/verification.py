@@ -145,6 +145,9 @@ class Verification:
                 logger.debug("Verification stops: %s", error)
                 return
             for event in events:
+                if "agreed" in event:  # the re-runs committed to the same bytes: released already
+                    self.stats.checked += 1
+                    continue
                 if "fault" in event:
                     task = asyncio.create_task(self._report(event["fault"]))
                 else:

@@ -13,7 +13,9 @@ meter prices a graph, and the requestor signs its vouchers, only once every task
 The worker that reported it is free, though, and is given its next task at once (the held task
 counts as a seceded one does).
 Meanwhile the same task runs again under a fresh key on a worker of another provider (a *twin*,
-with the same inputs), and the kernel is told when both are ready (``golem_verify_events``). The
+with the same inputs). Where the twin committed to the very bytes the held report did (see
+below), the two agree and the report is released here; otherwise the kernel is told when both
+are ready (``golem_verify_events``). The
 twin's inputs pass through this process (fetched from a worker of another provider than the one
 checked wherever one holds them, handed to the twin's worker under fresh keys, never decoded
 here): a twin that fetched them itself might fetch them from the provider it checks, which could
@@ -134,7 +136,7 @@ class Verifier(SchedulerPlugin):
         compute again when that provider is voted down."""
         self.excluded: set[str] = set()
         """Providers voted down in this session: no task of theirs is trusted again."""
-        self.counts = {"held": 0, "released": 0, "dropped": 0, "unchecked": 0, "reruns": 0}
+        self.counts = {"held": 0, "released": 0, "agreed": 0, "dropped": 0, "unchecked": 0, "reruns": 0}
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -643,7 +645,44 @@ class Verifier(SchedulerPlugin):
             ws = self.scheduler.workers.get(worker) if isinstance(worker, str) else None
             rerun["worker"], rerun["provider"] = worker, str(ws.name) if ws is not None else None
         if all(r["state"] in ("memory", "erred") for r in check.reruns.values()):
+            if self._agree(check):
+                # Not inside Dask's transition of the twin: releasing forgets the twin.
+                asyncio.get_running_loop().call_soon(self._release_agreed, check.check_id)
+            else:
+                self._announce(check)
+
+    def _agree(self, check: Check) -> bool:
+        """Whether every re-run committed to the very bytes the held report committed to: equal
+        bytes are equal values, so the kernel need not fetch, decode and compare them. (Each
+        provider commits before it could see another's commitment, and each is held to its own
+        wherever its bytes are fetched.)"""
+        committed = (check.message.get("metadata") or {}).get(COMMITMENT)
+        if not is_commitment(committed) or not check.reruns:
+            return False
+        for twin, rerun in check.reruns.items():
+            ts = self.scheduler.tasks.get(twin)
+            if rerun["state"] != "memory" or ts is None or (ts.metadata or {}).get(COMMITMENT) != committed:
+                return False
+        return True
+
+    def _release_agreed(self, check_id: str) -> None:
+        """Release a held report its re-runs agree with byte for byte, and tell the kernel (it counts
+        the check)."""
+        check = self.checks.get(check_id)
+        if check is None or check.decided:
+            return  # voided meanwhile (its worker left, a provider was convicted)
+        if not self._agree(check):
             self._announce(check)
+            return
+        del self.checks[check.check_id]
+        check.decided = True
+        self.by_key.pop(check.key, None)
+        self._forget_twins(check)
+        self.counts["agreed"] += 1
+        self._release(check)
+        self.events.append({"agreed": check.check_id, "key": check.key, "graph_id": check.graph_id})
+        if self._event is not None:
+            self._event.set()
 
     def _announce(self, check: Check) -> None:
         self.events.append(
