@@ -8,8 +8,9 @@ A devnet of 2 honest provider agents is started here (as ``golem devnet --provid
 10 to 20 ms of NumPy each (``tasks.spectrum_peak``: an FFT of 2^18 Gaussian samples), and times it
 from submitting to having every result back in this process. With ``verify=0.1`` a tenth of the
 tasks, drawn with randomness the providers cannot see, have their results held back, are run
-again on the other provider and compared here before the results are released; with
-``verify=0`` nothing is checked. Cost is what the session's meter priced for the round: the
+again on the other provider and compared before the results are released (by the scheduler when
+the two commitments are the same bytes, here in this process otherwise); with ``verify=0``
+nothing is checked. Cost is what the session's meter priced for the round: the
 ``total`` (wei) of every graph the cluster recorded during it, the checks' re-runs included.
 
 Goals (DESIGN.md section 6, issue 18): time(verify=0.1) / time(verify=0) <= 1.15 and

@@ -1,15 +1,18 @@
 """The requestor's half of ``--verify``: judging the results its scheduler holds back.
 
 DESIGN.md section 6, "Results". The scheduler's :class:`~golem_jupyter.scheduler.verify.Verifier`
-holds a sampled task's result and re-runs the task under a fresh key on another provider; here,
-in the kernel, both results are fetched through the scheduler and decoded with the restricted
-decoder, and compared (:func:`golem_jupyter.trust.compare`: exact for integers, strings and other
+holds a sampled task's result and re-runs the task under a fresh key on another provider. Where
+both committed to the same bytes the scheduler releases the result itself and only tells this
+side to count the check (``"agreed"`` events); otherwise, here in the kernel, both results are
+fetched through the scheduler and decoded with the restricted decoder, and compared (:func:`golem_jupyter.trust.compare`: exact for integers, strings and other
 values, ``allclose`` for floating point). When they agree the result is released to Dask. When
 they do not, a referee decides: a third provider, or with none left, the requestor's own machine
 (the task's spec, which came from this process, run once in a child process on inputs fetched
 from the scheduler). Every provider outvoted is a :class:`Fault`: the scheduler charges it nothing
 for the graph, removes its workers and drops its result (so the task, and whatever else of it is
 still needed, is computed again elsewhere), and the cluster reports it on-chain and replaces it.
+The scheduler also convicts a provider that hands over bytes other than its own commitment
+(``"fault"`` events): those faults are reported here the same way.
 """
 
 from __future__ import annotations
