@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import pickle
+import zlib
 from typing import Any
 
 import dask
@@ -62,21 +63,47 @@ async def _fetched(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, st
     return answer["data"], committed
 
 
-@pytest.mark.parametrize("transport", ["plain", "compressed-and-split"])
+@pytest.mark.parametrize("transport", ["plain", "split"])
 def test_what_a_worker_hands_over_matches_its_commitment(transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if transport != "plain":
-        # As between two machines (on one host distributed does not compress), with small shards.
-        monkeypatch.setattr(Comm, "same_host", property(lambda comm: False))
+    if transport == "split":  # shards as small as the transport may cut them: frames arrive in pieces
         monkeypatch.setattr(TCP, "max_shard_size", 64 * 1024)
-        monkeypatch.setitem(dask.config.config["distributed"]["comm"], "compression", "zlib")
     received, committed = asyncio.run(_fetched(VALUES))
     for key in VALUES:
         assert isinstance(received[key], Serialized), key
         assert is_commitment(committed[key]), key
         assert digest_payload(received[key]) == committed[key], key
-    if transport != "plain":  # the transport did change the frames: the digest saw through it
-        assert any("zlib" in (p.header.get("compression") or ()) for p in received.values())
+    if transport == "split":  # the transport did cut frames: the digest saw through it
         assert any(len(p.frames) > len(p.header.get("split-num-sub-frames") or ()) for p in received.values())
+
+
+def test_a_compressed_answer_matches_no_commitment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The requestor's scheduler negotiates no compression, so an honest answer never is: one that
+    says it is compressed is refused as it is, never decompressed (no zlib bomb gets inflated)."""
+    monkeypatch.setattr(Comm, "same_host", property(lambda comm: False))  # as between two machines
+    monkeypatch.setitem(dask.config.config["distributed"]["comm"], "compression", "zlib")
+    received, _ = asyncio.run(_fetched({"compressible": b"x" * 300_000}))
+    assert received["compressible"].header["compression"] == ("zlib",)
+    assert not is_commitment(digest_payload(received["compressible"]))
+    bomb = Serialized({"serializer": "pickle", "compression": ("zlib",)}, [zlib.compress(b"\0" * (64 << 20))])
+    assert not is_commitment(digest_payload(bomb))
+
+
+def test_a_header_that_lays_out_the_frames_otherwise_matches_no_commitment() -> None:
+    """The receiving side reads frames by the transport's fields, which the digest leaves out:
+    offsets that pick a frame twice (or a compression list that drops one) would make other
+    values out of the committed bytes."""
+    received, committed = asyncio.run(_fetched({"pair": [np.array([1.0]), np.array([2.0])]}))
+    pair = received["pair"]
+    assert digest_payload(pair) == committed["pair"] and len(pair.frames) == 2
+    header = copy.deepcopy(pair.header)
+    for field, value in {
+        "split-offsets": (1, 1),
+        "split-num-sub-frames": (2, 1),
+        "compression": (None,),
+        "num-sub-frames": 3,
+    }.items():
+        changed = {**header, field: value}
+        assert not is_commitment(digest_payload(Serialized(changed, pair.frames))), field
 
 
 def test_a_value_passed_in_process_digests_as_its_commitment() -> None:

@@ -26,6 +26,7 @@ from verifykit import verifying_cluster
 
 from golem_jupyter.scheduler import verify
 from golem_jupyter.scheduler.verify import ANNOTATION
+from golem_jupyter.trust._commitment import COMMITMENT, commit
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -241,3 +242,38 @@ def test_a_verified_task_reported_without_a_commitment_is_always_checked() -> No
         cluster.settled()
         assert cluster.verifier.counts["held"] == 5
         assert cluster.faults == []
+
+
+class ReportsTwice(TwoFaced):
+    """Hands everyone ``total`` + 1, commits to the truth in its report of each ``total``, and
+    right after it sends a second report of the same run committing to the lie: were the second
+    report let through while the first is held, Dask would take it (and its commitment), the
+    client's copy would match that, and the check of the first would vouch for it."""
+
+    lies_about_totals = False
+
+    def setup(self, worker: Any) -> None:
+        super().setup(worker)
+        send = worker.batched_stream.send
+
+        def send_twice(*messages: Any) -> None:
+            send(*messages)
+            for message in messages:
+                if message.get("op") == "task-finished" and str(message.get("key")).startswith("total"):
+                    lie = worker.data[message["key"]] + 1
+                    send({**message, "metadata": {**message["metadata"], COMMITMENT: commit(lie)}})
+
+        worker.batched_stream.send = send_twice
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return value + 1 if str(key).startswith("total") else None
+
+
+def test_a_second_report_of_a_held_task_is_not_believed() -> None:
+    with verifying_cluster(1.0) as cluster:
+        client = cluster.client
+        liar = cluster.worker("liar", plugins=[ReportsTwice()])
+        cluster.worker("honest")
+        result = client.submit(total, list(range(10)), workers=[liar.address], allow_other_workers=True)
+        assert result.result(timeout=120) == sum(range(10))
+        assert [f.provider for f in cluster.reported(1)] == ["liar"]

@@ -4,8 +4,9 @@ DESIGN.md section 6, "Results". The scheduler's :class:`~golem_jupyter.scheduler
 holds a sampled task's result and re-runs the task under a fresh key on another provider. Where
 both committed to the same bytes the scheduler releases the result itself and only tells this
 side to count the check (``"agreed"`` events); otherwise, here in the kernel, both results are
-fetched through the scheduler and decoded with the restricted decoder, and compared (:func:`golem_jupyter.trust.compare`: exact for integers, strings and other
-values, ``allclose`` for floating point). When they agree the result is released to Dask. When
+fetched through the scheduler and decoded with the restricted decoder, and compared
+(:func:`golem_jupyter.trust.compare`: exact for integers, strings and other values, ``allclose``
+for floating point). When they agree the result is released to Dask. When
 they do not, a referee decides: a third provider, or with none left, the requestor's own machine
 (the task's spec, which came from this process, run once in a child process on inputs fetched
 from the scheduler). Every provider outvoted is a :class:`Fault`: the scheduler charges it nothing

@@ -40,6 +40,9 @@ async def serve(args: argparse.Namespace) -> None:
     dashboard = args.dashboard and importlib.util.find_spec("bokeh") is not None
     if dask.config.get(NO_WORKERS_KEY, None) is None:
         dask.config.set({NO_WORKERS_KEY: NO_WORKERS_TIMEOUT})
+    # No compression on any of this process's connections: a worker's answer then comes as it was
+    # serialized, and is digested as it came (a compressed one is refused, never decompressed here).
+    dask.config.set({"distributed.comm.compression": None})
     scheduler = Scheduler(
         host=args.host,
         port=0,

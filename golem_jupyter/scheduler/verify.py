@@ -247,6 +247,13 @@ class Verifier(SchedulerPlugin):
         payloads = await self._bound_payloads(bound)
         missing = [key for key in bound if payloads.get(key) is None]
         if missing:
+            # No worker handed these over as committed: they are computed again (else the client,
+            # told to ask again, would ask for the same copies forever).
+            tasks = self.scheduler.tasks
+            again = {key: "released" for key in missing if key in tasks and tasks[key].state == "memory"}
+            if again:
+                logger.warning("No worker handed over %d result(s) as committed; computing them again.", len(again))
+                self.scheduler.transitions(again, f"golem-uncommitted-{time.time()}")
             return {"status": "error", "keys": missing}
         response["data"].update(payloads)
         return response
@@ -459,11 +466,14 @@ class Verifier(SchedulerPlugin):
             return None  # a provider voted down: its late reports are not believed
         try:
             twin_of = self.twins.get(key)
-        except TypeError:
-            twin_of = None
+        except TypeError:  # an unhashable key: no task of the scheduler's, Dask drops the report
+            return self._finished(**msg)
+        if twin_of is None and key in self.by_key:
+            # Only the held report counts: another one (a second report of the same run, with
+            # another commitment) would reach Dask and the client past the check.
+            logger.warning("Dropped a second report of %r from %s: its first report is held.", key, worker)
+            return None
         if twin_of is not None or not self._sampled(key, ws, msg):
-            if ws is not None and twin_of is None:
-                self.producers[key] = str(ws.name)
             return self._finished(**msg)
         check = Check(uuid.uuid4().hex, key, worker, str(ws.name), msg, self._graph_of(key))
         if self.meter is not None:
@@ -612,6 +622,11 @@ class Verifier(SchedulerPlugin):
             return
         if finish == "forgotten":
             self.producers.pop(key, None)
+        elif start == "processing" and finish == "memory" and check_id is None:
+            # The report Dask accepted (not one it dropped as stale) names who computed the result.
+            ws = self.scheduler.workers.get(kwargs.get("worker"))
+            if ws is not None:
+                self.producers[key] = str(ws.name)
         if start == "memory" or finish == "forgotten":
             self._forget_judged(key)  # computed again (or gone): what was judged is not its value
         if check_id is None or finish not in ("memory", "erred", "forgotten", "no-worker"):
@@ -710,7 +725,6 @@ class Verifier(SchedulerPlugin):
             and ts.run_id == message.get("run_id")
         ):
             self.counts["released"] += 1
-            self.producers[check.key] = check.provider
             self._finished(**message)
             return True
         return False  # the task moved on (its worker left, it was cancelled): Dask would drop this report too

@@ -12,10 +12,11 @@ other bytes than it committed to is caught by that comparison, every time, not b
 
 What is digested is the result as a worker's ``get_data`` writes it to the scheduler:
 distributed's ``serialize`` (the "dask" family, then "pickle", with the pickle protocol the
-scheduler's connections use), its header without the transport's own
-fields (compression, frame splitting, frame counts, whether a buffer was writeable), and each
-frame's bytes before compression and splitting. The header is part of it: it says how the bytes
-are read (a dtype, a shape), so bytes alone would let a provider change the value they make.
+scheduler's connections use), its header without the transport's own fields (frame splitting,
+frame counts, compression, whether a buffer was writeable), and each frame's bytes as they were
+before splitting. Those fields must still describe the frames exactly as distributed lays them
+out, and say "uncompressed" (:func:`_as_serialized`). The header is part of it: it says how the
+bytes are read (a dtype, a shape), so bytes alone would let a provider change the value they make.
 
 A value the worker mutates after it finished (a later task that changes its input in place)
 serializes differently and no longer matches: Dask's own rule, that tasks do not mutate their
@@ -30,7 +31,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgpack
-from distributed.protocol.compression import decompress
 from distributed.protocol.serialize import (
     Serialize,
     Serialized,
@@ -89,18 +89,41 @@ def digest_payload(payload: Any) -> str:
         return f"no commitment: a {type(payload).__name__} instead of serialized bytes"
     try:
         header, frames = payload.header, list(payload.frames)
-        if any(header.get("compression") or ()):
-            frames = decompress(header, frames)
-        counts = header.get("split-num-sub-frames") or (1,) * len(frames)
-        if sum(counts) != len(frames):
-            return "no commitment: the header does not describe the frames"
-        originals, at = [], 0
-        for count in counts:  # frames split for the wire, grouped back into the frames serialized
-            originals.append(frames[at : at + count])
-            at += count
+        originals = _as_serialized(header, frames)
+        if originals is None:
+            return "no commitment: frames laid out otherwise than distributed writes them"
         return _digest(header, originals)
     except Exception as error:  # noqa: BLE001 (a malformed payload is simply not what was committed to)
         return f"no commitment: {type(error).__name__}"
+
+
+def _as_serialized(header: dict[str, Any], frames: list[Any]) -> list[list[Any]] | None:
+    """The frames grouped back into the frames serialized, or None unless the header's transport
+    fields describe them exactly as distributed lays them out.
+
+    The digest leaves those fields out, but the receiving side reads the frames by them, so any
+    freedom in them would let one digest stand for several values (offsets that pick a frame
+    twice, a compression list shorter than the frames). And none may say "compressed": the
+    requestor's scheduler negotiates no compression on its connections, so an honest answer never
+    is, and a compressed frame would be decompressed here, with no bound, before anything else.
+    """
+    n = len(frames)
+    compression = header.get("compression")
+    if compression is not None and (len(compression) != n or any(c is not None for c in compression)):
+        return None
+    if header.get("num-sub-frames", n) != n:
+        return None
+    counts = tuple(header.get("split-num-sub-frames", (1,) * n))
+    offsets = tuple(header.get("split-offsets", range(n)))
+    expected, at = [], 0
+    for count in counts:
+        if not isinstance(count, int) or count < 1:
+            return None
+        expected.append(at)
+        at += count
+    if at != n or offsets != tuple(expected):
+        return None
+    return [frames[offset : offset + count] for offset, count in zip(offsets, counts, strict=True)]
 
 
 def is_commitment(value: object) -> bool:
