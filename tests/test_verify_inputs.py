@@ -17,6 +17,7 @@ that lie is caught when ``D``'s own check draws it (tests/test_verify_catch_rate
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import dask
@@ -273,6 +274,33 @@ def test_a_second_report_of_a_held_task_is_not_believed() -> None:
     with verifying_cluster(1.0) as cluster:
         client = cluster.client
         liar = cluster.worker("liar", plugins=[ReportsTwice()])
+        cluster.worker("honest")
+        result = client.submit(total, list(range(10)), workers=[liar.address], allow_other_workers=True)
+        assert result.result(timeout=120) == sum(range(10))
+        assert [f.provider for f in cluster.reported(1)] == ["liar"]
+
+
+class StallsItsCheck(TwoFaced):
+    """Lies about every ``total`` (+ 1, and commits to the lie) and never answers a request for
+    one: a check that waited for it would lapse, and the lie be used unchecked."""
+
+    def setup(self, worker: Any) -> None:
+        super().setup(worker)
+        get_data = worker.handlers["get_data"]
+
+        async def stalling_get_data(comm: Any, keys: Any = (), **kwargs: Any) -> Any:
+            if any(str(key).startswith("total") for key in keys):
+                await asyncio.sleep(3600)
+            return await get_data(comm, keys=keys, **kwargs)
+
+        worker.handlers["get_data"] = stalling_get_data
+
+
+def test_a_provider_that_stalls_its_check_is_outvoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify, "FETCH_TIMEOUT", 1.0)
+    with verifying_cluster(1.0) as cluster:
+        client = cluster.client
+        liar = cluster.worker("liar", plugins=[StallsItsCheck()])
         cluster.worker("honest")
         result = client.submit(total, list(range(10)), workers=[liar.address], allow_other_workers=True)
         assert result.result(timeout=120) == sum(range(10))

@@ -79,6 +79,11 @@ CHECK_TIMEOUT = 300.0
 BUSY_PATIENCE = 60.0
 """Seconds to keep asking a worker for a result while it answers that it is busy."""
 
+FETCH_TIMEOUT = 120.0
+"""Seconds a worker has to hand over a result it reported done. One that does not (a provider
+stalling its own check until the check would lapse) counts as having handed over nothing: a
+failed vote, which the re-runs outvote."""
+
 JUDGED_BYTES = 256 << 20
 """At most this many bytes of judged results are kept to hand on as inputs (the oldest go first)."""
 
@@ -345,7 +350,9 @@ class Verifier(SchedulerPlugin):
         workers do, for up to ``BUSY_PATIENCE`` seconds."""
         delay, deadline = 0.01, time.monotonic() + BUSY_PATIENCE
         while True:
-            response = await get_data_from_worker(self.scheduler.rpc, keys, worker, who=self.scheduler.address)
+            response = await asyncio.wait_for(
+                get_data_from_worker(self.scheduler.rpc, keys, worker, who=self.scheduler.address), FETCH_TIMEOUT
+            )
             if response.get("status") != "busy" or time.monotonic() > deadline or worker not in self.scheduler.workers:
                 return response
             await asyncio.sleep(delay)
