@@ -270,14 +270,20 @@ class ReportsTwice(TwoFaced):
         return value + 1 if str(key).startswith("total") else None
 
 
-def test_a_second_report_of_a_held_task_is_not_believed() -> None:
+def _the_liar_is_caught_and_the_truth_arrives(liar_plugin: TwoFaced) -> None:
+    """Every result checked; ``total`` submitted to a liar running ``liar_plugin`` beside an honest
+    provider: the client gets the true total, and the liar is reported."""
     with verifying_cluster(1.0) as cluster:
         client = cluster.client
-        liar = cluster.worker("liar", plugins=[ReportsTwice()])
+        liar = cluster.worker("liar", plugins=[liar_plugin])
         cluster.worker("honest")
         result = client.submit(total, list(range(10)), workers=[liar.address], allow_other_workers=True)
         assert result.result(timeout=120) == sum(range(10))
         assert [f.provider for f in cluster.reported(1)] == ["liar"]
+
+
+def test_a_second_report_of_a_held_task_is_not_believed() -> None:
+    _the_liar_is_caught_and_the_truth_arrives(ReportsTwice())
 
 
 class StallsItsCheck(TwoFaced):
@@ -298,10 +304,4 @@ class StallsItsCheck(TwoFaced):
 
 def test_a_provider_that_stalls_its_check_is_outvoted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verify, "FETCH_TIMEOUT", 1.0)
-    with verifying_cluster(1.0) as cluster:
-        client = cluster.client
-        liar = cluster.worker("liar", plugins=[StallsItsCheck()])
-        cluster.worker("honest")
-        result = client.submit(total, list(range(10)), workers=[liar.address], allow_other_workers=True)
-        assert result.result(timeout=120) == sum(range(10))
-        assert [f.provider for f in cluster.reported(1)] == ["liar"]
+    _the_liar_is_caught_and_the_truth_arrives(StallsItsCheck())
