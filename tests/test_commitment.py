@@ -24,7 +24,7 @@ from distributed.comm.tcp import TCP
 from distributed.protocol.serialize import Serialize, Serialized
 from distributed.worker import get_data_from_worker
 
-from golem_jupyter.trust._commitment import commit, digest_payload, is_commitment
+from golem_jupyter.trust import commit, digest_payload, is_commitment
 
 
 class Point:

@@ -27,7 +27,7 @@ from verifykit import verifying_cluster
 
 from golem_jupyter.scheduler import verify
 from golem_jupyter.scheduler.verify import ANNOTATION
-from golem_jupyter.trust._commitment import COMMITMENT, commit
+from golem_jupyter.trust import COMMITMENT, commit
 
 pytestmark = pytest.mark.timeout(300)
 

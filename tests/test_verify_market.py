@@ -9,6 +9,8 @@ dropped from the session, and every value the notebook receives is right.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from distributed import Client
 from market_tasks import square
@@ -34,10 +36,24 @@ def test_a_liar_is_caught_reported_paid_nothing_and_none_of_its_values_arrive(ma
         GolemCluster(n_providers=2, network=market.network, ledger=ledger, budget=10**17, verify=1.0) as cluster,
         Client(cluster) as client,
     ):
+        # A chain that takes its time to mine the report (a real one takes seconds): it is mined only
+        # once the values are in, so the test sees what a user sees on a slow chain.
+        values_in = threading.Event()
+        report_fault = cluster.chain.escrow.report_fault
+
+        def slowly_mined(*args: object) -> object:
+            values_in.wait(120)
+            return report_fault(*args)
+
+        cluster.chain.escrow.report_fault = slowly_mined
         results = client.gather(client.map(square, range(TASKS), pure=False))
         assert results == [i * i for i in range(TASKS)]
         stats = cluster.verification.stats
         assert stats.checked >= TASKS and stats.mismatches >= 1 and stats.local_runs >= 1
+        # The values came as soon as the verdict was in; the liar's report waits for its transaction.
+        assert cluster.faults == [] and not cluster.wait_for_reports(0.1)
+        values_in.set()
+        assert cluster.wait_for_reports(60)
         assert [f["provider"] for f in cluster.faults] == [liar.address]
         [fault] = cluster.faults
         assert fault["tx_hash"] and fault["graph_id"]

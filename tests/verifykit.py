@@ -127,3 +127,4 @@ async def _settled(verification: Verification) -> None:
     # A verdict's own report (the fault, the decide call) may still be under way once the results are back.
     while verification._judging:
         await asyncio.gather(*verification._judging, return_exceptions=True)
+    await verification.reported()

@@ -29,7 +29,7 @@ from .cellgraph import analyze
 from .display import OfferTable, display_mode, format_wei, progress_view
 from .execution import CellRun, RunOptions, register_source
 from .planner import plan_cell
-from .session import Connection, LocalSession, MarketSession, Session, no_gpu_message
+from .session import REPORT_TIMEOUT, Connection, LocalSession, MarketSession, Session, no_gpu_message
 from .transport import notebook_functions, notebook_modules
 
 DEFAULT_BUDGET = "0.01"
@@ -358,6 +358,7 @@ class GolemMagics(Magics):
         if cluster.verification is None:
             return
         s = cluster.verification.stats
+        cluster.wait_for_reports(REPORT_TIMEOUT)
         if s.checked or cluster.verify:
             print(
                 f"  verified: {s.checked} task(s) checked at --verify {cluster.verify:g}, {s.mismatches} mismatch(es), "

@@ -24,6 +24,9 @@ from .receipts import Progress, ProviderProgress, Receipt, ReceiptLine, Verified
 logger = logging.getLogger(__name__)
 
 SETTLEMENT_WATCH_SECONDS = 300.0
+REPORT_TIMEOUT = 60.0
+"""How long a receipt or ``%golem status`` waits for the ``reportFault`` transactions of providers caught
+so far (mined in seconds on the devnet): after it, they show once mined."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,7 @@ class MarketSession(Session):
         """What verification did in ``graph`` (None if nothing was checked), the providers reported in it too."""
         counts = graph.get("verification") or {}
         graph_id = graph["graph_id"].removeprefix("0x")
+        self.cluster.wait_for_reports(REPORT_TIMEOUT)
         reported = tuple((f["provider"], f["tx_hash"]) for f in self.cluster.faults if f["graph_id"] == graph_id)
         if not counts.get("checked") and not reported:
             return None

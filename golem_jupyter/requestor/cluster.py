@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -474,10 +475,32 @@ class GolemCluster(SpecCluster):
             await self._correct_state()
 
     def wait_for_settlement(self, timeout: float | None = None) -> bool:
-        """Block until every finished graph so far is confirmed on-chain."""
+        """Block until every finished graph so far is confirmed on-chain, and every provider caught
+        lying so far is reported there (``faults`` then holds each report's transaction)."""
+        return self.sync(self._settled, timeout)
+
+    def wait_for_reports(self, timeout: float | None = None) -> bool:
+        """Block until every provider caught lying so far is reported on-chain and listed in ``faults``
+        (a held result is released as soon as its verdict is in: a gather can return first)."""
+        return self.sync(self._reports_done, timeout)
+
+    async def _reports_done(self, timeout: float | None) -> bool:
+        if self.verification is None:
+            return True
+        try:
+            await asyncio.wait_for(self.verification.reported(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _settled(self, timeout: float | None) -> bool:
+        start = time.monotonic()
+        if not await self._reports_done(timeout):
+            return False
         if self.payments is None:
             return True
-        return self.sync(self.payments.wait_for_settlement, timeout)
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        return await self.payments.wait_for_settlement(left)
 
     # ------------------------------------------------------------------ close
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -116,6 +117,8 @@ class Verification:
         self._mismatched: set[str] = set()
         self._loop_task: asyncio.Task | None = None
         self._judging: set[asyncio.Task] = set()
+        self._reporting: set[asyncio.Task] = set()
+        """``on_fault`` calls under way: each sends a ``reportFault`` transaction and waits for it."""
 
     async def start(self, fraction: float) -> None:
         # A %%golem cell's tasks hand these on to each other: data classes of this package (no
@@ -128,6 +131,12 @@ class Verification:
     async def configure(self, fraction: float) -> None:
         await self.scheduler.golem_verify_configure(fraction=fraction)
 
+    async def reported(self) -> None:
+        """Return once every fault found so far is reported (``on_fault`` returned, its ``reportFault``
+        mined): a held result is released as soon as its verdict is in, so a gather can return first."""
+        while self._reporting:
+            await asyncio.wait(set(self._reporting))
+
     async def close(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -135,6 +144,7 @@ class Verification:
             self._loop_task = None
         if self._judging:
             await asyncio.gather(*self._judging, return_exceptions=True)
+        await self.reported()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -153,9 +163,9 @@ class Verification:
                     self.stats.checked += 1
                     continue
                 if "fault" in event:
-                    task = asyncio.create_task(self._report(event["fault"]))
-                else:
-                    task = asyncio.create_task(self._judge(event))
+                    self._report(event["fault"])
+                    continue
+                task = asyncio.create_task(self._judge(event))
                 self._judging.add(task)
                 task.add_done_callback(self._judging.discard)
 
@@ -200,10 +210,9 @@ class Verification:
             logger.warning(
                 "Provider %s returned a wrong result for task %s: %s", fault.provider, fault.key, fault.detail
             )
-            if self.on_fault is not None:
-                await self.on_fault(fault)
+            self._announce(fault)
 
-    async def _report(self, caught: dict[str, Any]) -> None:
+    def _report(self, caught: dict[str, Any]) -> None:
         """The scheduler caught a provider handing over bytes other than it committed to (it has
         convicted it already): count the fault and report it."""
         provider, key = str(caught["provider"]), str(caught["key"])
@@ -220,8 +229,20 @@ class Verification:
         self.outvoted.add(provider)
         self.stats.faults.append(fault)
         logger.warning("Provider %s handed over a result for task %s: %s", provider, key, fault.detail)
-        if self.on_fault is not None:
-            await self.on_fault(fault)
+        self._announce(fault)
+
+    def _announce(self, fault: Fault) -> None:
+        """Hand ``fault`` to ``on_fault`` in a task of its own: the verdict does not wait for the chain."""
+        if self.on_fault is None:
+            return
+        task = asyncio.create_task(self.on_fault(fault))
+        self._reporting.add(task)
+        task.add_done_callback(functools.partial(self._reported, fault))
+
+    def _reported(self, fault: Fault, task: asyncio.Task) -> None:
+        self._reporting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Reporting provider %s failed: %r", fault.provider, task.exception())
 
     async def _verdict(self, event: dict[str, Any]) -> tuple[bool, list[str]] | None:
         """(release the held result?, providers outvoted), or None while a referee runs."""

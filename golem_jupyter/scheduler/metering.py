@@ -64,7 +64,7 @@ from ..amounts import format_wei
 from ..errors import BudgetExceeded
 from ..market.pricing import Tariff
 from ..notebook._cells import cell_of_graph
-from ..trust._commitment import COMMITMENT
+from ..trust import COMMITMENT
 
 logger = logging.getLogger(__name__)
 

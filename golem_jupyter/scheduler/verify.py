@@ -29,7 +29,7 @@ is still needed is computed again elsewhere), and the held report is dropped.
 A report of a task that cannot be checked (no other provider and no kernel answer within
 ``CHECK_TIMEOUT``) is released with a warning: unchecked is not voted down.
 
-Every report also carries the worker's commitment to the result (:mod:`golem_jupyter.trust._commitment`),
+Every report also carries the worker's commitment to the result (:func:`golem_jupyter.trust.commit`),
 made before the worker could know whether the task is drawn. Every copy of a verified task's
 result that reaches this process is digested and compared with it before it is used: the bytes
 the kernel judges, a twin's inputs, and what the client gathers (this plugin serves the
@@ -62,7 +62,7 @@ from distributed.utils import key_split
 from distributed.worker import get_data_from_worker
 
 from ..errors import InvalidInput, VerificationError
-from ..trust._commitment import COMMITMENT, digest_payload, is_commitment
+from ..trust import COMMITMENT, digest_payload, is_commitment
 from ..trust._sampling import Sampler
 
 logger = logging.getLogger(__name__)
@@ -204,9 +204,9 @@ class Verifier(SchedulerPlugin):
         if check is None:
             return {"status": "gone"}
         if key == check.key:
-            worker = check.worker
+            worker, provider = check.worker, check.provider
         elif str(key) in check.reruns:
-            worker = check.reruns[str(key)]["worker"]
+            worker, provider = check.reruns[str(key)]["worker"], check.reruns[str(key)]["provider"]
         else:
             return {"status": "gone"}
         try:
@@ -225,14 +225,13 @@ class Verifier(SchedulerPlugin):
                 # judged now are the ones every later copy of this result must match.
                 metadata[COMMITMENT] = committed = served
             if served != committed:
-                await self._equivocated(check.provider, key, check.graph_id, committed, served)
+                await self._equivocated(provider, key, check.graph_id, committed, served)
                 return {"status": "gone"}
             check.payload = payload
         else:
             ts = self.scheduler.tasks.get(key)
             committed = (ts.metadata or {}).get(COMMITMENT) if ts is not None else None
             if is_commitment(committed) and served != committed:
-                provider = check.reruns[str(key)]["provider"]
                 await self._equivocated(provider, key, check.graph_id, committed, served)
                 return {"status": "error", "error": "its worker handed over other bytes than it committed to"}
         return {"status": "OK", "data": {key: payload}}
@@ -406,23 +405,19 @@ class Verifier(SchedulerPlugin):
         nothing for the graph and remove its workers. ``mismatch``: the results disagreed (a referee
         decided), for the graph's receipt. ``fail``: the results disagreed and nothing could decide;
         the task fails with this message instead of using either."""
-        check = self.checks.pop(check_id, None)
+        check = self.checks.get(check_id)
         if check is None:
             return {"done": False}
         if fail is not None:
-            check.decided = True
-            self.by_key.pop(check.key, None)
-            self._forget_twins(check)
+            self._close(check)
             self.counts["dropped"] += 1
             self._fail(check, fail)
             return {"done": True, "graph_id": check.graph_id}
         if mismatch and self.meter is not None:
             self.meter.note_check(check.graph_id, mismatch=True)
-        check.decided = True
-        self.by_key.pop(check.key, None)
         faulty = [str(p) for p in faulty or []]
         self._condemn(faulty, check.graph_id)  # before the release: it may complete (and price) the graph
-        self._forget_twins(check)
+        self._close(check)
         tainted = self._tainted(set(faulty)) if faulty else set()
         if release and check.provider not in faulty and check.key not in tainted:
             if self._release(check) and check.payload is not None:
@@ -696,10 +691,7 @@ class Verifier(SchedulerPlugin):
         if not self._agree(check):
             self._announce(check)
             return
-        del self.checks[check.check_id]
-        check.decided = True
-        self.by_key.pop(check.key, None)
-        self._forget_twins(check)
+        self._close(check)
         self.counts["agreed"] += 1
         self._release(check)
         self.events.append({"agreed": check.check_id, "key": check.key, "graph_id": check.graph_id})
@@ -764,9 +756,7 @@ class Verifier(SchedulerPlugin):
             self.scheduler.transitions(recommendations, f"golem-recompute-{time.time()}")
 
     def _void(self, check: Check) -> None:
-        del self.checks[check.check_id]
-        self.by_key.pop(check.key, None)
-        self._forget_twins(check)
+        self._close(check)
         self.counts["dropped"] += 1
 
     def _fail(self, check: Check, message: str) -> None:
@@ -788,6 +778,13 @@ class Verifier(SchedulerPlugin):
         self.scheduler._transitions(recs, client_msgs, worker_msgs, stimulus_id)
         self.scheduler.send_all(client_msgs, worker_msgs)
 
+    def _close(self, check: Check) -> None:
+        """``check`` is over: no verdict, re-run or input copy of it is wanted any more."""
+        self.checks.pop(check.check_id, None)
+        check.decided = True
+        self.by_key.pop(check.key, None)
+        self._forget_twins(check)
+
     def _forget_twins(self, check: Check) -> None:
         for twin in check.reruns:
             self.twins.pop(twin, None)
@@ -807,9 +804,7 @@ class Verifier(SchedulerPlugin):
         for check in [c for c in self.checks.values() if now - c.held_at > CHECK_TIMEOUT]:
             logger.warning("Task %r could not be checked within %.0f s; its result is used unchecked.", check.key,
                            CHECK_TIMEOUT)  # fmt: skip
-            del self.checks[check.check_id]
-            self.by_key.pop(check.key, None)
-            self._forget_twins(check)
+            self._close(check)
             self.counts["unchecked"] += 1
             self._release(check)
         if self.scheduler.status == Status.running:
@@ -819,9 +814,7 @@ class Verifier(SchedulerPlugin):
         """A held report of a worker that left is void (Dask recomputes the task); a twin it held is
         gone too: the kernel hears of the check again once the task's next report is judged."""
         for check in [c for c in self.checks.values() if c.worker == worker]:
-            del self.checks[check.check_id]
-            self.by_key.pop(check.key, None)
-            self._forget_twins(check)
+            self._close(check)
 
 
 def _size(payload: Any) -> int:

@@ -25,7 +25,9 @@ session's other workers fetch data and nothing else.
 Result verification (DESIGN.md section 6, ``--verify FRACTION``): :class:`Sampler` picks the tasks
 to re-run on another provider with randomness held in this process, :func:`compare` judges two
 results (exact, or ``allclose`` for floating point), and :func:`digest` hashes a result for the
-evidence of ``reportFault`` (``_sampling.py``, ``_compare.py``).
+evidence of ``reportFault`` (``_sampling.py``, ``_compare.py``). A provider's worker puts
+:func:`commit` of each result into its report, and the scheduler holds every copy it is handed to
+it with :func:`digest_payload` (``_commitment.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ._authorization import (
     serve_peers_by_role,
     unpickle_only_from_the_client,
 )
+from ._commitment import COMMITMENT, commit, digest_payload, is_commitment
 from ._compare import DEFAULT_ATOL, DEFAULT_RTOL, Mismatch, compare, default_tolerances, digest
 from ._errors import PayloadTooDeep, PayloadTooLarge, RemoteTaskError, UnsafePayload
 from ._hooks import hold as hold_decoder
@@ -52,6 +55,7 @@ from ._rules import allow_class, allow_namespace, disallow_class, notebook_class
 from ._sampling import Sampler, catch_probability
 
 __all__ = [
+    "COMMITMENT",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
     "PEER_HANDLERS",
@@ -68,14 +72,17 @@ __all__ = [
     "allow_namespace",
     "authorize_by_role",
     "catch_probability",
+    "commit",
     "compare",
     "decode_exception",
     "decoder_installed",
     "default_tolerances",
     "digest",
+    "digest_payload",
     "disallow_class",
     "hold_decoder",
     "install_decoder",
+    "is_commitment",
     "is_decoder_installed",
     "notebook_class",
     "rebuilds",

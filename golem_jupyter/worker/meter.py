@@ -28,8 +28,8 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 from tornado.ioloop import PeriodicCallback
 
+from ..trust import COMMITMENT, commit
 from ..trust._authorization import serve_peers_by_role
-from ..trust._commitment import COMMITMENT, commit
 
 METER_ENV = "GOLEM_METER_FILE"
 METER_FD_ENV = "GOLEM_METER_FD"
