@@ -678,6 +678,7 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
     trust.uninstall_decoder()
     try:
         originals = (protocol_pickle.loads, core.clean_exception, client.loads, client.clean_exception, client.pickle)
+        originals += (client.Client._gather,)
         assert client.pickle is pickle
         trust.install_decoder()
         trust.install_decoder()
@@ -685,12 +686,14 @@ def test_install_is_idempotent_and_uninstall_restores() -> None:
         assert protocol_pickle.loads is not originals[0] and client.loads is protocol_pickle.loads
         assert core.clean_exception is not originals[1] and client.clean_exception is core.clean_exception
         assert client.pickle is not pickle and client.pickle.loads is restricted_loads
+        assert client.Client._gather is not originals[5]  # through the scheduler, which checks commitments
         trust.uninstall_decoder()
         trust.uninstall_decoder()
         assert not trust.is_decoder_installed()
-        assert (protocol_pickle.loads, core.clean_exception, client.loads, client.clean_exception, client.pickle) == (
-            originals
-        )
+        assert (
+            protocol_pickle.loads, core.clean_exception, client.loads, client.clean_exception, client.pickle,
+            client.Client._gather,
+        ) == originals  # fmt: skip
         with trust.decoder_installed():
             assert trust.is_decoder_installed()
         assert not trust.is_decoder_installed()

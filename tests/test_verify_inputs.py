@@ -21,10 +21,13 @@ import asyncio
 from typing import Any
 
 import dask
+import distributed
 import pytest
+from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
 from verifykit import verifying_cluster
 
+from golem_jupyter import trust
 from golem_jupyter.scheduler import verify
 from golem_jupyter.scheduler.verify import ANNOTATION
 from golem_jupyter.trust import COMMITMENT, commit
@@ -305,3 +308,35 @@ class StallsItsCheck(TwoFaced):
 def test_a_provider_that_stalls_its_check_is_outvoted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(verify, "FETCH_TIMEOUT", 1.0)
     _the_liar_is_caught_and_the_truth_arrives(StallsItsCheck())
+
+
+class LiesToTheClientOnly(TwoFaced):
+    """Computes and commits to the truth, and hands ``total`` + 1 to anyone but the requestor's
+    scheduler: to a client that asks the worker itself (``gather(direct=True)``), past the
+    scheduler's check of the bytes against the commitment."""
+
+    lies_about_totals = False
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return value + 1 if not to_scheduler and str(key).startswith("total") else None
+
+
+@pytest.mark.parametrize("how", ["gather-direct", "client-direct-to-workers"])
+def test_a_client_asking_the_workers_directly_still_gets_checked_results(how: str) -> None:
+    """The requestor's clients gather through its scheduler however they ask: the scheduler is
+    where every copy of a verified result is held to its commitment."""
+    with verifying_cluster(0.0) as cluster, trust.gathers_through_the_scheduler():
+        plugin = LiesToTheClientOnly()
+        two_faced = cluster.worker("two-faced", plugins=[plugin])
+        with dask.annotate(**{ANNOTATION: 1e-12}):
+            results = cluster.client.map(total, [[i, i] for i in range(5)], workers=[two_faced.address])
+        distributed.wait(results)
+        if how == "gather-direct":
+            values = cluster.client.gather(results, direct=True)
+        else:
+            with Client(cluster.scheduler.address, direct_to_workers=True) as direct:
+                with dask.annotate(**{ANNOTATION: 1e-12}):
+                    again = direct.map(total, [[i, i] for i in range(5)], workers=[two_faced.address], pure=False)
+                values = direct.gather(again)
+        assert values == [2 * i for i in range(5)]
+        assert plugin.doctored == 0, "a worker handed a result to the client past the scheduler"

@@ -27,7 +27,8 @@ to re-run on another provider with randomness held in this process, :func:`compa
 results (exact, or ``allclose`` for floating point), and :func:`digest` hashes a result for the
 evidence of ``reportFault`` (``_sampling.py``, ``_compare.py``). A provider's worker puts
 :func:`commit` of each result into its report, and the scheduler holds every copy it is handed to
-it with :func:`digest_payload` (``_commitment.py``).
+it with :func:`digest_payload` (``_commitment.py``); :func:`install_decoder` also routes this
+process's gathers through the scheduler, where that check is (``_gathering.py``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ._authorization import (
 from ._commitment import COMMITMENT, commit, digest_payload, is_commitment
 from ._compare import DEFAULT_ATOL, DEFAULT_RTOL, Mismatch, compare, default_tolerances, digest
 from ._errors import PayloadTooDeep, PayloadTooLarge, RemoteTaskError, UnsafePayload
+from ._gathering import gathers_through_the_scheduler, route_through_the_scheduler
 from ._hooks import hold as hold_decoder
 from ._hooks import install as install_decoder
 from ._hooks import installed as decoder_installed
@@ -80,6 +82,7 @@ __all__ = [
     "digest",
     "digest_payload",
     "disallow_class",
+    "gathers_through_the_scheduler",
     "hold_decoder",
     "install_decoder",
     "is_commitment",
@@ -88,6 +91,7 @@ __all__ = [
     "rebuilds",
     "release_decoder",
     "restricted_loads",
+    "route_through_the_scheduler",
     "serve_peers_by_role",
     "uninstall_decoder",
     "unpickle_only_from_the_client",

@@ -42,6 +42,9 @@ every pickle decoded in this process comes, directly or through the scheduler, f
    ``__Enum__`` values that make the receiver *import* a module by name (limited to the
    ``distributed.scheduler.allowed-imports`` roots, dask and distributed). The replacement only
    returns modules that are already imported.
+6. Not a decoding step, but part of receiving from providers: every client's gather asks the
+   scheduler, never a worker directly (``_gathering.py``): the scheduler holds each copy of a
+   verified result to its worker's commitment.
 
 The cloudpickle paths: distributed pickles with cloudpickle, but cloudpickle's output is a
 normal pickle and distributed never calls ``cloudpickle.loads``; it unpickles through (1).
@@ -76,6 +79,7 @@ from typing import Any
 import dask
 import numpy as np
 
+from . import _gathering
 from ._errors import UnsafePayload
 from ._reader import decode_exception, restricted_loads
 
@@ -214,6 +218,9 @@ def install() -> None:
                 _swap_everywhere(serialize.import_allowed_module, _import_loaded_module, "import_allowed_module")
             )
             undo.append(_guard_numpy_deserializer())
+            if not _gathering.is_routed():
+                _gathering.route_through_the_scheduler()
+                undo.append(_gathering.let_clients_gather_directly)
         except BaseException:
             for step in reversed(undo):
                 step()
