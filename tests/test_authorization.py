@@ -323,8 +323,37 @@ def test_a_pickle_in_a_workers_message_is_not_unpickled_by_the_scheduler(session
     outcome = asyncio.run(attack())
     assert not marker.exists(), "a worker's pickle ran in the requestor's scheduler process"
     assert isinstance(outcome, (OSError, TimeoutError)), outcome
-    wait_for_log(cluster, "refused a pickle")
+    wait_for_log(cluster, "refused a payload")
     assert client.submit(square, 7).result() == 49
+
+
+def test_a_workers_message_cannot_make_the_scheduler_import_a_module(session, tmp_path):
+    """Dask's msgpack decoding imports the module an ``__Enum__`` value names (any module under
+    dask or distributed) as it reads the message: a worker certificate's message must not make
+    the requestor's scheduler process run a module it never imported."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    module = "distributed.chaos"
+    assert not client.run_on_scheduler(_imported, module), "the test needs a module the scheduler has not imported"
+
+    async def attack() -> object:
+        async with rpc(cluster.scheduler_address, connection_args=security.get_connection_args("client")) as r:
+            enum = {"__Enum__": True, "__module__": module, "__name__": "KillWorker", "name": "x"}
+            try:
+                return await asyncio.wait_for(r.identity(payload=enum), 30)
+            except Exception as error:  # noqa: BLE001 (the refusal is what we look at)
+                return error
+
+    outcome = asyncio.run(attack())
+    assert not client.run_on_scheduler(_imported, module), "a worker's message made the scheduler import a module"
+    assert isinstance(outcome, (OSError, TimeoutError)), outcome
+    wait_for_log(cluster, "a message asked to import this module")
+    assert client.submit(square, 6).result() == 36
+
+
+def _imported(module: str) -> bool:
+    return module in sys.modules
 
 
 def test_a_pickle_in_a_workers_answer_is_not_unpickled_by_the_scheduler(session, tmp_path):
@@ -358,7 +387,7 @@ def test_a_pickle_in_a_workers_answer_is_not_unpickled_by_the_scheduler(session,
     try:
         with pytest.raises(Exception):  # noqa: B017 (whatever the client says, nothing may have run)
             future.result(timeout=5)
-        wait_for_log(cluster, "The scheduler refused a pickle from")
+        wait_for_log(cluster, "The scheduler refused a payload from")
     finally:
         client.run(
             lambda dask_worker: dask_worker.handlers.__setitem__("get_data", dask_worker.handlers["_honest_get_data"]),

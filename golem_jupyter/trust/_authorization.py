@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -123,22 +124,32 @@ def unpickle_only_from_the_client() -> None:
     ``get_data``) raises :class:`UnsafePayload` before a byte of it is unpickled, and that
     connection is dropped with a log line naming the peer. Outside reads the scheduler unpickles
     as before: its own pickles, and the client's graph its handler deserializes. No handler a
-    worker may call unpickles what the worker sent (results stay undecoded bytes here).
+    worker may call unpickles what the worker sent (results stay undecoded bytes here). Nor may
+    another peer's message make this process import a module (msgpack's ``__Enum__`` values).
 
     Process-wide and not undone: call it in the scheduler process only (a process that also runs
     plain, certificate-less clusters would refuse their pickles too). Idempotent.
     """
     protocol_pickle = importlib.import_module("distributed.protocol.pickle")
+    serialize = importlib.import_module("distributed.protocol.serialize")
     tcp = importlib.import_module("distributed.comm.tcp")
     if getattr(tcp.TCP.read, "_golem_by_role", False):
         return
     original_loads = protocol_pickle.loads
+    original_import = serialize.import_allowed_module
     original_read = tcp.TCP.read
 
     def loads(x: Any, *, buffers: Iterable[Any] = ()) -> Any:
         if _READING_A_PROVIDER.get():
             raise UnsafePayload("pickle", "only the requestor's client may send the scheduler a pickle")
         return original_loads(x, buffers=buffers)
+
+    def import_allowed_module(name: str) -> Any:
+        # msgpack decodes an ``__Enum__`` by importing the module it names: a provider may name only
+        # one this process has imported already.
+        if _READING_A_PROVIDER.get() and name not in sys.modules:
+            raise UnsafePayload(name, "a message asked to import this module")
+        return original_import(name)
 
     async def read(comm: Any, deserializers: Any = None) -> Any:
         role, name = peer_identity(comm.extra_info.get("peercert"))
@@ -147,19 +158,20 @@ def unpickle_only_from_the_client() -> None:
             return await original_read(comm, deserializers)
         except UnsafePayload as refused:
             logger.warning(
-                "The scheduler refused a pickle from %s (%s, %s) and dropped the connection: %s",
+                "The scheduler refused a payload from %s (%s, %s) and dropped the connection: %s",
                 name or "<no name>",
                 role.value if role else "no role",
                 comm.peer_address,
                 refused,
             )
             comm.abort()
-            raise CommClosedError(f"refused a pickle from {name or comm.peer_address}") from refused
+            raise CommClosedError(f"refused a payload from {name or comm.peer_address}") from refused
         finally:
             _READING_A_PROVIDER.reset(token)
 
     read._golem_by_role = True  # type: ignore[attr-defined]
     _swap_everywhere(original_loads, loads, "loads")
+    serialize.import_allowed_module = import_allowed_module
     tcp.TCP.read = read
 
 
