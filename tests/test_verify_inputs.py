@@ -21,7 +21,9 @@ import asyncio
 from typing import Any
 
 import dask
+import dask.base
 import distributed
+import numpy as np
 import pytest
 from distributed import Client
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -31,6 +33,7 @@ from golem_jupyter import trust
 from golem_jupyter.scheduler import verify
 from golem_jupyter.scheduler.verify import ANNOTATION
 from golem_jupyter.trust import COMMITMENT, commit
+from golem_jupyter.trust._transfers import TransferChecks, transfer_checks
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -340,3 +343,71 @@ def test_a_client_asking_the_workers_directly_still_gets_checked_results(how: st
                 values = direct.gather(again)
         assert values == [2 * i for i in range(5)]
         assert plugin.doctored == 0, "a worker handed a result to the client past the scheduler"
+
+
+class FramesItsPeers(TwoFaced):
+    """Computes everything honestly and commits to it; hands other workers a ``numbers`` list with
+    its first item + 1, and the requestor's scheduler the truth. An honest provider's worker that
+    computed on the doctored copy would return a wrong ``total``, and a check of that total would
+    vote the honest provider down."""
+
+    lies_about_totals = False
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return None if to_scheduler or not str(key).startswith("numbers") else [value[0] + 1, *value[1:]]
+
+
+@pytest.mark.parametrize("protocol", ["inproc://", "tcp://"])
+def test_a_provider_cannot_frame_another_by_doctoring_what_it_hands_it(protocol: str) -> None:
+    """An honest worker checks each input it fetches from a peer against the producer's
+    commitment before it computes on it; a copy that does not match is refused and the scheduler's
+    checked copy used instead. The honest provider's result is right, and its check passes."""
+    with verifying_cluster(0.0, protocol) as cluster:
+        client = cluster.client
+        plugin = FramesItsPeers()
+        liar = cluster.worker("liar", plugins=[plugin])
+        honest = cluster.worker("honest")
+        with dask.annotate(**{ANNOTATION: 1e-12}):  # held to its commitment, not drawn for a check
+            values = client.submit(numbers, 10, workers=[liar.address], pure=False)
+        with dask.annotate(**{ANNOTATION: 1.0}):
+            result = client.submit(total, values, workers=[honest.address], pure=False)
+        assert result.result(timeout=120) == sum(range(10))
+        cluster.settled()
+        assert plugin.doctored >= 1, "the liar never handed the honest worker a doctored copy: the test proves nothing"
+        assert cluster.faults == [], "an honest provider was voted down for an input another provider doctored"
+        assert transfer_checks(honest).refused >= 1
+        assert cluster.verification.stats.checked >= 1
+
+
+VALUES = {
+    "ints": list(range(50)),
+    "floats": [0.1 * i for i in range(50)],
+    "text": "naïve " * 100,
+    "bytes": bytes(range(256)) * 4000,
+    "nested": {"a": [1, 2.5, None], "b": ("x", b"y"), "c": {"d": frozenset({1, 2})}},
+    "strings-set": {f"item-{i}" for i in range(100)},
+    "array": np.arange(100_000, dtype="float64").reshape(1000, 100),
+    "array-in-list": [np.ones(50_000), np.zeros(3, dtype="int8")],
+    "big-pickled": [bytes(2_000_000)],
+}
+
+
+def produce(name: str) -> Any:
+    return VALUES[name]
+
+
+def describe(value: Any) -> str:
+    return dask.base.tokenize(value)
+
+
+def test_honest_peers_hand_each_other_what_they_committed_to() -> None:
+    """Over TCP, every kind of value an honest worker hands a peer matches its commitment: none is
+    refused (each refusal would cost a trip through the requestor's scheduler), every one arrives."""
+    with verifying_cluster(0.0, "tcp://") as cluster:
+        client = cluster.client
+        producer, consumer = cluster.worker("producer"), cluster.worker("consumer")
+        with dask.annotate(**{ANNOTATION: 1e-12}):
+            made = {name: client.submit(produce, name, workers=[producer.address], pure=False) for name in VALUES}
+        described = {name: client.submit(describe, f, workers=[consumer.address]) for name, f in made.items()}
+        assert client.gather(described) == {name: dask.base.tokenize(v) for name, v in VALUES.items()}
+        assert transfer_checks(consumer) == TransferChecks(checked=len(VALUES), refused=0)

@@ -73,11 +73,15 @@ class VerifyingCluster:
 
 
 @contextmanager
-def verifying_cluster(fraction: float | None) -> Iterator[VerifyingCluster]:
+def verifying_cluster(fraction: float | None, protocol: str = "inproc://") -> Iterator[VerifyingCluster]:
     """A scheduler with the Verifier and no workers yet; ``fraction``: the session's verify fraction
-    judged by the kernel's side, or None for no judge at all."""
+    judged by the kernel's side, or None for no judge at all. ``protocol="tcp://"``: results travel
+    as bytes, as between processes (in-process comms hand over the objects themselves)."""
     with (
-        LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cluster,
+        LocalCluster(
+            n_workers=0, processes=False, dashboard_address=":0", protocol=protocol,
+            host="127.0.0.1" if protocol.startswith("tcp") else None,
+        ) as cluster,  # fmt: skip
         Client(cluster) as client,
     ):
         verifier = Verifier()
@@ -113,7 +117,8 @@ async def _worker(
     plugins: Sequence[WorkerPlugin],
     commits: bool,
 ) -> Worker:
-    worker = await Worker(address, name=name, nthreads=nthreads, dashboard=False)
+    host = "127.0.0.1" if address.startswith("tcp") else None
+    worker = await Worker(address, name=name, nthreads=nthreads, dashboard=False, host=host)
     if lie_fraction is not None:
         await worker.plugin_add(LyingWorker(lie_fraction), name=LyingWorker.name)
     for plugin in plugins:

@@ -64,6 +64,7 @@ from distributed.worker import get_data_from_worker
 from ..errors import InvalidInput, VerificationError
 from ..trust import COMMITMENT, digest_payload, is_commitment
 from ..trust._sampling import Sampler
+from ..trust._transfers import COMMITTED_DATA, INPUT_COMMITMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class Verifier(SchedulerPlugin):
         scheduler.stream_handlers["task-finished"] = self._on_finished
         self._gather = scheduler.handlers["gather"]
         scheduler.handlers["gather"] = self.gather
+        scheduler.handlers[COMMITTED_DATA] = self.committed_data
+        self._task_to_msg = scheduler._task_to_msg
+        scheduler._task_to_msg = self._task_with_input_commitments
         asyncio.get_running_loop().call_later(CHECK_TIMEOUT / 10, self._expire)
 
     # ------------------------------------------------------------------ handlers
@@ -251,16 +255,40 @@ class Verifier(SchedulerPlugin):
         payloads = await self._bound_payloads(bound)
         missing = [key for key in bound if payloads.get(key) is None]
         if missing:
-            # No worker handed these over as committed: they are computed again (else the client,
-            # told to ask again, would ask for the same copies forever).
-            tasks = self.scheduler.tasks
-            again = {key: "released" for key in missing if key in tasks and tasks[key].state == "memory"}
-            if again:
-                logger.warning("No worker handed over %d result(s) as committed; computing them again.", len(again))
-                self.scheduler.transitions(again, f"golem-uncommitted-{time.time()}")
+            self._compute_again_uncommitted(missing)
             return {"status": "error", "keys": missing}
         response["data"].update(payloads)
         return response
+
+    async def committed_data(self, keys: list[Any]) -> dict[str, Any]:
+        """A worker's request for inputs a peer handed it otherwise than committed: the copies this
+        scheduler holds to their commitments (:mod:`golem_jupyter.trust._transfers`). Only keys a
+        check holds to a commitment; a worker can read any of those from its peers anyway."""
+        bound = {key: c for key in keys if (c := self._binding(key)) is not None}
+        payloads = await self._bound_payloads(bound) if bound else {}
+        missing = [key for key in keys if payloads.get(key) is None]
+        if missing:
+            self._compute_again_uncommitted([key for key in missing if key in bound])
+            return {"status": "error", "keys": missing}
+        return {"status": "OK", "data": payloads}
+
+    def _compute_again_uncommitted(self, keys: list[Any]) -> None:
+        """No worker handed these over as committed: they are computed again (else whoever asked,
+        told to ask again, would ask for the same copies forever)."""
+        tasks = self.scheduler.tasks
+        again = {key: "released" for key in keys if key in tasks and tasks[key].state == "memory"}
+        if again:
+            logger.warning("No worker handed over %d result(s) as committed; computing them again.", len(again))
+            self.scheduler.transitions(again, f"golem-uncommitted-{time.time()}")
+
+    def _task_with_input_commitments(self, ts: Any) -> dict[str, Any]:
+        """Dask's message sending ``ts`` to a worker, with the commitments of its inputs: the worker
+        refuses a copy from a peer that does not match (:mod:`golem_jupyter.trust._transfers`)."""
+        msg = self._task_to_msg(ts)
+        bound = {dts.key: c for dts in ts.dependencies if (c := self._binding(dts.key)) is not None}
+        if bound:
+            msg["annotations"] = {**msg["annotations"], INPUT_COMMITMENTS: bound}
+        return msg
 
     def _binding(self, key: Any) -> str | None:
         """The commitment a copy of ``key`` must match before it is handed on, or None when it need

@@ -58,6 +58,7 @@ WORKER_HANDLERS = frozenset(
         "retire_workers",  # a worker closing gracefully retires itself
         "set_resources",
         "who_has",  # where the data a task needs lives
+        "golem_committed_data",  # an input a peer handed over otherwise than committed (_transfers.py)
         "identity",
         "close",
     }

@@ -30,6 +30,7 @@ from tornado.ioloop import PeriodicCallback
 
 from ..trust import COMMITMENT, commit
 from ..trust._authorization import serve_peers_by_role
+from ..trust._transfers import check_transfers
 
 METER_ENV = "GOLEM_METER_FILE"
 METER_FD_ENV = "GOLEM_METER_FD"
@@ -54,6 +55,7 @@ class ComputeMeter(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
+        check_transfers(worker)  # a peer's doctored input would make this provider's results wrong
         if self.fd is not None:
             os.set_blocking(self.fd, False)  # totals are cumulative: a line the agent misses costs nothing
         self.flush(force=True)
