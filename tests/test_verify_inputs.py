@@ -411,3 +411,30 @@ def test_honest_peers_hand_each_other_what_they_committed_to() -> None:
         described = {name: client.submit(describe, f, workers=[consumer.address]) for name, f in made.items()}
         assert client.gather(described) == {name: dask.base.tokenize(v) for name, v in VALUES.items()}
         assert transfer_checks(consumer) == TransferChecks(checked=len(VALUES), refused=0)
+
+
+class HandsEveryoneADoctoredInput(TwoFaced):
+    """Commits to the true ``numbers`` and hands everyone, the requestor's scheduler included, the
+    list with its first item + 1."""
+
+    lies_about_totals = False
+
+    def doctor(self, key: Any, value: Any, *, to_scheduler: bool) -> Any:
+        return [value[0] + 1, *value[1:]] if str(key).startswith("numbers") else None
+
+
+def test_an_input_no_holder_hands_over_as_committed_is_computed_again() -> None:
+    """The honest worker refuses the doctored input, and so does the scheduler it asks instead: the
+    producer is convicted for handing over other bytes than it committed to, the input is
+    computed again by an honest provider, and the honest result is right."""
+    with verifying_cluster(0.0, "tcp://") as cluster:
+        client = cluster.client
+        liar = cluster.worker("liar", plugins=[HandsEveryoneADoctoredInput()])
+        honest = cluster.worker("honest")
+        with dask.annotate(**{ANNOTATION: 1e-12}):
+            values = client.submit(numbers, 10, workers=[liar.address], allow_other_workers=True, pure=False)
+            result = client.submit(total, values, workers=[honest.address], pure=False)
+        assert result.result(timeout=120) == sum(range(10))
+        [fault] = cluster.reported(1)
+        assert fault.provider == "liar" and "committed" in fault.detail
+        assert transfer_checks(honest).refused >= 1
