@@ -15,6 +15,12 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+def hold(value: object, seconds: float) -> object:
+    """``value``, after ``seconds``: a task that reads an input and is still running meanwhile."""
+    time.sleep(seconds)
+    return value
+
+
 def busy(n: int) -> int:
     return sum(range(20_000 + n))
 

@@ -17,18 +17,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import pytest
 from distributed import Client, wait
 from distributed.core import rpc
 from distributed.protocol.pickle import dumps
 from distributed.protocol.serialize import ToPickle
 from distributed.security import Security
-from market_tasks import square
+from market_tasks import hold, square
 from marketkit import Market, local_market
 
 from golem_jupyter.chain.wallet import KEY_ENV, PASSWORD_ENV
 from golem_jupyter.market.certificates import Role, certificate_role
 from golem_jupyter.requestor.cluster import GolemCluster
+from golem_jupyter.scheduler.verify import ANNOTATION
 from golem_jupyter.trust import WORKER_HANDLERS, PeerRefused
 
 pytestmark = pytest.mark.timeout(300)
@@ -325,6 +327,49 @@ def test_a_pickle_in_a_workers_message_is_not_unpickled_by_the_scheduler(session
     assert isinstance(outcome, (OSError, TimeoutError)), outcome
     wait_for_log(cluster, "refused a payload")
     assert client.submit(square, 7).result() == 49
+
+
+def test_a_worker_gets_committed_copies_only_of_its_own_tasks_inputs(session, tmp_path):
+    """``golem_committed_data`` hands a provider's worker the scheduler's checked copy of an input a
+    peer doctored, and each call has the scheduler fetch the copy from the workers holding it. A
+    worker certificate gets only inputs of a task running on that provider's workers: else any
+    provider could have the scheduler fetch every checked result, as often as it liked."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    with dask.annotate(**{ANNOTATION: 1e-12}):  # held to its commitment, not drawn for a check
+        future = client.submit(square, 9, pure=False)
+    wait(future)
+
+    async def ask() -> dict:
+        async with rpc(cluster.scheduler_address, connection_args=security.get_connection_args("client")) as r:
+            return await asyncio.wait_for(r.golem_committed_data(keys=[future.key]), 30)
+
+    answer = asyncio.run(ask())
+    assert answer["status"] == "error" and list(answer["keys"]) == [future.key], answer
+    assert future.result() == 81
+
+
+def test_a_worker_gets_the_committed_copy_of_an_input_of_its_own_task(session, tmp_path):
+    """What an honest provider's worker asks when a peer hands it a doctored input: the input of a
+    task running on it, answered with the copy that matches the input's commitment."""
+    cluster, client = session
+    [provider] = cluster.rentals
+    security = worker_security(cluster, tmp_path, provider)
+    with dask.annotate(**{ANNOTATION: 1e-12}):
+        value = client.submit(square, 5, pure=False)
+        reader = client.submit(hold, value, 15.0, pure=False)
+    deadline = time.monotonic() + 60
+    while reader.key not in {key for keys in client.processing().values() for key in keys}:
+        assert time.monotonic() < deadline, "the task reading the input never started"
+        time.sleep(0.05)
+
+    async def ask() -> dict:
+        async with rpc(cluster.scheduler_address, connection_args=security.get_connection_args("client")) as r:
+            return await asyncio.wait_for(r.golem_committed_data(keys=[value.key]), 30)
+
+    assert asyncio.run(ask()) == {"status": "OK", "data": {value.key: 25}}
+    assert reader.result() == 25
 
 
 def test_a_workers_message_cannot_make_the_scheduler_import_a_module(session, tmp_path):

@@ -79,9 +79,12 @@ def verifying_cluster(fraction: float | None, protocol: str = "inproc://") -> It
     as bytes, as between processes (in-process comms hand over the objects themselves)."""
     with (
         LocalCluster(
-            n_workers=0, processes=False, dashboard_address=":0", protocol=protocol,
+            n_workers=0,
+            processes=False,
+            dashboard_address=":0",
+            protocol=protocol,
             host="127.0.0.1" if protocol.startswith("tcp") else None,
-        ) as cluster,  # fmt: skip
+        ) as cluster,
         Client(cluster) as client,
     ):
         verifier = Verifier()

@@ -26,7 +26,7 @@ import logging
 import multiprocessing
 import pickle
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,14 +216,12 @@ class Verification:
         """The scheduler caught a provider handing over bytes other than it committed to (it has
         convicted it already): count the fault and report it."""
         provider, key = str(caught["provider"]), str(caught["key"])
-        evidence = hashlib.sha256(key.encode())
-        for part in (provider, caught.get("committed"), caught.get("served")):
-            evidence.update(str(part).encode() + b"\0")
+        shown = (str(part).encode() + b"\0" for part in (provider, caught.get("committed"), caught.get("served")))
         fault = Fault(
             provider,
             caught.get("graph_id"),
             key,
-            evidence.digest(),
+            _evidence(key, shown),
             "handed over a result other than the one its own report committed to",
         )
         self.outvoted.add(provider)
@@ -373,13 +371,19 @@ class Verification:
 def _faults(event: dict[str, Any], faulty: list[str], votes: dict[str, Any]) -> list[Fault]:
     """The faults of a check's verdict, each with the evidence: sha256 over the key and every vote's digest."""
     key = str(event["key"])
-    evidence = hashlib.sha256(key.encode())
-    for provider in sorted(votes):
-        evidence.update(provider.encode() + _digest(votes[provider]))
+    evidence = _evidence(key, (provider.encode() + _digest(votes[provider]) for provider in sorted(votes)))
     return [
-        Fault(provider, event.get("graph_id"), key, evidence.digest(), "outvoted by the re-runs of its task")
+        Fault(provider, event.get("graph_id"), key, evidence, "outvoted by the re-runs of its task")
         for provider in faulty
     ]
+
+
+def _evidence(key: str, parts: Iterable[bytes]) -> bytes:
+    """``reportFault``'s evidence: sha256 over the task's key and the parts that show the fault."""
+    evidence = hashlib.sha256(key.encode())
+    for part in parts:
+        evidence.update(part)
+    return evidence.digest()
 
 
 def _comparable(value: Any) -> Any:

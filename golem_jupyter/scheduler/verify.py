@@ -62,7 +62,9 @@ from distributed.utils import key_split
 from distributed.worker import get_data_from_worker
 
 from ..errors import InvalidInput, VerificationError
+from ..market.certificates import peer_identity
 from ..trust import COMMITMENT, digest_payload, is_commitment
+from ..trust._authorization import TRUSTED_ROLES
 from ..trust._sampling import Sampler
 from ..trust._transfers import COMMITTED_DATA, INPUT_COMMITMENTS
 
@@ -252,40 +254,51 @@ class Verifier(SchedulerPlugin):
         response = await self._gather(keys=rest, serializers=serializers) if rest else {"status": "OK", "data": {}}
         if response.get("status") != "OK":
             return response
-        payloads = await self._bound_payloads(bound)
-        missing = [key for key in bound if payloads.get(key) is None]
-        if missing:
-            self._compute_again_uncommitted(missing)
-            return {"status": "error", "keys": missing}
-        response["data"].update(payloads)
+        committed = await self._serve_committed(bound)
+        if committed["status"] != "OK":
+            return committed
+        response["data"].update(committed["data"])
         return response
 
-    async def committed_data(self, keys: list[Any]) -> dict[str, Any]:
+    async def committed_data(self, comm: Any, keys: list[Any]) -> dict[str, Any]:
         """A worker's request for inputs a peer handed it otherwise than committed: the copies this
-        scheduler holds to their commitments (:mod:`golem_jupyter.trust._transfers`). Only keys a
-        check holds to a commitment; a worker can read any of those from its peers anyway."""
-        bound = {key: c for key in keys if (c := self._binding(key)) is not None}
-        payloads = await self._bound_payloads(bound) if bound else {}
-        missing = [key for key in keys if payloads.get(key) is None]
-        if missing:
-            self._compute_again_uncommitted([key for key in missing if key in bound])
-            return {"status": "error", "keys": missing}
-        return {"status": "OK", "data": payloads}
+        scheduler holds to their commitments (:mod:`golem_jupyter.trust._transfers`). A provider's
+        worker gets only inputs of a task running on that provider's workers (each request has
+        this process fetch from the holders), and only keys a check holds to a commitment."""
+        provider = _provider_of(comm)
+        wanted = [key for key in keys if provider is None or self._read_by(key, provider)]
+        bound = {key: c for key in wanted if (c := self._binding(key)) is not None}
+        if len(bound) < len(keys):
+            return {"status": "error", "keys": [key for key in keys if key not in bound]}
+        return await self._serve_committed(bound)
 
-    def _compute_again_uncommitted(self, keys: list[Any]) -> None:
-        """No worker handed these over as committed: they are computed again (else whoever asked,
-        told to ask again, would ask for the same copies forever)."""
+    async def _serve_committed(self, bound: dict[Any, str]) -> dict[str, Any]:
+        """``{"status": "OK", "data": ...}`` with each key's copy as committed; else an error naming
+        the keys no worker handed over as committed, which are computed again (whoever asked,
+        told to ask again, would otherwise ask for the same copies forever)."""
+        payloads = await self._bound_payloads(bound)
+        missing = [key for key in bound if payloads.get(key) is None]
+        if not missing:
+            return {"status": "OK", "data": payloads}
         tasks = self.scheduler.tasks
-        again = {key: "released" for key in keys if key in tasks and tasks[key].state == "memory"}
+        again = {key: "released" for key in missing if key in tasks and tasks[key].state == "memory"}
         if again:
             logger.warning("No worker handed over %d result(s) as committed; computing them again.", len(again))
             self.scheduler.transitions(again, f"golem-uncommitted-{time.time()}")
+        return {"status": "error", "keys": missing}
+
+    def _read_by(self, key: Any, provider: str) -> bool:
+        """Whether a task processing on a worker of ``provider`` has ``key`` as an input."""
+        ts = self._task(key)
+        return ts is not None and any(
+            dts.processing_on is not None and str(dts.processing_on.name) == provider for dts in ts.dependents or ()
+        )
 
     def _task_with_input_commitments(self, ts: Any) -> dict[str, Any]:
         """Dask's message sending ``ts`` to a worker, with the commitments of its inputs: the worker
         refuses a copy from a peer that does not match (:mod:`golem_jupyter.trust._transfers`)."""
         msg = self._task_to_msg(ts)
-        bound = {dts.key: c for dts in ts.dependencies if (c := self._binding(dts.key)) is not None}
+        bound = {dts.key: c for dts in ts.dependencies if (c := self._commitment_of(dts)) is not None}
         if bound:
             msg["annotations"] = {**msg["annotations"], INPUT_COMMITMENTS: bound}
         return msg
@@ -293,14 +306,20 @@ class Verifier(SchedulerPlugin):
     def _binding(self, key: Any) -> str | None:
         """The commitment a copy of ``key`` must match before it is handed on, or None when it need
         not (the task is not verified, or it was used unchecked)."""
-        try:
-            ts = self.scheduler.tasks.get(key)
-        except TypeError:
-            return None
-        if ts is None or ts.state != "memory" or not self._fraction(ts):
+        ts = self._task(key)
+        return self._commitment_of(ts) if ts is not None else None
+
+    def _commitment_of(self, ts: Any) -> str | None:
+        if ts.state != "memory" or not self._fraction(ts):
             return None
         committed = (ts.metadata or {}).get(COMMITMENT)
         return committed if is_commitment(committed) else None
+
+    def _task(self, key: Any) -> Any:
+        try:
+            return self.scheduler.tasks.get(key)
+        except TypeError:  # an unhashable key, from a peer: no task of this scheduler's
+            return None
 
     async def _bound_payloads(self, bound: dict[Any, str], avoid: str | None = None) -> dict[Any, Any]:
         """Each key's bytes as a worker hands them over, once they match the key's commitment: asked
@@ -544,8 +563,11 @@ class Verifier(SchedulerPlugin):
 
     def _fraction(self, ts: Any) -> float:
         """The verify fraction of a task: its cell's (``golem_verify`` annotation), or the session's."""
+        annotated = (ts.annotations or {}).get(ANNOTATION)
+        if annotated is None:  # on every task sent to a worker, for each input: no Sampler to build
+            return self.fraction
         try:
-            return Sampler((ts.annotations or {}).get(ANNOTATION, self.fraction), rng=self.rng).fraction
+            return Sampler(annotated, rng=self.rng).fraction
         except InvalidInput:  # a cell's annotation that is no fraction: the session's applies
             return self.fraction
 
@@ -843,6 +865,16 @@ class Verifier(SchedulerPlugin):
         gone too: the kernel hears of the check again once the task's next report is judged."""
         for check in [c for c in self.checks.values() if c.worker == worker]:
             self._close(check)
+
+
+def _provider_of(comm: Any) -> str | None:
+    """The provider a worker's connection belongs to (its certificate's name), or None for the
+    requestor's own side, or a plain connection (an in-process cluster without TLS)."""
+    extra = getattr(comm, "extra_info", None) or {}
+    if "peercert" not in extra:
+        return None
+    role, name = peer_identity(extra["peercert"])
+    return None if role in TRUSTED_ROLES else name or ""
 
 
 def _size(payload: Any) -> int:

@@ -97,7 +97,8 @@ _READING_A_PROVIDER: ContextVar[bool] = ContextVar("golem_reading_a_provider", d
 """True while a comm reads what a peer other than the requestor's client sent (in the task that
 reads, and in the thread distributed may hand the decoding to)."""
 
-_TRUSTED_ROLES = (Role.CLIENT, Role.SCHEDULER)
+TRUSTED_ROLES = (Role.CLIENT, Role.SCHEDULER)
+"""Roles whose peers are the requestor's own side: served everything, their pickles read."""
 
 
 def authorize_by_role(scheduler: Any) -> None:
@@ -107,7 +108,7 @@ def authorize_by_role(scheduler: Any) -> None:
 
     def handle_comm(comm: Comm) -> Any:
         role, name = peer_identity(comm.extra_info.get("peercert"))
-        if role in _TRUSTED_ROLES:
+        if role in TRUSTED_ROLES:
             return serve(comm)
         return serve(_WorkerComm(comm, scheduler, name or "<no name>", role))
 
@@ -154,7 +155,7 @@ def unpickle_only_from_the_client() -> None:
 
     async def read(comm: Any, deserializers: Any = None) -> Any:
         role, name = peer_identity(comm.extra_info.get("peercert"))
-        token = _READING_A_PROVIDER.set(role not in _TRUSTED_ROLES)
+        token = _READING_A_PROVIDER.set(role not in TRUSTED_ROLES)
         try:
             return await original_read(comm, deserializers)
         except UnsafePayload as refused:

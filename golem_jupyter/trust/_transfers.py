@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import distributed.worker
-from distributed.core import send_recv
 from distributed.protocol.compression import decompress
 from distributed.protocol.serialize import Serialize, Serialized, merge_and_deserialize
 
-from ._commitment import digest_payload, is_commitment
+from ._commitment import PICKLE_PROTOCOL, digest_payload, is_commitment
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ INPUT_COMMITMENTS = "golem-inputs"
 COMMITTED_DATA = "golem_committed_data"
 """The scheduler's handler that hands a worker the copy of a result it holds to its commitment."""
 
-TRANSFER_FORM = {"pickle-protocol": 4, "compression": None}
+TRANSFER_FORM = {"pickle-protocol": PICKLE_PROTOCOL, "compression": None}
 """How results travel to the requestor's scheduler, and so how their commitments are made."""
 
 _consumers: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
@@ -78,7 +77,8 @@ def committed_inputs(worker: Any, keys: Collection[Any]) -> dict[Any, str]:
     for key in keys:
         ts = worker.state.tasks.get(key)
         for dependent in ts.dependents if ts is not None else ():
-            committed = (dependent.annotations or {}).get(INPUT_COMMITMENTS, {}).get(key)
+            commitments = (dependent.annotations or {}).get(INPUT_COMMITMENTS)
+            committed = commitments.get(key) if isinstance(commitments, dict) else None
             if is_commitment(committed):
                 bound[key] = committed
                 break
@@ -103,23 +103,9 @@ async def _checked_get_data(
         )  # fmt: skip
     if deserializers is None:
         deserializers = rpc.deserializers
-    comm = await rpc.connect(worker)
-    comm.name = "Ephemeral Worker->Worker for gather (checked)"
-    decoding, comm.deserialize = comm.deserialize, False  # the bytes as sent: digested before decoded
-    try:
-        response = await send_recv(
-            comm,
-            serializers=serializers if serializers is not None else rpc.serializers,
-            deserializers=deserializers,
-            op="get_data",
-            keys=keys,
-            who=who,
-        )
-        if response.get("status") == "OK":
-            await comm.write("OK")
-    finally:
-        comm.deserialize = decoding
-        rpc.reuse(worker, comm)
+    response = await _original_get_data(
+        _Undecoded(rpc), keys, worker, who=who, serializers=serializers, deserializers=deserializers
+    )  # fmt: skip
     if response.get("status") != "OK":
         return response
     data = response.get("data", {})
@@ -139,6 +125,25 @@ async def _checked_get_data(
             raise OSError(f"{worker} handed over inputs other than committed, and no committed copy was found")
         decoded.update(answer["data"])
     return {"status": "OK", "data": decoded}
+
+
+class _Undecoded:
+    """The worker's connection pool, lending connections that leave payloads as they came (the
+    bytes as sent: digested before they are decoded) for distributed's own fetch."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.serializers = pool.serializers
+        self.deserializers = pool.deserializers
+
+    async def connect(self, address: str) -> Any:
+        comm = await self.pool.connect(address)
+        comm.deserialize = False
+        return comm
+
+    def reuse(self, address: str, comm: Any) -> None:
+        comm.deserialize = self.pool.deserialize
+        self.pool.reuse(address, comm)
 
 
 def _decode(payload: Any, deserializers: list[str] | None) -> Any:
