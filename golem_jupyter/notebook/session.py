@@ -165,8 +165,10 @@ class MarketSession(Session):
         return self.cluster.remaining
 
     def faults(self) -> int:
+        # Providers, not faults: a check of the first graph judged late can vote a provider down
+        # again once it is gone, and that says nothing of a graph that ran without it.
         verification = self.cluster.verification
-        return len(verification.stats.faults) if verification is not None else 0
+        return len(verification.outvoted) if verification is not None else 0
 
     def graph_for(self, collect_key: str, timeout: float = 10.0) -> dict[str, Any] | None:
         """The metered graph whose output is ``collect_key``, once the cluster has recorded it."""
